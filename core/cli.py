@@ -1,0 +1,244 @@
+"""The `mhogo` command. Each subcommand imports what it needs when it runs, so `mhogo devices` never loads torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from core.config import settings
+
+WORKER_CONCURRENCY = {"photos": 2, "inference": 1, "events": 1, "retraining": 1}
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@click.group()
+def main() -> None:
+    """mhogo: cassava leaf disease diagnosis from farmers' photos."""
+
+
+@main.command()
+@click.option("--demo", is_flag=True, help="Once the stack is up, send the sample photos and print the results.")
+@click.option("--once", is_flag=True, help="With --demo: stop the stack when the demo is done.")
+def up(demo: bool, once: bool) -> None:
+    """Run the whole stack in the foreground: Redis, API, one worker per queue, beat, Flower. Ctrl-C stops it."""
+    from core.db import get_engine, init_db
+    from core.stack import Stack, wait_until_healthy
+
+    init_db(get_engine(settings.database_url))
+    stack = Stack(settings)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        stack.start(explicit_redis_url="MHOGO_REDIS_URL" in os.environ)
+        if demo:
+            done = threading.Event()
+            result: list[int] = []
+
+            def run_demo() -> None:
+                from producers.demo import demo_with_new_device
+
+                if wait_until_healthy(settings.public_url):
+                    result.append(demo_with_new_device(settings, SAMPLES))
+                else:
+                    click.echo("the API did not become healthy", err=True)
+                    result.append(1)
+                done.set()
+
+            threading.Thread(target=run_demo, daemon=True).start()
+            code = stack.watch(until=lambda: stopping.is_set() or (once and done.is_set()))
+            code = code or (result[0] if result else 0)
+        else:
+            code = stack.watch(until=stopping.is_set)
+    finally:
+        stack.stop()
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--host", default=None, help="Default: MHOGO_API_HOST.")
+@click.option("--port", type=int, default=None, help="Default: MHOGO_API_PORT.")
+@click.option("--workers", type=int, default=1, help="uvicorn worker processes.")
+def api(host: str | None, port: int | None, workers: int) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    uvicorn.run(
+        "producers.api.app:create_app",
+        factory=True,
+        host=host or settings.API_HOST,
+        port=port or settings.API_PORT,
+        workers=workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+
+
+@main.command()
+@click.argument("queues", nargs=-1, required=True, type=click.Choice(sorted(WORKER_CONCURRENCY)))
+@click.option("--concurrency", "-c", type=int, default=None, help="Processes; default depends on the queue.")
+@click.option("--name", default=None, help="Worker node name; default QUEUE@HOSTNAME.")
+def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -> None:
+    """Run a Celery worker consuming QUEUES."""
+    from workers.app import app
+
+    processes = concurrency or max(WORKER_CONCURRENCY[q] for q in queues)
+    app.worker_main(
+        [
+            "worker",
+            f"--queues={','.join(queues)}",
+            f"--hostname={name or '-'.join(queues) + '@%h'}",
+            f"--concurrency={processes}",
+            "--task-events",
+            "--optimization=fair",
+            "--loglevel=INFO",
+        ]
+    )
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat: the periodic sweeper."""
+    from workers.app import app
+
+    settings.HOME.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel=INFO"])
+
+
+@main.command()
+def flower() -> None:
+    """Run Flower with basic auth (MHOGO_FLOWER_USER / MHOGO_FLOWER_PASSWORD) and persistent state."""
+    if settings.FLOWER_PASSWORD is None:
+        raise click.UsageError("set MHOGO_FLOWER_PASSWORD: Flower never runs without a password")
+    settings.HOME.mkdir(parents=True, exist_ok=True)
+    auth = f"{settings.FLOWER_USER}:{settings.FLOWER_PASSWORD.get_secret_value()}"
+    argv = [
+        sys.executable, "-m", "celery", "--app=workers.app", "flower",
+        f"--port={settings.FLOWER_PORT}", f"--basic-auth={auth}", "--persistent=True",
+        f"--db={settings.HOME / 'flower.db'}", "--state_save_interval=60000", "--purge_offline_workers=300",
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)
+
+
+@main.command()
+@click.option("--api-url", default=None, help="Default: MHOGO_PUBLIC_URL.")
+@click.option("--token", envvar="MHOGO_DEMO_TOKEN", default=None, help="A device token; default: register one.")
+@click.option("--samples", type=click.Path(exists=True, path_type=Path), default=SAMPLES)
+def demo(api_url: str | None, token: str | None, samples: Path) -> None:
+    """Send the sample photos through the API and print each diagnosis as it arrives."""
+    from producers.demo import demo_with_new_device, run_demo
+
+    if token:
+        sys.exit(run_demo(api_url or settings.public_url, token, samples))
+    sys.exit(demo_with_new_device(settings, samples, api_url))
+
+
+@main.group()
+def devices() -> None:
+    """Device tokens."""
+
+
+@devices.command("add")
+@click.argument("name")
+def devices_add(name: str) -> None:
+    """Register a device; its token is printed once, as the last line."""
+    from sqlmodel import Session
+
+    from core.db import get_engine, init_db
+    from core.devices import add_device
+
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine) as session:
+        device, token = add_device(session, name)
+    click.echo(f"device {device.id} '{device.name}' registered; its token (shown only now):", err=True)
+    click.echo(token)
+
+
+@devices.command("list")
+def devices_list() -> None:
+    from sqlmodel import Session
+
+    from core.db import get_engine, init_db
+    from core.devices import list_devices
+
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine) as session:
+        for device in list_devices(session):
+            click.echo(f"{device.id}\t{device.name}\t{device.created_at:%Y-%m-%d %H:%M}")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--epochs", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--dry-run", is_flag=True, help="Two small batches: checks the whole path in seconds.")
+def train(data_dir: Path, out: Path, epochs: int | None, seed: int | None, dry_run: bool) -> None:
+    """Fine-tune the classifier on DATA_DIR (one folder per class) and write a checkpoint to --out."""
+    from ml.train import TrainConfig
+    from ml.train import train as run_training
+
+    config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
+    if epochs is not None:
+        config.epochs = epochs
+    if seed is not None:
+        config.seed = seed
+    result = run_training(data_dir, out, config)
+    meta = result.checkpoint.meta
+    click.echo(json.dumps({"path": str(out), "version": result.checkpoint.version, "sha256": result.sha256,
+                           "dataset_version": meta["dataset_version"], "val": meta["val_metrics"],
+                           "seconds": meta["seconds"]}))  # fmt: skip
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+def predict(images: tuple[Path, ...], model: Path | None, as_json: bool) -> None:
+    """Diagnose photos in-process, through the same preprocess -> filter -> infer code as the workers."""
+    from ml.diagnose import diagnose
+    from ml.predictor import Predictor
+
+    predictor = Predictor.from_file(model or settings.model_path, threads=settings.torch_threads)
+    for path in images:
+        outcome = diagnose(path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+        row = {"path": str(path), **outcome}
+        if as_json:
+            click.echo(json.dumps(row))
+        elif row["status"] == "classified":
+            click.echo(f"{path}: {row['label']} ({row['confidence']:.2f})")
+        else:
+            click.echo(f"{path}: rejected, {row['reason']}: {row['message']}")
+
+
+@main.command()
+def sweep() -> None:
+    """Enqueue now every job that is waiting for the queue."""
+    from sqlmodel import Session
+
+    from core.db import get_engine, init_db
+    from producers.publisher import Publisher
+    from producers.sweeper import sweep_once
+    from workers.app import app
+
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    click.echo(json.dumps(sweep_once(lambda: Session(engine, expire_on_commit=False), Publisher(app), settings)))
+
+
+if __name__ == "__main__":
+    main()

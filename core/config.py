@@ -1,0 +1,111 @@
+"""Settings: every knob of mhogo, read from `MHOGO_*` environment variables (or a `.env` file) in one place."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ml.quality import QualityThresholds
+
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "ml" / "weights" / "baseline.pt"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MHOGO_", env_file=".env", extra="ignore", frozen=True)
+
+    # Where local state lives: SQLite database, blobs, models, Flower's state. URLs below may point elsewhere.
+    HOME: Path = Path("~/.mhogo")
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    DATABASE_URL: str | None = None  # default: SQLite under HOME
+    MODEL_PATH: Path | None = None  # default: the baseline checkpoint committed in ml/weights
+
+    API_HOST: str = "127.0.0.1"
+    API_PORT: int = 8000
+    PUBLIC_URL: str | None = None  # how phones reach the API, for status URLs; default http://API_HOST:API_PORT
+    FLOWER_PORT: int = 5555
+    FLOWER_USER: str = "operator"
+    FLOWER_PASSWORD: SecretStr | None = None  # `mhogo up` makes one up and prints it when unset
+
+    # Upload limits.
+    MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)
+    MAX_IMAGE_PIXELS: int = Field(default=50_000_000, gt=0)  # above this a photo is a decompression bomb
+
+    # Quality gate, measured on the working-size image (see ml/preprocess.py); set from ../shared/data.
+    MIN_SIDE_PX: int = 160
+    # On the 92 cassava photos: mean luma 69..175, near-white share <= 0.1, Laplacian variance >= 119. The same
+    # photos darkened to a fifth reach at most luma 35; blurred with a 3 px Gaussian, at most variance 12.
+    DARK_LUMA: float = 45.0  # mean luma (0..255) below which a photo is too dark to read
+    BRIGHT_LUMA: float = 215.0  # mean luma above which it is washed out
+    BRIGHT_CLIPPED_FRACTION: float = 0.4  # share of near-white pixels above which it is washed out
+    BLUR_LAPLACIAN_VAR: float = 35.0  # variance of the Laplacian below which a photo is blurry
+
+    # Workers.
+    TORCH_THREADS: int = 0  # 0: as many as the machine has cores
+    TASK_SOFT_TIME_LIMIT_S: int = 60
+    TASK_TIME_LIMIT_S: int = 90
+    RETRAIN_TIME_LIMIT_S: int = 3600
+    VISIBILITY_TIMEOUT_S: int = 7200  # longer than any task's hard time limit, so nothing is redelivered early
+    MAX_DELIVERIES: int = 5  # a message delivered more often than this is a poison message: the job fails
+    TASK_MAX_RETRIES: int = 5
+    PUBLISH_TIMEOUT_S: float = 2.0
+
+    # Sweeper: re-enqueues jobs that never reached the queue, or whose message was lost.
+    SWEEP_INTERVAL_S: float = 30.0
+    SWEEP_RECEIVED_AFTER_S: float = 10.0
+    SWEEP_STALE_AFTER_S: float = 900.0
+    SWEEP_MAX_ENQUEUES: int = 5
+
+    TRAIN_DATA_DIR: Path | None = None  # base data for retraining jobs
+
+    @field_validator("HOME", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("MAX_IMAGE_PIXELS", "MIN_SIDE_PX")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @cached_property
+    def database_url(self) -> str:
+        return self.DATABASE_URL or f"sqlite:///{self.HOME / 'mhogo.db'}"
+
+    @cached_property
+    def blob_dir(self) -> Path:
+        return self.HOME / "blobs"
+
+    @cached_property
+    def model_dir(self) -> Path:
+        return self.HOME / "models"
+
+    @cached_property
+    def model_path(self) -> Path:
+        return self.MODEL_PATH or BUNDLED_MODEL
+
+    @cached_property
+    def public_url(self) -> str:
+        return (self.PUBLIC_URL or f"http://{self.API_HOST}:{self.API_PORT}").rstrip("/")
+
+    @cached_property
+    def quality_thresholds(self) -> QualityThresholds:
+        return QualityThresholds(
+            min_side_px=self.MIN_SIDE_PX,
+            dark_luma=self.DARK_LUMA,
+            bright_luma=self.BRIGHT_LUMA,
+            bright_clipped_fraction=self.BRIGHT_CLIPPED_FRACTION,
+            blur_laplacian_var=self.BLUR_LAPLACIAN_VAR,
+        )
+
+    @cached_property
+    def torch_threads(self) -> int:
+        return self.TORCH_THREADS or os.cpu_count() or 1
+
+
+settings = Settings()

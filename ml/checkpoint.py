@@ -1,0 +1,81 @@
+"""Checkpoints: {state_dict, config, classes, preprocessing, version, meta}, loadable with `weights_only=True`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import ModelError
+from ml.imaging import PreprocessConfig
+from ml.model import CassavaNet, ModelConfig
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: CassavaNet
+    classes: tuple[str, ...]
+    preprocess: PreprocessConfig
+    version: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
+    """Write atomically (a reader never sees half a file) and return the file's sha256."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "state_dict": checkpoint.model.state_dict(),
+        "config": checkpoint.model.config.to_dict(),
+        "classes": list(checkpoint.classes),
+        "preprocessing": checkpoint.preprocess.to_dict(),
+        "version": checkpoint.version,
+        "meta": checkpoint.meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return file_sha256(path)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load for inference (eval mode). Raises ModelError when the file is missing or does not fit the code."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT_VERSION:
+            raise ModelError(f"{path}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
+        model = CassavaNet(ModelConfig.from_dict(payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (OSError, KeyError, RuntimeError, TypeError) as exc:
+        raise ModelError(f"cannot load model {path}: {exc}") from exc
+    model.eval()
+    return Checkpoint(
+        model=model,
+        classes=tuple(payload["classes"]),
+        preprocess=PreprocessConfig(**payload["preprocessing"]),
+        version=payload["version"],
+        meta=payload.get("meta", {}),
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

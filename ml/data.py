@@ -1,0 +1,111 @@
+"""Photos on disk as a dataset: class folders, a hashed manifest (the dataset version), splits, and a torch Dataset
+that decodes each photo when asked, so training streams from disk and never holds every photo in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ml.augment import AugmentConfig, augment
+from ml.checkpoint import file_sha256
+from ml.imaging import PreprocessConfig, decode, prepare
+from ml.tensors import model_input, to_tensor
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+MAX_TRAIN_PIXELS = 100_000_000
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+def class_root(data_dir: Path, classes: Sequence[str]) -> Path:
+    """Accept both `DIR/<class>/` and a `../shared/data`-like `DIR/cassava/<class>/`."""
+    if all((data_dir / name).is_dir() for name in classes):
+        return data_dir
+    nested = data_dir / "cassava"
+    if all((nested / name).is_dir() for name in classes):
+        return nested
+    raise FileNotFoundError(f"{data_dir}: expected one folder per class ({', '.join(classes)})")
+
+
+def scan(data_dir: Path, classes: Sequence[str]) -> list[Sample]:
+    root = class_root(data_dir, classes)
+    return [
+        Sample(path, index)
+        for index, name in enumerate(classes)
+        for path in sorted((root / name).iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+
+
+def dataset_version(samples: Sequence[Sample], classes: Sequence[str]) -> tuple[str, list[dict[str, str]]]:
+    """A manifest of (file hash, label), and its hash: the same photos with the same labels give the same version."""
+    manifest = sorted(
+        ({"sha256": file_sha256(s.path), "label": classes[s.label], "name": s.path.name} for s in samples),
+        key=lambda row: (row["label"], row["sha256"]),
+    )
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    return f"ds-{digest[:16]}", manifest
+
+
+def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out `fraction` of each class (at least one photo per class), reproducibly."""
+    rng = random.Random(seed)
+    kept: list[Sample] = []
+    held: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        group = [s for s in samples if s.label == label]
+        rng.shuffle(group)
+        n_held = max(1, round(len(group) * fraction)) if fraction > 0 else 0
+        held += group[:n_held]
+        kept += group[n_held:]
+    return kept, held
+
+
+def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
+    counts = Counter(s.label for s in samples)
+    return [counts.get(i, 0) for i in range(num_classes)]
+
+
+class PhotoDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Decodes and preprocesses each photo on access; augments when an AugmentConfig is given."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        preprocess: PreprocessConfig,
+        augmentation: AugmentConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.samples = list(samples)
+        self.preprocess = preprocess
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations depend on (seed, epoch, index) only: reproducible whatever the loader's workers do."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        sample = self.samples[index]
+        prepared = prepare(decode(sample.path.read_bytes(), MAX_TRAIN_PIXELS), self.preprocess)
+        if self.augmentation is None:
+            return model_input(prepared.image, self.preprocess), sample.label
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        image = augment(prepared.image, self.preprocess.input_size, self.augmentation, rng)
+        return to_tensor(image, self.preprocess), sample.label

@@ -1,0 +1,170 @@
+"""Decoding and preprocessing of one photo with Pillow and NumPy only (no torch), so the photos queue stays light.
+
+The same functions feed training, serving and `mhogo predict`: decode -> orient -> RGB -> working size ->
+statistics (for the quality gate and drift checks) -> brightness normalisation.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from core.errors import UnreadableImage, UnsupportedMediaType
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a photo becomes model input. Stored in every checkpoint so serving and training cannot drift apart."""
+
+    work_size: int = 320  # longer side of the working image, in pixels
+    input_size: int = 224  # side of the square model input
+    mean: float = 127.0  # EfficientNet-Lite normalisation: (x - 127) / 128
+    std: float = 128.0
+    target_luma: float = 100.0  # under-exposed photos are lifted towards this mean luma
+    max_gamma_lift: float = 0.6  # smallest gamma applied, so a dark photo is lifted, never blown out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def prepare_id(self) -> str:
+        """Names the settings `prepare` uses: two configs with the same id give the same prepared image."""
+        return f"w{self.work_size}-l{self.target_luma:g}-g{self.max_gamma_lift:g}"
+
+
+def sniff_format(data: bytes) -> str:
+    """'JPEG' or 'PNG' from the magic bytes; anything else is not a photo we take."""
+    if data.startswith(JPEG_MAGIC):
+        return "JPEG"
+    if data.startswith(PNG_MAGIC):
+        return "PNG"
+    raise UnsupportedMediaType("This is not a JPEG or PNG photo. Send the photo as the phone's camera saved it.")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open (headers only) and refuse decompression bombs before any pixel is decoded."""
+    image = Image.open(io.BytesIO(data), formats=[sniff_format(data)])
+    width, height = image.size
+    if width * height > max_pixels:
+        raise UnreadableImage(
+            f"The photo is {width}x{height} pixels, more than the {max_pixels} allowed. Send a smaller photo."
+        )
+    return image
+
+
+PILLOW_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    """Pillow fails on bad bytes in many ways; each becomes one UnreadableImage with a reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except PILLOW_ERRORS as exc:
+            raise UnreadableImage(f"The photo is damaged or incomplete ({exc}). Take it again.") from exc
+
+
+def validate(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
+    """Check that the bytes are a whole JPEG or PNG without decoding at full size (JPEG decodes at 1/8 scale,
+    which still reads every byte of the compressed stream). Returns the format and size."""
+    with _read_errors():
+        image = _open(data, max_pixels)
+        size = image.size
+        fmt = str(image.format)
+        if fmt == "JPEG":
+            image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+        image.load()
+    return fmt, size
+
+
+def decode(data: bytes, max_pixels: int) -> Image.Image:
+    """Bytes -> upright RGB image, fully decoded. Raises UnreadableImage for anything Pillow cannot read whole."""
+    with _read_errors():
+        image = _open(data, max_pixels)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return image.convert("RGB")
+
+
+def to_working_size(image: Image.Image, config: PreprocessConfig) -> Image.Image:
+    """Scale so that the longer side is `work_size`: the quality gate's thresholds hold at one scale."""
+    width, height = image.size
+    scale = config.work_size / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def luma(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) float32 luma, ITU-R BT.601."""
+    rgb = pixels.astype(np.float32)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def laplacian_variance(gray: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian: low when the photo has no sharp edges."""
+    lap = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4.0 * gray[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def image_stats(image: Image.Image, original_size: tuple[int, int]) -> dict[str, float]:
+    """Figures about the working-size image for the quality gate, and later for input drift checks."""
+    pixels = np.asarray(image)
+    gray = luma(pixels)
+    means = pixels.reshape(-1, 3).mean(axis=0)
+    return {
+        "width": float(original_size[0]),
+        "height": float(original_size[1]),
+        "luma_mean": float(gray.mean()),
+        "luma_std": float(gray.std()),
+        "clipped_white": float((gray >= 250).mean()),
+        "clipped_black": float((gray <= 5).mean()),
+        "red_mean": float(means[0]),
+        "green_mean": float(means[1]),
+        "blue_mean": float(means[2]),
+        "sharpness": laplacian_variance(gray),
+    }
+
+
+def normalise_brightness(image: Image.Image, luma_mean: float, config: PreprocessConfig) -> Image.Image:
+    """Lift an under-exposed photo with a gamma curve so its mean luma nears the target; others pass unchanged."""
+    if luma_mean >= config.target_luma or luma_mean <= 1.0:
+        return image
+    # Solve 255 * (m / 255) ** g = target for g, bounded so noise in deep shadow is not blown up.
+    gamma = max(config.max_gamma_lift, float(np.log(config.target_luma / 255.0) / np.log(luma_mean / 255.0)))
+    table = [round(255.0 * (i / 255.0) ** gamma) for i in range(256)]
+    return image.point(table * 3)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    image: Image.Image  # working size, brightness normalised
+    stats: dict[str, float]
+
+
+def prepare(image: Image.Image, config: PreprocessConfig) -> Prepared:
+    """Upright RGB photo -> working-size, brightness-normalised image and its statistics (taken before the lift)."""
+    original_size = image.size
+    working = to_working_size(image, config)
+    stats = image_stats(working, original_size)
+    return Prepared(normalise_brightness(working, stats["luma_mean"], config), stats)
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)  # lossless and fast: this is an intermediate, not an archive
+    return buffer.getvalue()

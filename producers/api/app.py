@@ -1,0 +1,107 @@
+"""The FastAPI application: `create_app()` wires settings, database, blob store and publisher into the routes.
+
+    uvicorn --factory producers.api.app:create_app      (or: mhogo api)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlmodel import Session
+
+from core.blobs import BlobStore
+from core.config import Settings, settings
+from core.db import get_engine, init_db
+from core.errors import (
+    BadInput,
+    IdempotencyConflict,
+    MhogoError,
+    NotFound,
+    TransientError,
+    UnreadableImage,
+    UnsupportedMediaType,
+    UploadTooLarge,
+)
+from producers.api.deps import Services
+from producers.api.limits import BodySizeLimit
+from producers.api.routes import router
+from producers.publisher import Publisher
+from producers.sweeper import sweep_once
+
+log = logging.getLogger(__name__)
+
+MULTIPART_OVERHEAD = 64 * 1024
+STATUS_FOR: list[tuple[type[MhogoError], int]] = [
+    (UploadTooLarge, status.HTTP_413_CONTENT_TOO_LARGE),
+    (UnsupportedMediaType, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE),
+    (UnreadableImage, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (NotFound, status.HTTP_404_NOT_FOUND),
+    (BadInput, status.HTTP_400_BAD_REQUEST),
+    (TransientError, status.HTTP_503_SERVICE_UNAVAILABLE),
+]
+
+
+def status_for(exc: MhogoError) -> int:
+    for kind, code in STATUS_FOR:
+        if isinstance(exc, kind):
+            return code
+    return status.HTTP_500_INTERNAL_SERVER_ERROR
+
+
+async def mhogo_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MhogoError)
+    code = status_for(exc)
+    headers = {"Retry-After": "30"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
+    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
+
+
+def default_services(config: Settings) -> Services:
+    from workers.app import app as celery_app  # the one Celery app, used here only to send tasks by name
+
+    return Services(
+        settings=config,
+        engine=get_engine(config.database_url),
+        blobs=BlobStore(config.blob_dir),
+        publisher=Publisher(celery_app),
+    )
+
+
+def startup_sweep(services: Services) -> None:
+    """Enqueue what an earlier run accepted but could not enqueue; in a thread, so a down broker never blocks."""
+
+    def run() -> None:
+        try:
+            sweep_once(lambda: Session(services.engine, expire_on_commit=False), services.publisher, services.settings)
+        except Exception:  # logged, and the periodic sweep will try again
+            log.exception("startup sweep failed")
+
+    threading.Thread(target=run, name="startup-sweep", daemon=True).start()
+
+
+def create_app(services: Services | None = None, sweep_on_startup: bool = True) -> FastAPI:
+    services = services or default_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        init_db(services.engine)
+        if sweep_on_startup:
+            startup_sweep(services)
+        yield
+
+    app = FastAPI(
+        title="mhogo",
+        summary="Cassava leaf disease diagnosis from farmers' photos",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_exception_handler(MhogoError, mhogo_error)
+    app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
+    app.include_router(router)
+    return app

@@ -1,0 +1,62 @@
+"""FastAPI dependencies: what a route needs, provided per request and swappable in tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from core.blobs import BlobStore
+from core.config import Settings
+from core.devices import device_for_token
+from producers.publisher import Publisher
+from schemas.tables import Device
+
+
+@dataclass
+class Services:
+    """Everything the routes use, made once at startup (see app.create_app)."""
+
+    settings: Settings
+    engine: Engine
+    blobs: BlobStore
+    publisher: Publisher
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    with Session(services.engine, expire_on_commit=False) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+bearer = HTTPBearer(auto_error=False, description="The device token from `mhogo devices add NAME`")
+
+
+def get_device(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Device:
+    device = device_for_token(session, credentials.credentials) if credentials else None
+    if device is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Missing or unknown device token. Send 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return device
+
+
+DeviceDep = Annotated[Device, Depends(get_device)]

@@ -1,0 +1,199 @@
+"""Routes of the v1 API. They parse and authorise at the edge and call storage functions for the rest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from core import jobs
+from core.db import ping
+from core.errors import BrokerUnavailable, UploadTooLarge
+from producers.api.deps import DeviceDep, ServicesDep, SessionDep
+from producers.intake import accept_photo, check_declared_type, check_idempotency_key
+from schemas.api import (
+    Diagnosis,
+    FeedbackAccepted,
+    FeedbackIn,
+    Health,
+    JobView,
+    PhotoAccepted,
+    Problem,
+    Rejection,
+)
+from schemas.labels import Label
+from schemas.reasons import RejectReason
+from schemas.tables import Job, JobStatus, utcnow
+from schemas.tasks import FeedbackEvent
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem} for code in (400, 401, 404, 409, 413, 415, 422, 503)
+}
+PHOTO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"photo": {"type": "string", "format": "binary"}}}
+            },
+        },
+    }
+}
+
+
+async def read_photo(request: Request, max_bytes: int) -> tuple[bytes, str | None]:
+    """The photo from the raw body or from multipart field `photo`, with its declared media type."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=5)
+        photo = form.get("photo")
+        if not isinstance(photo, UploadFile):
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Put the photo in the multipart field 'photo'.")
+        data = await photo.read()
+        declared = photo.content_type
+    else:
+        data = await request.body()
+        declared = content_type
+    if len(data) > max_bytes:
+        raise UploadTooLarge(f"The photo is larger than {max_bytes // (1024 * 1024)} MB. Send a smaller photo.")
+    if not data:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "The request carried no photo.")
+    return data, declared
+
+
+@router.post(
+    "/v1/photos",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PhotoAccepted,
+    responses=ERRORS,
+    openapi_extra=PHOTO_BODY,
+    summary="Upload a photo of a cassava leaf for diagnosis",
+)
+async def upload_photo(
+    request: Request,
+    response: Response,
+    device: DeviceDep,
+    services: ServicesDep,
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Header(description="Unique per photo, the same on every retry")] = None,
+) -> PhotoAccepted:
+    key = check_idempotency_key(idempotency_key)
+    data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
+    check_declared_type(declared)
+    accepted = await run_in_threadpool(
+        accept_photo,
+        session,
+        services.blobs,
+        services.publisher,
+        device,
+        key,
+        data,
+        services.settings.MAX_IMAGE_PIXELS,
+    )
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job.id}"
+    response.headers["Location"] = status_url
+    return PhotoAccepted(job_id=accepted.job.id, status=accepted.job.status, status_url=status_url)
+
+
+def job_view(job: Job) -> JobView:
+    view = JobView(
+        job_id=job.id,
+        status=job.status,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+        timings_ms=job.timings_ms or {},
+    )
+    if job.status == JobStatus.CLASSIFIED and job.label is not None:
+        label = Label(job.label)
+        view.result = Diagnosis(
+            label_id=label.id,
+            label=label,
+            name=label.info.name,
+            confidence=job.confidence or 0.0,
+            probabilities=job.probabilities or {},
+            model_version=job.model_version or "unknown",
+            advice=label.info.advice,
+        )
+    elif job.status == JobStatus.REJECTED and job.reason_code is not None:
+        reason = RejectReason(job.reason_code)
+        view.rejection = Rejection(reason=reason, message=reason.message)
+    elif job.status == JobStatus.FAILED:
+        view.error = "We could not process this photo. Please send it again with a new photo."
+    return view
+
+
+def own_job(session: SessionDep, device: DeviceDep, job_id: str) -> Job:
+    job = jobs.get_job(session, job_id, device.id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such job for this device.")
+    return job
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobView, responses=ERRORS, summary="Status and diagnosis of a photo")
+def read_job(job_id: str, session: SessionDep, device: DeviceDep) -> JobView:
+    return job_view(own_job(session, device, job_id))
+
+
+@router.post(
+    "/v1/jobs/{job_id}/feedback",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=FeedbackAccepted,
+    responses=ERRORS,
+    summary="Say what the leaf really has",
+)
+def send_feedback(
+    job_id: str,
+    body: FeedbackIn,
+    session: SessionDep,
+    device: DeviceDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(description="Optional: the same key on retries")] = None,
+) -> FeedbackAccepted:
+    job = own_job(session, device, job_id)
+    if not JobStatus(job.status).terminal:
+        raise HTTPException(status.HTTP_409_CONFLICT, "The diagnosis is not ready yet. Send feedback once it is.")
+    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}/{idempotency_key}").hex if idempotency_key else uuid.uuid4().hex
+    event = FeedbackEvent(
+        event_id=event_id,
+        job_id=job.id,
+        label=body.label.value,
+        source=body.source,
+        comment=body.comment,
+        created_at=utcnow(),
+    )
+    try:
+        services.publisher.publish_feedback(event)
+    except BrokerUnavailable as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, "Feedback cannot be taken right now. Try again later.",
+            headers={"Retry-After": "30"},
+        ) from exc
+    return FeedbackAccepted(event_id=event_id)
+
+
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, summary="Redis and database")
+def health(services: ServicesDep, response: Response) -> Health:
+    checks = {"database": _check(lambda: ping(services.engine)), "redis": _check(services.publisher.ping)}
+    ok = all(value == "ok" for value in checks.values())
+    if not ok:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(status="ok" if ok else "degraded", checks=checks)
+
+
+def _check(probe: Callable[[], object]) -> str:
+    try:
+        probe()
+    except Exception as exc:  # a health check reports every failure instead of raising it
+        return f"error: {type(exc).__name__}: {exc}"[:200]
+    return "ok"

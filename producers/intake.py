@@ -1,0 +1,77 @@
+"""Accepting a photo: validate, store the bytes, commit the job, then enqueue. Accepted means durable: the photo
+and the job row are on disk before anything is sent, and a job the broker did not take waits for the sweeper."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from core import jobs
+from core.blobs import BlobStore
+from core.errors import BadInput, IdempotencyConflict, UnsupportedMediaType
+from ml.imaging import validate
+from producers.publisher import Publisher, enqueue_photo
+from schemas.tables import Device, Job
+
+SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+ACCEPTED_DECLARED_TYPES = {"image/jpeg", "image/jpg", "image/png", "application/octet-stream"}
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as an sf-string carries it
+
+
+class MissingIdempotencyKey(BadInput):
+    pass
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    replayed: bool  # True when the key was seen before: this is the first request's job
+
+
+def check_idempotency_key(key: str | None) -> str:
+    if not key:
+        raise MissingIdempotencyKey(
+            "Send an 'Idempotency-Key' header: a unique value per photo (for example a UUID), the same on every retry."
+        )
+    if not IDEMPOTENCY_KEY.match(key):
+        raise MissingIdempotencyKey("The 'Idempotency-Key' must be 1 to 255 visible ASCII characters.")
+    return key
+
+
+def check_declared_type(content_type: str | None) -> None:
+    declared = (content_type or "").split(";")[0].strip().lower()
+    if declared not in ACCEPTED_DECLARED_TYPES:
+        raise UnsupportedMediaType(
+            f"Photos must be sent as image/jpeg or image/png (or a multipart field 'photo'), not {declared or 'nothing'}."
+        )
+
+
+def replay(existing: Job, sha256: str) -> Accepted:
+    if existing.content_sha256 != sha256:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was already used for a different photo. Use a new key for each new photo."
+        )
+    return Accepted(existing, replayed=True)
+
+
+def accept_photo(
+    session: Session, blobs: BlobStore, publisher: Publisher, device: Device, key: str, data: bytes, max_pixels: int
+) -> Accepted:
+    assert device.id is not None
+    sha256 = hashlib.sha256(data).hexdigest()
+    existing = jobs.find_job(session, device.id, key)
+    if existing is not None:
+        return replay(existing, sha256)
+    fmt, _ = validate(data, max_pixels)
+    blob_key = blobs.key_for("photos", sha256, SUFFIXES[fmt])
+    blobs.put_at(blob_key, data)
+    photo = jobs.NewPhoto(device.id, key, sha256, blob_key, MEDIA_TYPES[fmt], len(data))
+    job, created = jobs.create_job(session, photo)
+    if not created:  # a concurrent request with the same key committed first
+        return replay(job, sha256)
+    enqueue_photo(publisher, session, job)
+    return Accepted(job, replayed=False)

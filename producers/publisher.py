@@ -1,0 +1,69 @@
+"""Sending tasks by name. The one place that knows the shape of the per-photo chain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery, chain
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+from sqlmodel import Session
+
+from core import jobs
+from core.errors import BrokerUnavailable
+from schemas.queues import TaskName
+from schemas.tables import Job
+from schemas.tasks import FeedbackEvent
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def photo_pipeline(self, job_id: str, blob_key: str) -> chain:
+        """preprocess -> filter -> infer -> store, each stage handing the next a small JSON payload."""
+        signature = self.app.signature
+        return chain(
+            signature(TaskName.PREPROCESS.value, args=(job_id, blob_key), immutable=True),
+            signature(TaskName.FILTER.value),
+            signature(TaskName.INFER.value),
+            signature(TaskName.STORE.value),
+        )
+
+    def publish_photo(self, job_id: str, blob_key: str) -> None:
+        self._send(lambda: self.photo_pipeline(job_id, blob_key).apply_async())
+
+    def publish_feedback(self, event: FeedbackEvent) -> None:
+        self._send(lambda: self.app.send_task(TaskName.FEEDBACK.value, args=(event.model_dump(mode="json"),)))
+
+    def publish_retrain(self, reason: str, data_dir: str | None = None, dry_run: bool = False) -> str:
+        kwargs = {"data_dir": data_dir, "dry_run": dry_run}
+        result = self._send(lambda: self.app.send_task(TaskName.RETRAIN.value, args=(reason,), kwargs=kwargs))
+        return str(result.id)
+
+    def ping(self) -> None:
+        """Raise unless the broker answers."""
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+
+    @staticmethod
+    def _send(send: Callable[[], Any]) -> Any:
+        try:
+            return send()
+        except (OperationalError, RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+
+def enqueue_photo(publisher: Publisher, session: Session, job: Job) -> bool:
+    """Publish the job's chain and record it. False when the broker is down: the job stays for the sweeper."""
+    try:
+        publisher.publish_photo(job.id, job.blob_key)
+    except BrokerUnavailable as exc:
+        log.warning("job %s left for the sweeper: %s", job.id, exc)
+        return False
+    jobs.record_enqueued(session, job.id)
+    return True

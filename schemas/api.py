@@ -1,0 +1,66 @@
+"""Bodies of the HTTP API, shared by the server, the phone client and the demo."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from schemas.labels import Label
+from schemas.reasons import RejectReason
+from schemas.tables import FeedbackSource, JobStatus
+
+
+class PhotoAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    status_url: str
+
+
+class Diagnosis(BaseModel):
+    label_id: int = Field(description="Class id in the Kaggle 2020 label map (0..4)")
+    label: Label
+    name: str
+    confidence: float
+    probabilities: dict[str, float]
+    model_version: str
+    advice: str
+
+
+class Rejection(BaseModel):
+    reason: RejectReason
+    message: str
+
+
+class JobView(BaseModel):
+    job_id: str
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    result: Diagnosis | None = None
+    rejection: Rejection | None = None
+    error: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds spent in each stage")
+
+
+class FeedbackIn(BaseModel):
+    label: Label
+    source: FeedbackSource = FeedbackSource.FARMER
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+class FeedbackAccepted(BaseModel):
+    event_id: str
+    status: str = "queued"
+
+
+class Problem(BaseModel):
+    """Error body: `detail` says what was wrong and what to do."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str]

@@ -1,0 +1,122 @@
+"""Database tables (SQLModel). The same models serve SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, String, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite would otherwise hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime; use datetime.now(UTC)")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JobStatus(StrEnum):
+    RECEIVED = "received"  # photo stored and row committed; not yet on the queue
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    REJECTED = "rejected"
+    CLASSIFIED = "classified"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.REJECTED, JobStatus.CLASSIFIED, JobStatus.FAILED})
+
+
+class FeedbackSource(StrEnum):
+    FARMER = "farmer"
+    AGRONOMIST = "agronomist"
+
+
+class Device(SQLModel, table=True):
+    __tablename__ = "devices"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    token_hash: str = Field(max_length=64, unique=True, index=True)  # sha256 hex of the bearer token
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Job(SQLModel, table=True):
+    """One photo a device sent, from upload to diagnosis. The idempotency key is unique per device."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("device_id", "idempotency_key", name="uq_jobs_device_key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    device_id: int = Field(foreign_key="devices.id", index=True)
+    idempotency_key: str = Field(max_length=255)
+    content_sha256: str = Field(max_length=64)
+    blob_key: str = Field(max_length=200)
+    content_type: str = Field(max_length=50)
+    size_bytes: int
+    status: JobStatus = Field(default=JobStatus.RECEIVED, sa_column=Column(String(20), index=True, nullable=False))
+    enqueue_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    label: str | None = Field(default=None, max_length=20)
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = Field(default=None, sa_type=JSON)
+    model_version: str | None = Field(default=None, max_length=100)
+    reason_code: str | None = Field(default=None, max_length=40)
+    reason: str | None = Field(default=None, max_length=500)
+    input_stats: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    timings_ms: dict[str, float] | None = Field(default=None, sa_type=JSON)
+
+
+class Feedback(SQLModel, table=True):
+    """A farmer's or agronomist's word on one job. The id is the event id, so a redelivered event is stored once."""
+
+    __tablename__ = "feedback"
+
+    id: str = Field(primary_key=True, max_length=32)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=32)
+    label: str = Field(max_length=20)
+    source: FeedbackSource = Field(sa_column=Column(String(20), nullable=False))
+    comment: str | None = Field(default=None, max_length=1000)
+    predicted_label: str | None = Field(default=None, max_length=20)
+    model_version: str | None = Field(default=None, max_length=100)
+    agrees: bool | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ModelFeedbackCount(SQLModel, table=True):
+    """Running counts of confirmed and corrected predictions, per model version and feedback source."""
+
+    __tablename__ = "model_feedback_counts"
+
+    model_version: str = Field(primary_key=True, max_length=100)
+    source: FeedbackSource = Field(sa_column=Column(String(20), primary_key=True))
+    confirmed: int = 0
+    corrected: int = 0

@@ -1,0 +1,35 @@
+"""Payloads the Celery tasks pass to each other: ids, keys and small figures, never image bytes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from schemas.tables import FeedbackSource
+
+
+class PhotoWork(BaseModel):
+    """What flows down the per-photo chain. Each stage adds its figures; `store` writes them once."""
+
+    job_id: str
+    blob_key: str
+    prepared_key: str | None = None
+    prepared_with: str | None = None  # PreprocessConfig.prepare_id of the prepared image
+    input_stats: dict[str, Any] = Field(default_factory=dict)
+    rejection: str | None = None  # a RejectReason code once the filter turned the photo away
+    label: str | None = None
+    confidence: float | None = None
+    probabilities: dict[str, float] | None = None
+    model_version: str | None = None
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class FeedbackEvent(BaseModel):
+    event_id: str
+    job_id: str
+    label: str
+    source: FeedbackSource
+    comment: str | None = None
+    created_at: datetime

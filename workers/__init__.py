@@ -1,0 +1,1 @@
+"""The Celery side of mhogo: one app, its configuration, and thin tasks, one module per queue."""

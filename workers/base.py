@@ -1,0 +1,105 @@
+"""The base of every mhogo task: storage handles made once per process, the poison-message guard, and marking a
+job failed when its task fails for good."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Task
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError as DatabaseOperationalError
+from sqlmodel import Session
+
+from core import jobs
+from core.blobs import BlobStore
+from core.config import settings
+from core.db import get_engine, init_db
+from core.deliveries import DeliveryCounter
+from core.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+# Retried with backoff; everything else fails the job at once.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    DatabaseOperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    KombuOperationalError,
+)
+
+RETRY_POLICY: dict[str, Any] = {
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": settings.TASK_MAX_RETRIES,
+}
+
+
+class MhogoTask(Task):  # type: ignore[misc]
+    """Celery makes one instance per task per process, so whatever is cached here lives as long as the process."""
+
+    _engine: Engine | None = None
+    _blobs: BlobStore | None = None
+    _deliveries: DeliveryCounter | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if MhogoTask._engine is None:
+            engine = get_engine(settings.database_url)
+            init_db(engine)
+            MhogoTask._engine = engine
+        return MhogoTask._engine
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    @property
+    def blobs(self) -> BlobStore:
+        if MhogoTask._blobs is None:
+            MhogoTask._blobs = BlobStore(settings.blob_dir)
+        return MhogoTask._blobs
+
+    @property
+    def deliveries(self) -> DeliveryCounter:
+        if MhogoTask._deliveries is None:
+            MhogoTask._deliveries = DeliveryCounter(redis.Redis.from_url(settings.REDIS_URL))
+        return MhogoTask._deliveries
+
+    def stop_chain(self) -> None:
+        """The rest of the per-photo chain is not sent: the job is finished (rejected, done, or given up)."""
+        self.request.chain = None
+
+    def poisoned(self, job_id: str) -> bool:
+        """True when this message came back more often than retries explain: fail the job and stop."""
+        redeliveries = self.deliveries.record(self.request.id) - 1 - (self.request.retries or 0)
+        if redeliveries < settings.MAX_DELIVERIES:
+            return False
+        log.error("job %s: %s delivered %d times, giving up", job_id, self.name, redeliveries + 1)
+        with self.session() as session:
+            jobs.fail(session, job_id, f"{self.name} did not complete after {redeliveries + 1} deliveries")
+        self.stop_chain()
+        return True
+
+    def on_failure(self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any) -> None:
+        job_id = _job_id(args)
+        if job_id is None:
+            return
+        log.error("job %s failed in %s: %r", job_id, self.name, exc)
+        with self.session() as session:
+            jobs.fail(session, job_id, f"{self.name} failed: {type(exc).__name__}")
+
+
+def _job_id(args: tuple[Any, ...]) -> str | None:
+    if not args:
+        return None
+    first = args[0]
+    if isinstance(first, str):
+        return first
+    if isinstance(first, dict) and isinstance(first.get("job_id"), str):
+        return first["job_id"]
+    return None
