@@ -26,13 +26,16 @@ def main() -> None:
 @main.command()
 @click.option("--demo", is_flag=True, help="Once the stack is up, send the sample photos and print the results.")
 @click.option("--once", is_flag=True, help="With --demo: stop the stack when the demo is done.")
-def up(demo: bool, once: bool) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Every service logs at INFO (default: warnings only).")
+def up(demo: bool, once: bool, verbose: bool) -> None:
     """Run the whole stack in the foreground: Redis, API, one worker per queue, beat, Flower. Ctrl-C stops it."""
     from core.db import get_engine, init_db
     from core.stack import Stack, wait_until_healthy
 
     init_db(get_engine(settings.database_url))
     stack = Stack(settings)
+    if not verbose and "MHOGO_LOG_LEVEL" not in os.environ:
+        stack.env["MHOGO_LOG_LEVEL"] = "WARNING"
     stopping = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -82,7 +85,8 @@ def api(host: str | None, port: int | None, workers: int) -> None:
         port=port or settings.API_PORT,
         workers=workers,
         proxy_headers=True,
-        log_level="info",
+        log_level=settings.LOG_LEVEL.lower(),
+        access_log=settings.LOG_LEVEL.upper() in {"DEBUG", "INFO"},
     )
 
 
@@ -103,7 +107,7 @@ def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -
             f"--concurrency={processes}",
             "--task-events",
             "--optimization=fair",
-            "--loglevel=INFO",
+            f"--loglevel={settings.LOG_LEVEL}",
         ]
     )
 
@@ -114,7 +118,7 @@ def beat() -> None:
     from workers.app import app
 
     settings.HOME.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel=INFO"])
+    app.start(["beat", f"--loglevel={settings.LOG_LEVEL}"])
 
 
 @main.command()
@@ -128,6 +132,7 @@ def flower() -> None:
         sys.executable, "-m", "celery", "--app=workers.app", "flower",
         f"--port={settings.FLOWER_PORT}", f"--basic-auth={auth}", "--persistent=True",
         f"--db={settings.HOME / 'flower.db'}", "--state_save_interval=60000", "--purge_offline_workers=300",
+        f"--logging={settings.LOG_LEVEL.lower()}",
     ]  # fmt: skip
     os.execv(sys.executable, argv)
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     BRIGHT_CLIPPED_FRACTION: float = 0.4  # share of near-white pixels above which it is washed out
     BLUR_LAPLACIAN_VAR: float = 35.0  # variance of the Laplacian below which a photo is blurry
 
+    LOG_LEVEL: str = "INFO"
+
     # Workers.
     TORCH_THREADS: int = 0  # 0: as many as the machine has cores
     TASK_SOFT_TIME_LIMIT_S: int = 60

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
             raise ModelError(f"{path}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
         model = CassavaNet(ModelConfig.from_dict(payload["config"]))
         model.load_state_dict(payload["state_dict"])
-    except (OSError, KeyError, RuntimeError, TypeError) as exc:
+    except (OSError, KeyError, RuntimeError, TypeError, pickle.UnpicklingError) as exc:
         raise ModelError(f"cannot load model {path}: {exc}") from exc
     model.eval()
     return Checkpoint(

@@ -196,7 +196,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, made_by: str = "mhogo 
         "trained_at": finished.isoformat(),
         "seconds": round(time.monotonic() - started, 1),
         "code_version": code_version(),
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "dataset_version": data_version,
         "dataset_size": len(manifest),
         "class_counts": dict(zip(classes, class_counts(samples, len(classes)), strict=True)),

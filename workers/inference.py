@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from celery.signals import worker_process_init
 from PIL import Image
 
 from core.config import settings
+from core.errors import ModelError
 from ml.imaging import decode, prepare
-from schemas.queues import TaskName
+from schemas.queues import QueueName, TaskName
 from schemas.tasks import PhotoWork
 from workers.app import app
-from workers.base import RETRY_POLICY, MhogoTask
+from workers.base import RETRY_POLICY, TRANSIENT_ERRORS, MhogoTask
 from workers.photos import elapsed_ms
 
 if TYPE_CHECKING:
     from ml.predictor import Predictor
+
+log = logging.getLogger(__name__)
 
 
 class InferenceTask(MhogoTask):
@@ -43,7 +48,11 @@ def prepared_image(task: InferenceTask, work: PhotoWork, predictor: Predictor) -
     return prepare(image, predictor.preprocess).image
 
 
-@app.task(name=TaskName.INFER, bind=True, base=InferenceTask, **RETRY_POLICY)
+# A model that does not load is the operator's to fix, not the photo's fault: retry, so jobs wait instead of failing.
+INFERENCE_RETRY_POLICY = RETRY_POLICY | {"autoretry_for": (*TRANSIENT_ERRORS, ModelError)}
+
+
+@app.task(name=TaskName.INFER, bind=True, base=InferenceTask, **INFERENCE_RETRY_POLICY)
 def classify(self: InferenceTask, payload: dict[str, Any]) -> dict[str, Any] | None:
     start = time.perf_counter()
     work = PhotoWork.model_validate(payload)
@@ -57,3 +66,16 @@ def classify(self: InferenceTask, payload: dict[str, Any]) -> dict[str, Any] | N
     work.model_version = prediction.model_version
     work.timings_ms["infer"] = elapsed_ms(start)
     return work.model_dump(mode="json")
+
+
+
+@worker_process_init.connect
+def _load_model_at_start(**_: Any) -> None:
+    """An inference worker loads the model as its process starts: the first photo does not wait for it, and a
+    broken model file shows in the log at once."""
+    if QueueName.INFERENCE.value not in (app.amqp.queues.consume_from or {}):
+        return
+    try:
+        classify.predictor  # noqa: B018  (loads and caches)
+    except ModelError:
+        log.exception("the serving model does not load; inference tasks will retry until it does")
