@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     # On the 92 cassava photos: mean luma 69..175, near-white share <= 0.1, Laplacian variance >= 119. The same
     # photos darkened to a fifth reach at most luma 35; blurred with a 3 px Gaussian, at most variance 12.
     DARK_LUMA: float = 45.0  # mean luma (0..255) below which a photo is too dark to read
-    BRIGHT_LUMA: float = 215.0  # mean luma above which it is washed out
-    BRIGHT_CLIPPED_FRACTION: float = 0.4  # share of near-white pixels above which it is washed out
+    BRIGHT_LUMA: float = 200.0  # mean luma above which it is washed out
+    BRIGHT_CLIPPED_FRACTION: float = 0.25  # share of near-white pixels above which it is washed out
     BLUR_LAPLACIAN_VAR: float = 35.0  # variance of the Laplacian below which a photo is blurry
 
     LOG_LEVEL: str = "INFO"

@@ -1,15 +1,15 @@
 """Every error mhogo raises on purpose, in one hierarchy. Retry only on the transient branch.
 
-    MhogoError
-    ├── TransientError            the broker or database is briefly away: retry with backoff
-    │   └── BrokerUnavailable     a message could not be published
-    ├── BadInput                  the request or photo is wrong: never retried, told to the sender
-    │   ├── UploadTooLarge        HTTP 413
-    │   ├── UnsupportedMediaType  HTTP 415: not a JPEG or PNG
-    │   └── UnreadableImage       HTTP 422: truncated, corrupt, or a decompression bomb
-    ├── IdempotencyConflict       HTTP 422: a key reused for other bytes
-    ├── NotFound                  HTTP 404
-    └── ModelError                the model file is missing or does not fit the code: an operator must act
+MhogoError
+├── TransientError            the broker or database is briefly away: retry with backoff
+│   └── BrokerUnavailable     a message could not be published
+├── BadInput                  the request or photo is wrong: never retried, told to the sender
+│   ├── UploadTooLarge        HTTP 413
+│   ├── UnsupportedMediaType  HTTP 415: not a JPEG or PNG
+│   └── UnreadableImage       HTTP 422: truncated, corrupt, or a decompression bomb
+├── IdempotencyConflict       HTTP 422: a key reused for other bytes
+├── NotFound                  HTTP 404
+└── ModelError                the model file is missing or does not fit the code: an operator must act
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from schemas.tables import Feedback, Job, ModelFeedbackCount
@@ -61,5 +61,3 @@ def _bump(session: Session, model_version: str, source: str, agrees: bool) -> No
 
 def feedback_counts(session: Session) -> list[ModelFeedbackCount]:
     return list(session.exec(select(ModelFeedbackCount)).all())
-
-

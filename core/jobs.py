@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import CursorResult, case, or_, update
+from sqlalchemy import CursorResult, Update, case, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from schemas.reasons import RejectReason
 from schemas.tables import TERMINAL_STATUSES, Job, JobStatus, utcnow
 from schemas.tasks import PhotoWork
 
@@ -60,10 +62,10 @@ def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job 
     return job
 
 
-def _changed(session: Session, statement: object) -> bool:
-    result: CursorResult[object] = session.execute(statement)  # type: ignore[call-overload]
+def _changed(session: Session, statement: Update) -> bool:
+    result = session.execute(statement)
     session.commit()
-    return bool(result.rowcount)
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 def record_enqueued(session: Session, job_id: str) -> bool:
@@ -102,8 +104,6 @@ def finish(session: Session, work: PhotoWork) -> bool:
         "timings_ms": work.timings_ms,
     }
     if work.rejection is not None:
-        from schemas.reasons import RejectReason
-
         reason = RejectReason(work.rejection)
         values |= {"status": JobStatus.REJECTED.value, "reason_code": reason.value, "reason": reason.message}
     else:
@@ -150,7 +150,5 @@ def jobs_to_sweep(
 
 
 def count_by_status(session: Session) -> dict[str, int]:
-    from sqlalchemy import func
-
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
     return {str(status): int(count) for status, count in rows}

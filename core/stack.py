@@ -123,7 +123,9 @@ class Stack:
             self.say("mhogo", f"Flower login: {self.settings.FLOWER_USER} / {password} (set MHOGO_FLOWER_PASSWORD)")
         for service in self.services:
             self.spawn(service.name, [sys.executable, "-m", "core.cli", *service.argv])
-        self.say("mhogo", f"API on {self.settings.public_url} (docs at /docs), Flower on port {self.settings.FLOWER_PORT}")
+        self.say(
+            "mhogo", f"API on {self.settings.public_url} (docs at /docs), Flower on port {self.settings.FLOWER_PORT}"
+        )
 
     def watch(self, until: Callable[[], bool] = lambda: False) -> int:
         """Block until Ctrl-C, `until()` is true, or a service dies; return the exit code for the shell."""

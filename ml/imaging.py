@@ -86,6 +86,9 @@ def validate(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
         fmt = str(image.format)
         if fmt == "JPEG":
             image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+        else:
+            image.verify()  # chunk checksums and the end marker; verify() leaves the image unusable, so reopen
+            image = _open(data, max_pixels)
         image.load()
     return fmt, size
 
@@ -112,7 +115,8 @@ def to_working_size(image: Image.Image, config: PreprocessConfig) -> Image.Image
 def luma(pixels: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W) float32 luma, ITU-R BT.601."""
     rgb = pixels.astype(np.float32)
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    gray: np.ndarray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+    return gray
 
 
 def laplacian_variance(gray: np.ndarray) -> float:

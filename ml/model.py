@@ -8,6 +8,7 @@ keeps it quantisation-friendly for the phone build.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,11 +40,11 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, object]) -> ModelConfig:
+    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
         values = dict(raw)
-        if "stages" in values:
-            values["stages"] = tuple(tuple(stage) for stage in values["stages"])  # type: ignore[union-attr]
-        return cls(**values)  # type: ignore[arg-type]
+        if "stages" in values:  # JSON-like checkpoints hold lists where the config holds tuples
+            values["stages"] = tuple(tuple(stage) for stage in values["stages"])
+        return cls(**values)
 
 
 def drop_connect(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -116,7 +117,8 @@ class CassavaNet(nn.Module):
         return x.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._fc(self._dropout(self.features(x)))
+        logits: torch.Tensor = self._fc(self._dropout(self.features(x)))  # (B, num_classes)
+        return logits
 
 
 def imagenet_state_dict() -> dict[str, torch.Tensor]:

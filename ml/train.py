@@ -100,7 +100,7 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
     max_batches: int | None,
-    bar: tqdm,  # type: ignore[type-arg]
+    bar: tqdm,
 ) -> float:
     model.train()
     total, seen = 0.0, 0

@@ -85,7 +85,9 @@ class MhogoTask(Task):  # type: ignore[misc]
         self.stop_chain()
         return True
 
-    def on_failure(self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any) -> None:
+    def on_failure(
+        self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
         job_id = _job_id(args)
         if job_id is None:
             return
@@ -100,6 +102,7 @@ def _job_id(args: tuple[Any, ...]) -> str | None:
     first = args[0]
     if isinstance(first, str):
         return first
-    if isinstance(first, dict) and isinstance(first.get("job_id"), str):
-        return first["job_id"]
+    if isinstance(first, dict):
+        job_id = first.get("job_id")
+        return job_id if isinstance(job_id, str) else None
     return None

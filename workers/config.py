@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from core.config import settings
 from schemas.queues import TASK_QUEUES, QueueName, TaskName
@@ -33,7 +33,10 @@ task_ignore_result = True
 # At-least-once: acknowledge after the task ran, give the message back if the process dies, take one at a time.
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True  # a task that failed for good has marked its job failed: do not loop
+task_acks_on_failure = True  # a task that failed for good has marked its job failed: do not loop
+task_acks_on_timeout = (
+    True  # a job stuck after a hard time limit is re-enqueued by the sweeper, a bounded number of times
+)
 worker_prefetch_multiplier = 1
 task_soft_time_limit = settings.TASK_SOFT_TIME_LIMIT_S
 task_time_limit = settings.TASK_TIME_LIMIT_S

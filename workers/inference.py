@@ -68,7 +68,6 @@ def classify(self: InferenceTask, payload: dict[str, Any]) -> dict[str, Any] | N
     return work.model_dump(mode="json")
 
 
-
 @worker_process_init.connect
 def _load_model_at_start(**_: Any) -> None:
     """An inference worker loads the model as its process starts: the first photo does not wait for it, and a

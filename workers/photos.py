@@ -36,7 +36,9 @@ def prepare_photo(task: MhogoTask, work: PhotoWork, config: PreprocessConfig) ->
     image: Image.Image = decode(task.blobs.get(work.blob_key), settings.MAX_IMAGE_PIXELS)
     prepared = prepare(image, config)
     key = task.blobs.put("prepared", encode_png(prepared.image), ".png")
-    return work.model_copy(update={"prepared_key": key, "prepared_with": config.prepare_id, "input_stats": prepared.stats})
+    return work.model_copy(
+        update={"prepared_key": key, "prepared_with": config.prepare_id, "input_stats": prepared.stats}
+    )
 
 
 def reject(task: MhogoTask, work: PhotoWork, reason: RejectReason) -> None:

@@ -1,6 +1,6 @@
 """The FastAPI application: `create_app()` wires settings, database, blob store and publisher into the routes.
 
-    uvicorn --factory producers.api.app:create_app      (or: mhogo api)
+uvicorn --factory producers.api.app:create_app      (or: mhogo api)
 """
 
 from __future__ import annotations

@@ -51,5 +51,5 @@ class BodySizeLimit:
         detail = f"The photo is larger than {self.max_bytes // (1024 * 1024)} MB. Send a smaller photo."
         body = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers + [(b"connection", b"close")]})
+        await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})

@@ -53,12 +53,14 @@ async def read_photo(request: Request, max_bytes: int) -> tuple[bytes, str | Non
     """The photo from the raw body or from multipart field `photo`, with its declared media type."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=5)
-        photo = form.get("photo")
-        if not isinstance(photo, UploadFile):
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Put the photo in the multipart field 'photo'.")
-        data = await photo.read()
-        declared = photo.content_type
+        async with request.form(max_files=1, max_fields=5) as form:
+            photo = form.get("photo")
+            if not isinstance(photo, UploadFile):
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT, "Put the photo in the multipart field 'photo'."
+                )
+            data = await photo.read()
+            declared = photo.content_type
     else:
         data = await request.body()
         declared = content_type
@@ -163,7 +165,9 @@ def send_feedback(
     job = own_job(session, device, job_id)
     if not JobStatus(job.status).terminal:
         raise HTTPException(status.HTTP_409_CONFLICT, "The diagnosis is not ready yet. Send feedback once it is.")
-    event_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}/{idempotency_key}").hex if idempotency_key else uuid.uuid4().hex
+    event_id = (
+        uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}/{idempotency_key}").hex if idempotency_key else uuid.uuid4().hex
+    )
     event = FeedbackEvent(
         event_id=event_id,
         job_id=job.id,
@@ -176,7 +180,8 @@ def send_feedback(
         services.publisher.publish_feedback(event)
     except BrokerUnavailable as exc:
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "Feedback cannot be taken right now. Try again later.",
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Feedback cannot be taken right now. Try again later.",
             headers={"Retry-After": "30"},
         ) from exc
     return FeedbackAccepted(event_id=event_id)

@@ -1,0 +1,86 @@
+"""Test-wide setup. The environment is set before any mhogo module is imported, because `core.config.settings` is
+read once at import: every test run gets its own MHOGO_HOME and its own Redis database number."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="mhogo-test-"))
+os.environ["MHOGO_HOME"] = str(_HOME)
+os.environ.setdefault("MHOGO_REDIS_URL", "redis://127.0.0.1:6379/9")
+os.environ.setdefault("MHOGO_FLOWER_PASSWORD", "test-password")
+os.environ["MHOGO_TORCH_THREADS"] = "1"
+os.environ.pop("MHOGO_DATABASE_URL", None)
+
+import pytest  # noqa: E402
+from sqlalchemy import Engine  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from core.blobs import BlobStore  # noqa: E402
+from core.db import init_db, make_engine  # noqa: E402
+from tests.utils.postgres import postgres_database  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'test.db'}")
+    init_db(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The same storage tests on SQLite and on this machine's PostgreSQL, each in a fresh database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        engine = make_engine(url)
+        init_db(engine)
+        yield engine
+        engine.dispose()
+        return
+    with postgres_database() as url:
+        engine = make_engine(url)
+        init_db(engine)
+        yield engine
+        engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "blobs")
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex

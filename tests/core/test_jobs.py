@@ -1,0 +1,101 @@
+"""Job storage on SQLite and PostgreSQL: every transition is conditional, so races cannot undo a finished job."""
+
+from datetime import timedelta
+
+from sqlmodel import Session
+
+from core import jobs
+from schemas.tables import JobStatus, utcnow
+from schemas.tasks import PhotoWork
+from tests.utils.factories import make_device, make_job
+
+
+def test_same_key_gives_the_same_job(session: Session) -> None:
+    device, _ = make_device(session)
+    first = make_job(session, device, key="k")
+    assert device.id is not None
+    again, created = jobs.create_job(
+        session, jobs.NewPhoto(device.id, "k", first.content_sha256, first.blob_key, "image/jpeg", 5)
+    )
+    assert not created
+    assert again.id == first.id
+
+
+def test_keys_are_scoped_per_device(session: Session) -> None:
+    one, _ = make_device(session, "one")
+    two, _ = make_device(session, "two")
+    assert make_job(session, one, key="k").id != make_job(session, two, key="k").id
+
+
+def test_lifecycle_received_queued_processing_classified(session: Session) -> None:
+    device, _ = make_device(session)
+    job = make_job(session, device)
+    assert job.status == JobStatus.RECEIVED
+    assert jobs.record_enqueued(session, job.id)
+    assert jobs.get_job(session, job.id).status == JobStatus.QUEUED  # type: ignore[union-attr]
+    claimed = jobs.claim(session, job.id)
+    assert claimed is not None
+    assert claimed.status == JobStatus.PROCESSING
+    work = PhotoWork(job_id=job.id, blob_key=job.blob_key, label="cmd", confidence=0.9,
+                     probabilities={"cmd": 0.9}, model_version="v1", timings_ms={"infer": 12.0})  # fmt: skip
+    assert jobs.finish(session, work)
+    stored = jobs.get_job(session, job.id)
+    assert stored is not None
+    assert (stored.status, stored.label, stored.model_version) == (JobStatus.CLASSIFIED, "cmd", "v1")
+    assert stored.timings_ms == {"infer": 12.0}
+    assert stored.finished_at is not None
+
+
+def test_a_finished_job_stays_finished(session: Session) -> None:
+    device, _ = make_device(session)
+    job = make_job(session, device)
+    assert jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, rejection="blurry"))
+    assert not jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, label="cmd"))
+    assert jobs.claim(session, job.id) is None
+    assert not jobs.fail(session, job.id, "late failure")
+    assert not jobs.record_enqueued(session, job.id)
+    stored = jobs.get_job(session, job.id)
+    assert stored is not None
+    assert (stored.status, stored.reason_code, stored.label) == (JobStatus.REJECTED, "blurry", None)
+
+
+def test_enqueue_after_processing_started_keeps_processing(session: Session) -> None:
+    device, _ = make_device(session)
+    job = make_job(session, device)
+    jobs.claim(session, job.id)  # the worker was faster than the API's bookkeeping
+    assert jobs.record_enqueued(session, job.id)
+    assert jobs.get_job(session, job.id).status == JobStatus.PROCESSING  # type: ignore[union-attr]
+
+
+def test_device_sees_only_its_own_jobs(session: Session) -> None:
+    one, _ = make_device(session, "one")
+    two, _ = make_device(session, "two")
+    job = make_job(session, one)
+    assert jobs.get_job(session, job.id, one.id) is not None
+    assert jobs.get_job(session, job.id, two.id) is None
+
+
+def test_sweep_finds_unqueued_and_stale_jobs(session: Session) -> None:
+    device, _ = make_device(session)
+    fresh = make_job(session, device, key="fresh")
+    stale = make_job(session, device, key="stale", data=b"2")
+    done = make_job(session, device, key="done", data=b"3")
+    jobs.record_enqueued(session, stale.id)
+    jobs.finish(session, PhotoWork(job_id=done.id, blob_key=done.blob_key, rejection="blurry"))
+    now = utcnow()
+    found = {j.id for j in jobs.jobs_to_sweep(session, now, timedelta(seconds=10), timedelta(seconds=60))}
+    assert found == set()
+    later = now + timedelta(seconds=30)
+    found = {j.id for j in jobs.jobs_to_sweep(session, later, timedelta(seconds=10), timedelta(seconds=60))}
+    assert found == {fresh.id}
+    much_later = now + timedelta(seconds=120)
+    found = {j.id for j in jobs.jobs_to_sweep(session, much_later, timedelta(seconds=10), timedelta(seconds=60))}
+    assert found == {fresh.id, stale.id}
+
+
+def test_count_by_status(session: Session) -> None:
+    device, _ = make_device(session)
+    make_job(session, device, key="a")
+    job = make_job(session, device, key="b", data=b"b")
+    jobs.fail(session, job.id, "broken")
+    assert jobs.count_by_status(session) == {"received": 1, "failed": 1}

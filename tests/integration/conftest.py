@@ -1,0 +1,100 @@
+"""A live stack for integration tests: a real Celery worker process and the API under uvicorn, on the real Redis,
+with SQLite and with PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from core.config import settings
+from core.db import init_db, make_engine
+from core.devices import add_device
+from tests.utils.postgres import postgres_database
+from tests.utils.processes import ensure_default_redis, free_port, start_mhogo, stop, wait_for
+from workers.app import app as celery_app
+
+
+@dataclass
+class LiveStack:
+    api_url: str
+    engine: Engine
+    env: dict[str, str]
+    home: Path
+    worker_name: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def new_token(self, name: str = "phone") -> str:
+        with Session(self.engine) as session:
+            return add_device(session, name)[1]
+
+    def client(self, token: str) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    ensure_default_redis()
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    return settings.REDIS_URL
+
+
+def worker_answers(name: str) -> bool:
+    return any(name in reply for reply in celery_app.control.ping(destination=[name], timeout=1.0))
+
+
+@contextmanager
+def live_stack(
+    home: Path, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[LiveStack]:
+    port = free_port()
+    env = (
+        dict(os.environ)
+        | {
+            "MHOGO_HOME": str(home),
+            "MHOGO_DATABASE_URL": database_url,
+            "MHOGO_REDIS_URL": redis_url,
+            "MHOGO_API_PORT": str(port),
+            "MHOGO_LOG_LEVEL": "INFO",
+        }
+        | (extra_env or {})
+    )
+    engine = make_engine(database_url)
+    init_db(engine)
+    name = f"it-{uuid.uuid4().hex[:8]}@localhost"
+    stack = LiveStack(f"http://127.0.0.1:{port}", engine, env, home, name)
+    with ExitStack() as cleanup:
+        worker = start_mhogo(["worker", "photos", "inference", "events", "retraining", "-c", "2", "--name", name],
+                             env, home / "worker.log")  # fmt: skip
+        cleanup.callback(stop, worker)
+        api = start_mhogo(["api"], env, home / "api.log")
+        cleanup.callback(stop, api)
+        stack.processes += [worker, api]
+        wait_for(lambda: httpx.get(f"{stack.api_url}/healthz").status_code == 200, 60, "the API")
+        if redis_url == settings.REDIS_URL:
+            wait_for(lambda: worker_answers(name), 60, "the worker")
+        yield stack
+    engine.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveStack]:
+    home = tmp_path_factory.mktemp(f"stack-{request.param}")
+    if request.param == "sqlite":
+        with live_stack(home, f"sqlite:///{home / 'mhogo.db'}", redis_url) as live:
+            yield live
+        return
+    with postgres_database() as url, live_stack(home, url, redis_url) as live:
+        yield live

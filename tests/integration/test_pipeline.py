@@ -1,0 +1,112 @@
+"""End to end through HTTP: real photos uploaded to the API, processed by a real Celery worker over the real Redis,
+results read back; on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import Session, col, select
+
+from core.config import settings
+from ml.checkpoint import load_checkpoint
+from schemas.tables import Feedback, Job, ModelFeedbackCount
+from tests.integration.conftest import LiveStack
+from tests.utils.factories import all_samples
+from tests.utils.processes import wait_for
+
+pytestmark = pytest.mark.integration
+FINAL = {"classified", "rejected", "failed"}
+
+
+def upload(client: httpx.Client, path: Path, key: str) -> httpx.Response:
+    headers = {"Idempotency-Key": key, "Content-Type": "image/jpeg"}
+    return client.post("/v1/photos", content=path.read_bytes(), headers=headers)
+
+
+def wait_final(client: httpx.Client, job_ids: list[str], timeout: float = 90.0) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while len(done) < len(job_ids) and time.monotonic() < deadline:
+        for job_id in job_ids:
+            if job_id not in done:
+                body = client.get(f"/v1/jobs/{job_id}").json()
+                if body["status"] in FINAL:
+                    done[job_id] = body
+        time.sleep(0.3)
+    missing = set(job_ids) - set(done)
+    assert not missing, f"{len(missing)} jobs not finished within {timeout} s"
+    return done
+
+
+def test_every_sample_photo_gets_a_diagnosis_or_a_reason(stack: LiveStack) -> None:
+    photos = all_samples()
+    with stack.client(stack.new_token()) as client:
+        accepted = {}
+        for path in photos:
+            response = upload(client, path, uuid.uuid4().hex)
+            assert response.status_code == 202, response.text
+            accepted[response.json()["job_id"]] = path
+        results = wait_final(client, list(accepted))
+    version = load_checkpoint(settings.model_path).version
+    right = cassava = 0
+    for job_id, body in results.items():
+        path = accepted[job_id]
+        assert body["status"] in {"classified", "rejected"}, (path.name, body)
+        if path.name.startswith("hand_"):
+            assert body["rejection"]["reason"] == "too_small"
+        if body["status"] == "classified":
+            assert body["result"]["model_version"] == version
+            assert set(body["timings_ms"]) == {"preprocess", "filter", "infer", "store"}
+        if path.parent.parent.name == "cassava":
+            cassava += 1
+            right += body["status"] == "classified" and body["result"]["label"] == path.parent.name
+    assert right / cassava >= 0.6
+
+
+def test_repeats_with_one_key_make_one_job_even_at_the_same_moment(stack: LiveStack) -> None:
+    photos = all_samples()[:20]
+    keys = {path: hashlib.sha256(path.read_bytes() + b"repeat").hexdigest() for path in photos}
+    with stack.client(stack.new_token()) as client:
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            sends = [pool.submit(upload, client, path, keys[path]) for path in photos for _ in range(3)]
+            responses = [send.result() for send in sends]
+        assert all(r.status_code == 202 for r in responses)
+        job_ids = {r.json()["job_id"] for r in responses}
+        assert len(job_ids) == len(photos)
+        wait_final(client, sorted(job_ids))
+    with Session(stack.engine) as session:
+        rows = session.exec(select(Job).where(col(Job.idempotency_key).in_(keys.values()))).all()
+    assert len(rows) == len(photos)
+
+
+def test_feedback_travels_the_events_queue_into_the_counts(stack: LiveStack) -> None:
+    path = all_samples()[0]
+    with stack.client(stack.new_token()) as client:
+        job_id = upload(client, path, uuid.uuid4().hex).json()["job_id"]
+        body = wait_final(client, [job_id])[job_id]
+        assert body["status"] == "classified"
+        predicted = body["result"]["label"]
+        version = body["result"]["model_version"]
+        correction = "cgm" if predicted != "cgm" else "cmd"
+        response = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": correction, "source": "agronomist"})
+        assert response.status_code == 202
+        event_id = response.json()["event_id"]
+
+    def stored() -> Feedback | None:
+        with Session(stack.engine) as session:
+            return session.get(Feedback, event_id)
+
+    feedback = wait_for(stored, 30, "the feedback event to be stored")
+    assert isinstance(feedback, Feedback)
+    assert (feedback.predicted_label, feedback.agrees, feedback.model_version) == (predicted, False, version)
+    with Session(stack.engine) as session:
+        count = session.get(ModelFeedbackCount, (version, "agronomist"))
+    assert count is not None
+    assert count.corrected >= 1

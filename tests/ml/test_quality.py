@@ -1,0 +1,55 @@
+"""The quality gate on real photos: the samples pass, darkened or blurred copies fail with the right reason."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from core.config import settings
+from ml.imaging import PreprocessConfig, decode, prepare
+from ml.quality import quality_gate
+from schemas.reasons import RejectReason
+from tests.utils.factories import SAMPLES
+
+CASSAVA = sorted(SAMPLES.glob("cassava/*/*.jpg"))
+LIMITS = settings.quality_thresholds
+
+
+def verdict(image: Image.Image) -> RejectReason | None:
+    return quality_gate(prepare(image, PreprocessConfig()).stats, LIMITS)
+
+
+def load(path: Path) -> Image.Image:
+    return decode(path.read_bytes(), 10**8)
+
+
+@pytest.mark.parametrize("path", CASSAVA, ids=lambda p: p.name)
+def test_real_cassava_photos_pass(path: Path) -> None:
+    assert verdict(load(path)) is None
+
+
+@pytest.mark.parametrize("path", CASSAVA[::5], ids=lambda p: p.name)
+def test_darkened_to_a_fifth_is_too_dark(path: Path) -> None:
+    assert verdict(ImageEnhance.Brightness(load(path)).enhance(0.2)) == RejectReason.TOO_DARK
+
+
+@pytest.mark.parametrize("path", CASSAVA[::5], ids=lambda p: p.name)
+def test_blurred_is_blurry(path: Path) -> None:
+    image = load(path)
+    image = image.resize((384, round(384 * image.height / image.width)))
+    assert verdict(image.filter(ImageFilter.GaussianBlur(8))) == RejectReason.BLURRY
+
+
+@pytest.mark.parametrize("path", CASSAVA[::10], ids=lambda p: p.name)
+def test_washed_out_is_too_bright(path: Path) -> None:
+    assert verdict(ImageEnhance.Brightness(load(path)).enhance(3.0)) == RejectReason.TOO_BRIGHT
+
+
+def test_tiny_photo_is_too_small() -> None:
+    assert verdict(load(CASSAVA[0]).resize((120, 90))) == RejectReason.TOO_SMALL
+
+
+def test_every_reason_has_a_message_a_farmer_can_act_on() -> None:
+    for reason in RejectReason:
+        assert len(reason.message) > 30
+        assert reason.message.endswith(".")

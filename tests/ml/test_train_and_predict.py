@@ -1,0 +1,104 @@
+"""Training (dry run, on the sample photos), the checkpoint format, and in-process prediction."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.config import settings
+from core.errors import ModelError
+from ml.checkpoint import file_sha256, load_checkpoint
+from ml.data import dataset_version, scan, stratified_split
+from ml.diagnose import diagnose
+from ml.predictor import Predictor
+from ml.train import TrainConfig, train
+from schemas.labels import LABELS
+from tests.utils.factories import SAMPLES, sample_bytes
+
+CLASSES = [label.value for label in LABELS]
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor.from_file(settings.model_path)
+
+
+def test_dry_run_trains_and_writes_a_complete_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    result = train(SAMPLES, out, TrainConfig(dry_run=True, seed=3))
+    assert result.sha256 == file_sha256(out)
+    loaded = load_checkpoint(out)
+    assert loaded.classes == tuple(CLASSES)
+    assert loaded.version == result.checkpoint.version
+    meta = loaded.meta
+    assert meta["dataset_version"].startswith("ds-")
+    assert meta["dataset_size"] == 50
+    assert meta["split"]["seed"] == 3
+    assert len(meta["history"]) == 1
+    assert {"val_accuracy", "val_macro_f1", "val_loss"} <= set(meta["history"][0])
+    assert meta["seconds"] > 0
+    assert meta["code_version"]
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, result.checkpoint.model.state_dict()[key]), key
+
+
+def test_dataset_version_depends_on_content_and_labels(tmp_path: Path) -> None:
+    samples = scan(SAMPLES, CLASSES)
+    version, manifest = dataset_version(samples, CLASSES)
+    assert len(manifest) == 50
+    assert dataset_version(samples, CLASSES)[0] == version
+    assert dataset_version(samples[:-1], CLASSES)[0] != version
+
+
+def test_split_is_stratified_and_reproducible() -> None:
+    samples = scan(SAMPLES, CLASSES)
+    kept, held = stratified_split(samples, 0.2, seed=1)
+    assert len(kept) + len(held) == len(samples)
+    assert {s.label for s in held} == set(range(5))
+    assert stratified_split(samples, 0.2, seed=1) == (kept, held)
+    assert stratified_split(samples, 0.2, seed=2) != (kept, held)
+
+
+def test_scan_accepts_a_shared_data_like_layout(tmp_path: Path) -> None:
+    (tmp_path / "cassava").symlink_to(SAMPLES / "cassava")
+    assert len(scan(tmp_path, CLASSES)) == 50
+    with pytest.raises(FileNotFoundError, match="one folder per class"):
+        scan(tmp_path / "cassava" / "cmd", CLASSES)
+
+
+def test_committed_baseline_is_trained_on_the_real_photos(predictor: Predictor) -> None:
+    meta = load_checkpoint(settings.model_path).meta
+    assert meta["dataset_size"] >= 90
+    assert meta["history"]
+    assert predictor.classes == tuple(CLASSES)
+
+
+def test_baseline_beats_chance_clearly_on_the_samples(predictor: Predictor) -> None:
+    photos = sorted(SAMPLES.glob("cassava/*/*.jpg"))
+    right = 0
+    for path in photos:
+        outcome = diagnose(path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+        right += outcome["label"] == path.parent.name
+    assert right / len(photos) >= 0.6  # chance is 0.2; the samples were mostly seen in training
+
+
+def test_diagnose_classifies_and_rejects(predictor: Predictor) -> None:
+    outcome = diagnose(sample_bytes("cmd"), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    assert outcome["status"] == "classified"
+    assert outcome["label"] in CLASSES
+    assert sum(outcome["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert outcome["model_version"] == predictor.version
+    hand = sample_bytes("negatives", 6)
+    rejected = diagnose(hand, predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    assert (rejected["status"], rejected["reason"]) == ("rejected", "too_small")
+    garbage = diagnose(b"\xff\xd8\xff" + b"\x00" * 100, predictor, settings.quality_thresholds, 10**8)
+    assert (garbage["status"], garbage["reason"]) == ("rejected", "unreadable")
+
+
+def test_a_broken_model_file_is_a_model_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError):
+        load_checkpoint(broken)
+    with pytest.raises(ModelError):
+        load_checkpoint(tmp_path / "missing.pt")

@@ -1,0 +1,128 @@
+"""GET /v1/jobs/{id}, POST /v1/jobs/{id}/feedback and /healthz."""
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from core import jobs
+from producers.api.deps import Services
+from schemas.labels import LABEL_INFO, Label
+from schemas.reasons import RejectReason
+from schemas.tasks import PhotoWork
+from tests.producers.conftest import new_token
+from tests.utils.factories import sample_bytes
+from tests.utils.fakes import RecordingPublisher
+
+PROBS = {"cbb": 0.05, "cbsd": 0.05, "cgm": 0.1, "cmd": 0.7, "healthy": 0.1}
+
+
+def submit(client: TestClient, auth: dict[str, str], key: str = "k", kind: str = "cmd") -> str:
+    headers = {**auth, "Idempotency-Key": key, "Content-Type": "image/jpeg"}
+    response = client.post("/v1/photos", content=sample_bytes(kind), headers=headers)
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+def finish(services: Services, work: PhotoWork) -> None:
+    with Session(services.engine) as session:
+        assert jobs.finish(session, work)
+
+
+def test_classified_job_shows_the_diagnosis(client: TestClient, auth: dict[str, str], services: Services) -> None:
+    job_id = submit(client, auth)
+    work = PhotoWork(job_id=job_id, blob_key="x", label="cmd", confidence=0.7, probabilities=PROBS,
+                     model_version="lite0-test", timings_ms={"preprocess": 5.0, "infer": 40.0})  # fmt: skip
+    finish(services, work)
+    body = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert body["status"] == "classified"
+    result = body["result"]
+    assert (result["label_id"], result["label"], result["name"]) == (3, "cmd", "Cassava Mosaic Disease")
+    assert result["confidence"] == 0.7
+    assert result["probabilities"] == PROBS
+    assert result["model_version"] == "lite0-test"
+    assert result["advice"] == LABEL_INFO[Label.CMD].advice
+    assert body["timings_ms"] == {"preprocess": 5.0, "infer": 40.0}
+    assert body["rejection"] is None
+    assert body["finished_at"] is not None
+
+
+def test_rejected_job_shows_the_reason(client: TestClient, auth: dict[str, str], services: Services) -> None:
+    job_id = submit(client, auth)
+    finish(services, PhotoWork(job_id=job_id, blob_key="x", rejection="too_dark"))
+    body = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert body["status"] == "rejected"
+    assert body["rejection"] == {"reason": "too_dark", "message": RejectReason.TOO_DARK.message}
+    assert body["result"] is None
+
+
+def test_pending_and_failed_jobs(client: TestClient, auth: dict[str, str], services: Services) -> None:
+    job_id = submit(client, auth)
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "queued"
+    with Session(services.engine) as session:
+        jobs.fail(session, job_id, "boom")
+    body = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
+    assert body["status"] == "failed"
+    assert "send it again" in body["error"]
+
+
+def test_a_device_sees_only_its_own_jobs(client: TestClient, auth: dict[str, str], services: Services) -> None:
+    job_id = submit(client, auth)
+    other = {"Authorization": f"Bearer {new_token(services, 'other')}"}
+    assert client.get(f"/v1/jobs/{job_id}", headers=other).status_code == 404
+    feedback = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": "cmd"}, headers=other)
+    assert feedback.status_code == 404
+    assert client.get("/v1/jobs/does-not-exist", headers=auth).status_code == 404
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 401
+
+
+def test_feedback_goes_to_the_queue(
+    client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher
+) -> None:
+    job_id = submit(client, auth)
+    early = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": "cbsd"}, headers=auth)
+    assert early.status_code == 409
+    finish(services, PhotoWork(job_id=job_id, blob_key="x", label="cmd", model_version="v"))
+    body = {"label": "cbsd", "source": "agronomist", "comment": "streaks on the stem"}
+    response = client.post(f"/v1/jobs/{job_id}/feedback", json=body, headers=auth)
+    assert response.status_code == 202
+    [event] = publisher.feedback
+    assert (event.job_id, event.label, event.source, event.comment) == (job_id, "cbsd", "agronomist", body["comment"])
+    assert response.json() == {"event_id": event.event_id, "status": "queued"}
+
+
+def test_feedback_retries_with_a_key_are_one_event(
+    client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher
+) -> None:
+    job_id = submit(client, auth)
+    finish(services, PhotoWork(job_id=job_id, blob_key="x", label="cmd", model_version="v"))
+    headers = {**auth, "Idempotency-Key": "fb-1"}
+    ids = {client.post(f"/v1/jobs/{job_id}/feedback", json={"label": "cmd"}, headers=headers).json()["event_id"]
+           for _ in range(3)}  # fmt: skip
+    assert len(ids) == 1
+    assert len({e.event_id for e in publisher.feedback}) == 1
+
+
+def test_bad_feedback_is_422_and_broker_down_is_503(
+    client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher
+) -> None:
+    job_id = submit(client, auth)
+    finish(services, PhotoWork(job_id=job_id, blob_key="x", label="cmd", model_version="v"))
+    for body in ({"label": "banana"}, {"label": "cmd", "source": "neighbour"}, {"comment": "no label"}):
+        assert client.post(f"/v1/jobs/{job_id}/feedback", json=body, headers=auth).status_code == 422
+    bad_json = client.post(
+        f"/v1/jobs/{job_id}/feedback", content=b"{not json", headers={**auth, "Content-Type": "application/json"}
+    )
+    assert bad_json.status_code == 422
+    publisher.down = True
+    response = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": "cmd"}, headers=auth)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+
+
+def test_health_checks_database_and_broker(client: TestClient, publisher: RecordingPublisher) -> None:
+    ok = client.get("/healthz")
+    assert ok.status_code == 200
+    assert ok.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    publisher.down = True
+    down = client.get("/healthz")
+    assert down.status_code == 503
+    assert down.json()["checks"]["redis"].startswith("error")

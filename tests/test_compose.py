@@ -1,0 +1,64 @@
+"""compose.yaml cannot run here (no Docker engine), so it is validated against the Compose specification and
+compared with what `mhogo up` runs."""
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from core.stack import SERVICES
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
+    return data
+
+
+def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema_file = resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    jsonschema.validate(compose, schema)
+
+
+def test_the_schema_catches_mistakes(compose: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["api"]["ports"] = {"not": "a list"}
+    schema_file = resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, json.loads(schema_file.read_text()))
+
+
+def test_services_are_what_mhogo_up_runs(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"redis", "postgres"} | {s.name for s in SERVICES}
+    for service in SERVICES:
+        assert services[service.name]["command"] == ["mhogo", *service.argv]
+
+
+def test_redis_is_durable_and_protected(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    flags = dict(zip(command[1::2], command[2::2], strict=True))
+    assert flags["--appendonly"] == "yes"
+    assert flags["--maxmemory-policy"] == "noeviction"
+    assert "MHOGO_REDIS_PASSWORD" in flags["--requirepass"]
+
+
+def test_mhogo_services_use_postgres_and_the_password_protected_redis(compose: dict[str, Any]) -> None:
+    for service in SERVICES:
+        env = compose["services"][service.name]["environment"]
+        assert env["MHOGO_DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert "@postgres:5432/" in env["MHOGO_DATABASE_URL"]
+        assert env["MHOGO_REDIS_URL"].startswith("redis://:${MHOGO_REDIS_PASSWORD")
+        assert "mhogo-data:/data" in compose["services"][service.name]["volumes"]
+
+
+def test_the_image_installs_the_cpu_torch_first() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert dockerfile.index("torch==2.13.0") < dockerfile.index("pip install .")

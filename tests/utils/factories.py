@@ -1,0 +1,68 @@
+"""Factories for test data: devices, jobs, and photos in the shapes the API must handle."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+from sqlmodel import Session
+
+from core import jobs
+from core.devices import add_device
+from schemas.tables import Device, Job
+
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "samples"
+
+
+def sample_photo(kind: str = "cmd", index: int = 0) -> Path:
+    folder = SAMPLES / "negatives" if kind == "negatives" else SAMPLES / "cassava" / kind
+    return sorted(folder.glob("*.jpg"))[index]
+
+
+def sample_bytes(kind: str = "cmd", index: int = 0) -> bytes:
+    return sample_photo(kind, index).read_bytes()
+
+
+def all_samples() -> list[Path]:
+    return sorted(SAMPLES.glob("cassava/*/*.jpg")) + sorted(SAMPLES.glob("negatives/*.jpg"))
+
+
+def make_device(session: Session, name: str = "phone") -> tuple[Device, str]:
+    return add_device(session, name)
+
+
+def make_job(session: Session, device: Device, key: str = "k1", data: bytes = b"photo") -> Job:
+    assert device.id is not None
+    sha = hashlib.sha256(data).hexdigest()
+    photo = jobs.NewPhoto(device.id, key, sha, f"photos/{sha[:2]}/{sha}.jpg", "image/jpeg", len(data))
+    job, created = jobs.create_job(session, photo)
+    assert created
+    return job
+
+
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A tiny PNG that claims width x height 1-bit pixels: kilobytes on the wire, 400 MP once decoded."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    data = zlib.compress(row * height, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")

@@ -1,0 +1,34 @@
+"""Small fakes for collaborators passed through constructors."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.errors import BrokerUnavailable
+from producers.publisher import Publisher
+from schemas.tasks import FeedbackEvent
+
+
+class RecordingPublisher(Publisher):
+    """Records what would be sent; `down = True` behaves like a broker that does not answer."""
+
+    def __init__(self) -> None:
+        super().__init__(Celery("fake", set_as_current=False))
+        self.down = False
+        self.photos: list[tuple[str, str]] = []
+        self.feedback: list[FeedbackEvent] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise BrokerUnavailable("broker unavailable: connection refused")
+
+    def publish_photo(self, job_id: str, blob_key: str) -> None:
+        self._check()
+        self.photos.append((job_id, blob_key))
+
+    def publish_feedback(self, event: FeedbackEvent) -> None:
+        self._check()
+        self.feedback.append(event)
+
+    def ping(self) -> None:
+        self._check()

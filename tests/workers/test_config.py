@@ -1,0 +1,54 @@
+"""The Celery configuration that makes delivery safe: JSON only, late acks, explicit queues and names."""
+
+from core.config import settings
+from schemas.queues import TASK_QUEUES, QueueName, TaskName
+from workers.app import app
+
+
+def test_json_only_no_pickle() -> None:
+    conf = app.conf
+    assert conf.task_serializer == conf.result_serializer == conf.event_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert list(conf.result_accept_content) == ["json"]
+
+
+def test_late_acks_and_requeue_on_worker_loss() -> None:
+    conf = app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+
+
+def test_visibility_timeout_outlasts_every_task() -> None:
+    app.loader.import_default_modules()
+    limits = [app.conf.task_time_limit]
+    limits += [task.time_limit for name, task in app.tasks.items() if name.startswith("mhogo.") and task.time_limit]
+    assert app.conf.broker_transport_options["visibility_timeout"] > max(limits)
+    assert max(limits) >= settings.RETRAIN_TIME_LIMIT_S
+
+
+def test_every_queue_declared_and_every_task_routed_by_its_explicit_name() -> None:
+    app.loader.import_default_modules()
+    declared = {queue.name for queue in app.conf.task_queues}
+    assert declared == {queue.value for queue in QueueName}
+    assert app.conf.task_create_missing_queues is False
+    registered = {name for name in app.tasks if name.startswith("mhogo.")}
+    assert registered == {name.value for name in TaskName}
+    for name, queue in TASK_QUEUES.items():
+        assert app.conf.task_routes[name.value]["queue"] == queue.value
+
+
+def test_feedback_never_shares_the_inference_queue() -> None:
+    assert TASK_QUEUES[TaskName.FEEDBACK] != TASK_QUEUES[TaskName.INFER]
+    assert TASK_QUEUES[TaskName.RETRAIN] not in {TASK_QUEUES[TaskName.INFER], TASK_QUEUES[TaskName.FEEDBACK]}
+
+
+def test_events_are_on_for_flower() -> None:
+    assert app.conf.worker_send_task_events is True
+    assert app.conf.task_send_sent_event is True
+
+
+def test_sweeper_is_scheduled() -> None:
+    [entry] = app.conf.beat_schedule.values()
+    assert entry["task"] == TaskName.SWEEP.value
+    assert entry["schedule"] == settings.SWEEP_INTERVAL_S

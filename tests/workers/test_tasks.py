@@ -1,0 +1,108 @@
+"""Task bodies run in-process (`apply`) on the real database and blob store of the test MHOGO_HOME, with a real
+photo: each stage does its part, a redelivery after the end changes nothing, and a poison message fails its job."""
+
+import uuid
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+from PIL import ImageEnhance
+from sqlmodel import Session
+
+from core import jobs
+from core.blobs import BlobStore
+from core.config import settings
+from core.db import get_engine, init_db
+from core.deliveries import DeliveryCounter
+from ml.imaging import decode
+from schemas.tables import Job, JobStatus
+from tests.utils.factories import jpeg_bytes, make_device, sample_bytes
+from workers.base import MhogoTask
+from workers.inference import classify
+from workers.photos import preprocess, quality_filter, store
+
+
+@pytest.fixture(autouse=True)
+def fake_delivery_counter() -> Iterator[None]:
+    MhogoTask._deliveries = DeliveryCounter(fakeredis.FakeRedis())
+    yield
+    MhogoTask._deliveries = None
+
+
+@pytest.fixture
+def db() -> Iterator[Session]:
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+def new_job(db: Session, data: bytes) -> Job:
+    device, _ = make_device(db)
+    assert device.id is not None
+    key = BlobStore(settings.blob_dir).put("photos", data, ".jpg")
+    job, _ = jobs.create_job(
+        db, jobs.NewPhoto(device.id, uuid.uuid4().hex, key.split("/")[2][:64], key, "image/jpeg", len(data))
+    )
+    return job
+
+
+def status(db: Session, job_id: str) -> Job:
+    job = db.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    return job
+
+
+def run(task, *args, task_id: str | None = None):
+    result = task.apply(args=args, task_id=task_id or uuid.uuid4().hex)
+    if result.failed():
+        raise result.result
+    return result.result
+
+
+def test_the_four_stages_classify_a_real_photo(db: Session) -> None:
+    job = new_job(db, sample_bytes("cmd"))
+    payload = run(preprocess, job.id, job.blob_key)
+    assert status(db, job.id).status == JobStatus.PROCESSING
+    assert payload["prepared_key"].startswith("prepared/")
+    assert payload["input_stats"]["luma_mean"] > 45
+    payload = run(quality_filter, payload)
+    payload = run(classify, payload)
+    assert payload["label"] in {"cbb", "cbsd", "cgm", "cmd", "healthy"}
+    assert sum(payload["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert run(store, payload) == "stored"
+    stored = status(db, job.id)
+    assert (stored.status, stored.label, stored.model_version) == (
+        "classified",
+        payload["label"],
+        payload["model_version"],
+    )
+    assert set(stored.timings_ms or {}) == {"preprocess", "filter", "infer", "store"}
+    assert run(store, payload) == "already stored"
+    assert run(preprocess, job.id, job.blob_key) is None  # redelivered after the end: nothing happens
+
+
+def test_a_dark_photo_is_rejected_by_the_filter(db: Session) -> None:
+    dark = ImageEnhance.Brightness(decode(sample_bytes("healthy"), 10**8)).enhance(0.2)
+    job = new_job(db, jpeg_bytes(dark))
+    payload = run(preprocess, job.id, job.blob_key)
+    assert run(quality_filter, payload) is None
+    stored = status(db, job.id)
+    assert (stored.status, stored.reason_code) == ("rejected", "too_dark")
+
+
+def test_a_damaged_blob_is_rejected_as_unreadable(db: Session) -> None:
+    job = new_job(db, sample_bytes()[:2000])
+    assert run(preprocess, job.id, job.blob_key) is None
+    assert status(db, job.id).reason_code == "unreadable"
+
+
+def test_a_poison_message_fails_its_job_instead_of_looping(db: Session) -> None:
+    job = new_job(db, sample_bytes())
+    task_id = uuid.uuid4().hex
+    for _ in range(settings.MAX_DELIVERIES):  # earlier deliveries that killed their worker
+        MhogoTask._deliveries.record(task_id)  # type: ignore[union-attr]
+    assert run(preprocess, job.id, job.blob_key, task_id=task_id) is None
+    stored = status(db, job.id)
+    assert stored.status == JobStatus.FAILED
+    assert "deliveries" in (stored.reason or "")
