@@ -75,6 +75,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     stopping: bool = False
+    _pumps: list[threading.Thread] = field(default_factory=list)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def say(self, name: str, line: str) -> None:
@@ -108,12 +109,15 @@ class Stack:
             start_new_session=True,
         )
         self.processes[name] = process
-        threading.Thread(target=self._pump, args=(name, process), daemon=True).start()
+        pump = threading.Thread(target=self._pump, args=(name, process), daemon=True)
+        pump.start()
+        self._pumps.append(pump)
 
     def _pump(self, name: str, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
-        for line in process.stdout:
-            self.say(name, line)
+        with process.stdout:
+            for line in process.stdout:
+                self.say(name, line)
 
     def start(self, explicit_redis_url: bool) -> None:
         self.env["MHOGO_REDIS_URL"] = self.resolve_redis(explicit_redis_url)
@@ -151,6 +155,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        for pump in self._pumps:
+            pump.join(timeout=5)
 
 
 def wait_until_healthy(url: str, timeout_s: float = 120.0) -> bool:

@@ -157,6 +157,7 @@ def code_version() -> str:
 
 def train(data_dir: Path, out: Path, config: TrainConfig, made_by: str = "mhogo train") -> TrainResult:
     started = time.monotonic()
+    code = code_version()  # before training: the tree may change while it runs
     generator = seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -181,7 +182,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, made_by: str = "mhogo 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     history: list[dict[str, Any]] = []
-    best_state, best_loss = copy.deepcopy(model.state_dict()), math.inf
+    best_state, best_loss, best_metrics = copy.deepcopy(model.state_dict()), math.inf, {}
     with tqdm(total=epochs * steps_per_epoch, desc="training", unit="batch", dynamic_ncols=True) as bar:
         for epoch in range(epochs):
             train_data.set_epoch(epoch)
@@ -190,7 +191,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, made_by: str = "mhogo 
             history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 4), **_brief(val)})
             bar.write(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.3f}, " + _describe(val))
             if val["loss"] < best_loss:  # on a small validation set the loss is steadier than the accuracy
-                best_loss, best_state = val["loss"], copy.deepcopy(model.state_dict())
+                best_loss, best_state, best_metrics = val["loss"], copy.deepcopy(model.state_dict()), val
 
     model.load_state_dict(best_state)
     best = min(history, key=lambda row: row["val_loss"])
@@ -200,7 +201,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, made_by: str = "mhogo 
         "made_by": made_by,
         "trained_at": finished.isoformat(),
         "seconds": round(time.monotonic() - started, 1),
-        "code_version": code_version(),
+        "code_version": code,
         "torch_version": str(torch.__version__),
         "dataset_version": data_version,
         "dataset_size": len(manifest),
@@ -210,6 +211,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, made_by: str = "mhogo 
         "history": history,
         "best_epoch": best["epoch"],
         "val_metrics": best,
+        "val_report": {key: best_metrics[key] for key in ("per_class", "confusion_matrix")},
     }
     checkpoint = Checkpoint(model.eval(), tuple(classes), config.preprocess, version, meta)
     sha = save_checkpoint(checkpoint, out)

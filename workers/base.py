@@ -1,5 +1,5 @@
-"""The base of every mhogo task: storage handles made once per process, the poison-message guard, and marking a
-job failed when its task fails for good."""
+"""Bases of the mhogo tasks: storage handles made once per process; for the per-photo stages, the poison-message
+guard and marking the job failed when its stage fails for good."""
 
 from __future__ import annotations
 
@@ -69,6 +69,10 @@ class MhogoTask(Task):  # type: ignore[misc]
         if MhogoTask._deliveries is None:
             MhogoTask._deliveries = DeliveryCounter(redis.Redis.from_url(settings.REDIS_URL))
         return MhogoTask._deliveries
+
+
+class PhotoTask(MhogoTask):
+    """A stage of the per-photo chain: its first argument names the job, which fails when the stage fails for good."""
 
     def stop_chain(self) -> None:
         """The rest of the per-photo chain is not sent: the job is finished (rejected, done, or given up)."""

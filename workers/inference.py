@@ -17,7 +17,7 @@ from ml.imaging import decode, prepare
 from schemas.queues import QueueName, TaskName
 from schemas.tasks import PhotoWork
 from workers.app import app
-from workers.base import RETRY_POLICY, TRANSIENT_ERRORS, MhogoTask
+from workers.base import RETRY_POLICY, TRANSIENT_ERRORS, PhotoTask
 from workers.photos import elapsed_ms
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class InferenceTask(MhogoTask):
+class InferenceTask(PhotoTask):
     _predictor: Predictor | None = None
     _lock = threading.Lock()
 

@@ -21,7 +21,7 @@ from schemas.queues import TaskName
 from schemas.reasons import RejectReason
 from schemas.tasks import PhotoWork
 from workers.app import app
-from workers.base import RETRY_POLICY, MhogoTask
+from workers.base import RETRY_POLICY, MhogoTask, PhotoTask
 
 PREPROCESS = PreprocessConfig()
 SWEEP_LOCK = "mhogo:sweep:lock"
@@ -31,7 +31,7 @@ def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)
 
 
-def prepare_photo(task: MhogoTask, work: PhotoWork, config: PreprocessConfig) -> PhotoWork:
+def prepare_photo(task: PhotoTask, work: PhotoWork, config: PreprocessConfig) -> PhotoWork:
     """Decode the uploaded photo, prepare it, and store the prepared image as a lossless blob."""
     image: Image.Image = decode(task.blobs.get(work.blob_key), settings.MAX_IMAGE_PIXELS)
     prepared = prepare(image, config)
@@ -41,14 +41,14 @@ def prepare_photo(task: MhogoTask, work: PhotoWork, config: PreprocessConfig) ->
     )
 
 
-def reject(task: MhogoTask, work: PhotoWork, reason: RejectReason) -> None:
+def reject(task: PhotoTask, work: PhotoWork, reason: RejectReason) -> None:
     with task.session() as session:
         jobs.finish(session, work.model_copy(update={"rejection": reason.value}))
     task.stop_chain()
 
 
-@app.task(name=TaskName.PREPROCESS, bind=True, base=MhogoTask, **RETRY_POLICY)
-def preprocess(self: MhogoTask, job_id: str, blob_key: str) -> dict[str, Any] | None:
+@app.task(name=TaskName.PREPROCESS, bind=True, base=PhotoTask, **RETRY_POLICY)
+def preprocess(self: PhotoTask, job_id: str, blob_key: str) -> dict[str, Any] | None:
     start = time.perf_counter()
     if self.poisoned(job_id):
         return None
@@ -66,8 +66,8 @@ def preprocess(self: MhogoTask, job_id: str, blob_key: str) -> dict[str, Any] | 
     return work.model_dump(mode="json")
 
 
-@app.task(name=TaskName.FILTER, bind=True, base=MhogoTask, **RETRY_POLICY)
-def quality_filter(self: MhogoTask, payload: dict[str, Any]) -> dict[str, Any] | None:
+@app.task(name=TaskName.FILTER, bind=True, base=PhotoTask, **RETRY_POLICY)
+def quality_filter(self: PhotoTask, payload: dict[str, Any]) -> dict[str, Any] | None:
     start = time.perf_counter()
     work = PhotoWork.model_validate(payload)
     reason = quality_gate(work.input_stats, settings.quality_thresholds)
@@ -78,8 +78,8 @@ def quality_filter(self: MhogoTask, payload: dict[str, Any]) -> dict[str, Any] |
     return work.model_dump(mode="json")
 
 
-@app.task(name=TaskName.STORE, bind=True, base=MhogoTask, **RETRY_POLICY)
-def store(self: MhogoTask, payload: dict[str, Any]) -> str:
+@app.task(name=TaskName.STORE, bind=True, base=PhotoTask, **RETRY_POLICY)
+def store(self: PhotoTask, payload: dict[str, Any]) -> str:
     start = time.perf_counter()
     work = PhotoWork.model_validate(payload)
     work.timings_ms["store"] = elapsed_ms(start)

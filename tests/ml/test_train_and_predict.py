@@ -38,6 +38,7 @@ def test_dry_run_trains_and_writes_a_complete_checkpoint(tmp_path: Path) -> None
     assert {"val_accuracy", "val_macro_f1", "val_loss"} <= set(meta["history"][0])
     assert meta["seconds"] > 0
     assert meta["code_version"]
+    assert len(meta["val_report"]["confusion_matrix"]) == 5
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, result.checkpoint.model.state_dict()[key]), key
 

@@ -18,6 +18,7 @@ from ml.imaging import decode
 from schemas.tables import Job, JobStatus
 from tests.utils.factories import jpeg_bytes, make_device, sample_bytes
 from workers.base import MhogoTask
+from workers.events import feedback
 from workers.inference import classify
 from workers.photos import preprocess, quality_filter, store
 
@@ -106,3 +107,13 @@ def test_a_poison_message_fails_its_job_instead_of_looping(db: Session) -> None:
     stored = status(db, job.id)
     assert stored.status == JobStatus.FAILED
     assert "deliveries" in (stored.reason or "")
+
+
+def test_feedback_for_an_unknown_job_is_dropped_and_a_malformed_event_fails_alone(db: Session) -> None:
+    job = new_job(db, sample_bytes())
+    event = {"event_id": uuid.uuid4().hex, "job_id": "nope", "label": "cmd", "source": "farmer",
+             "created_at": "2026-11-29T10:00:00Z"}  # fmt: skip
+    assert run(feedback, event) == "dropped"
+    broken = feedback.apply(args=({"job_id": job.id, "label": 3},), task_id=uuid.uuid4().hex)
+    assert broken.failed()
+    assert status(db, job.id).status == JobStatus.RECEIVED  # a bad event never fails the photo's job

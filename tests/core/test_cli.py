@@ -1,0 +1,57 @@
+"""The `mhogo` command, run in-process with click's runner on the test MHOGO_HOME."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlmodel import Session
+
+from core import cli
+from core.cli import main
+from core.config import settings
+from core.db import get_engine
+from core.devices import device_for_token
+from tests.utils.factories import sample_photo
+
+
+def test_devices_add_prints_the_token_as_its_last_line() -> None:
+    result = CliRunner().invoke(main, ["devices", "add", "field-phone-7"])
+    assert result.exit_code == 0, result.output
+    token = result.stdout.strip().splitlines()[-1]
+    with Session(get_engine(settings.database_url)) as session:
+        device = device_for_token(session, token)
+    assert device is not None
+    assert device.name == "field-phone-7"
+    listed = CliRunner().invoke(main, ["devices", "list"])
+    assert "field-phone-7" in listed.output
+
+
+def test_predict_json_prints_one_object_per_image() -> None:
+    leaf, hand = sample_photo("cgm", 2), sample_photo("negatives", 6)
+    result = CliRunner().invoke(main, ["predict", str(leaf), str(hand), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [row["path"] for row in rows] == [str(leaf), str(hand)]
+    for row in rows:
+        assert {"path", "status", "label", "confidence", "probabilities", "reason", "model_version"} <= set(row)
+    assert rows[0]["status"] == "classified"
+    assert rows[0]["label"] in rows[0]["probabilities"]
+    assert (rows[1]["status"], rows[1]["reason"], rows[1]["label"]) == ("rejected", "too_small", None)
+
+
+def test_train_dry_run(tmp_path: Path) -> None:
+    out = tmp_path / "m.pt"
+    result = CliRunner().invoke(main, ["train", str(sample_photo().parent.parent), "--out", str(out), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["path"] == str(out)
+    assert out.is_file()
+    assert summary["dataset_version"].startswith("ds-")
+
+
+def test_flower_refuses_to_run_without_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "settings", settings.model_copy(update={"FLOWER_PASSWORD": None}))
+    result = CliRunner().invoke(main, ["flower"])
+    assert result.exit_code != 0
+    assert "MHOGO_FLOWER_PASSWORD" in result.output
