@@ -7,12 +7,12 @@ Keys look like `photos/ab/ab12...ef.jpg`. On several machines, point MHOGO_HOME'
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
-KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{64}(-[a-z0-9]+)?\.[a-z]+$")
+from core.files import atomic_write
+
+KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
 
 
 class BlobStore:
@@ -35,35 +35,13 @@ class BlobStore:
         return key
 
     def put_at(self, key: str, data: bytes) -> None:
-        """Write to a temporary file, fsync, then rename: a reader sees the whole blob or none of it."""
+        """Write atomically: a reader sees the whole blob or none of it. An existing blob is never rewritten."""
         path = self.path(key)
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        if not path.exists():
+            atomic_write(path, lambda handle: handle.write(data))
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

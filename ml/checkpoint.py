@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 import torch
 
 from core.errors import ModelError
+from core.files import atomic_write
 from ml.imaging import PreprocessConfig
 from ml.model import CassavaNet, ModelConfig
 
@@ -29,7 +28,7 @@ class Checkpoint:
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
-    """Write atomically (a reader never sees half a file) and return the file's sha256."""
+    """Write atomically (a worker loading it never sees half a file) and return the file's sha256."""
     payload = {
         "format": FORMAT_VERSION,
         "state_dict": checkpoint.model.state_dict(),
@@ -39,18 +38,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
         "version": checkpoint.version,
         "meta": checkpoint.meta,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return file_sha256(path)
 
 
