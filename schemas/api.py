@@ -41,7 +41,11 @@ class JobView(BaseModel):
     result: Diagnosis | None = None
     rejection: Rejection | None = None
     error: str | None = None
-    timings_ms: dict[str, float] = Field(default_factory=dict, description="Milliseconds spent in each stage")
+    timings_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="Milliseconds of work in each stage (preprocess, filter, infer) and from upload to result "
+        "(end_to_end, queue waits included)",
+    )
 
 
 class FeedbackIn(BaseModel):

@@ -5,10 +5,12 @@ No torch here: these processes stay small and many.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from PIL import Image
+from redis.exceptions import LockError
 
 from core import jobs
 from core.config import settings
@@ -80,9 +82,7 @@ def quality_filter(self: PhotoTask, payload: dict[str, Any]) -> dict[str, Any] |
 
 @app.task(name=TaskName.STORE, bind=True, base=PhotoTask, **RETRY_POLICY)
 def store(self: PhotoTask, payload: dict[str, Any]) -> str:
-    start = time.perf_counter()
     work = PhotoWork.model_validate(payload)
-    work.timings_ms["store"] = elapsed_ms(start)
     with self.session() as session:
         stored = jobs.finish(session, work)
     return "stored" if stored else "already stored"
@@ -97,4 +97,5 @@ def sweep(self: MhogoTask) -> dict[str, int]:
     try:
         return sweep_once(self.session, Publisher(app), settings)
     finally:
-        lock.release()
+        with contextlib.suppress(LockError):  # it expired during a very long sweep: another may hold it now
+            lock.release()

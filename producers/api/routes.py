@@ -116,6 +116,8 @@ def job_view(job: Job) -> JobView:
         finished_at=job.finished_at,
         timings_ms=job.timings_ms or {},
     )
+    if job.finished_at is not None:  # the whole wait as the phone sees it, queues included
+        view.timings_ms["end_to_end"] = round((job.finished_at - job.created_at).total_seconds() * 1000, 1)
     if job.status == JobStatus.CLASSIFIED and job.label is not None:
         label = Label(job.label)
         view.result = Diagnosis(

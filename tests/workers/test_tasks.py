@@ -78,7 +78,7 @@ def test_the_four_stages_classify_a_real_photo(db: Session) -> None:
         payload["label"],
         payload["model_version"],
     )
-    assert set(stored.timings_ms or {}) == {"preprocess", "filter", "infer", "store"}
+    assert set(stored.timings_ms or {}) == {"preprocess", "filter", "infer"}
     assert run(store, payload) == "already stored"
     assert run(preprocess, job.id, job.blob_key) is None  # redelivered after the end: nothing happens
 
