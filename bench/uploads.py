@@ -27,9 +27,9 @@ from sqlmodel import Session, select
 from core.config import settings
 from core.db import get_engine, init_db
 from core.devices import add_device
+from producers.demo import MEDIA_TYPES as MEDIA
 from schemas.tables import Job
 
-MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 FINAL = {"classified", "rejected", "failed"}
 
 

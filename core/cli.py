@@ -231,6 +231,19 @@ def predict(images: tuple[Path, ...], model: Path | None, as_json: bool) -> None
 
 
 @main.command()
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Class folders, as seen by the retraining worker; default: MHOGO_TRAIN_DATA_DIR.")  # fmt: skip
+@click.option("--reason", default="asked for by an operator", help="Recorded with the model it makes.")
+@click.option("--dry-run", is_flag=True, help="Two small batches: checks the path end to end.")
+def retrain(data: Path | None, reason: str, dry_run: bool) -> None:
+    """Put a retraining job on the retraining queue; prints its task id. The model it makes is not served yet."""
+    from producers.publisher import Publisher
+    from workers.app import app
+
+    click.echo(Publisher(app).publish_retrain(reason, str(data.resolve()) if data else None, dry_run))
+
+
+@main.command()
 def sweep() -> None:
     """Enqueue now every job that is waiting for the queue."""
     from sqlmodel import Session

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import SQLModel, create_engine
 
 import schemas.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -68,18 +66,6 @@ def init_db(engine: Engine) -> None:
         SQLModel.metadata.create_all(engine)
     except (OperationalError, ProgrammingError):
         SQLModel.metadata.create_all(engine)  # another process created a table between our check and our CREATE
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
 
 
 def ping(engine: Engine) -> None:

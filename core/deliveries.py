@@ -25,6 +25,3 @@ class DeliveryCounter:
         pipe.expire(key, KEY_TTL_S)
         count, _ = pipe.execute()
         return int(count)
-
-    def forget(self, task_id: str) -> None:
-        self.redis.delete(f"{self.prefix}:{task_id}")

@@ -8,7 +8,6 @@ MhogoError
 │   ├── UnsupportedMediaType  HTTP 415: not a JPEG or PNG
 │   └── UnreadableImage       HTTP 422: truncated, corrupt, or a decompression bomb
 ├── IdempotencyConflict       HTTP 422: a key reused for other bytes
-├── NotFound                  HTTP 404
 └── ModelError                the model file is missing or does not fit the code: an operator must act
 """
 
@@ -44,10 +43,6 @@ class UnreadableImage(BadInput):
 
 
 class IdempotencyConflict(MhogoError):
-    pass
-
-
-class NotFound(MhogoError):
     pass
 
 

@@ -6,7 +6,7 @@ from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from schemas.tables import Feedback, Job, ModelFeedbackCount
 from schemas.tasks import FeedbackEvent
@@ -57,7 +57,3 @@ def _bump(session: Session, model_version: str, source: str, agrees: bool) -> No
         index_elements=["model_version", "source"], set_={column: table.c[column] + 1}
     )
     session.execute(statement)
-
-
-def feedback_counts(session: Session) -> list[ModelFeedbackCount]:
-    return list(session.exec(select(ModelFeedbackCount)).all())

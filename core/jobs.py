@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, case, func, or_, update
+from sqlalchemy import CursorResult, Update, case, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -147,8 +147,3 @@ def jobs_to_sweep(
         .limit(limit)
     )
     return list(session.exec(statement).all())
-
-
-def count_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
-    return {str(status): int(count) for status, count in rows}

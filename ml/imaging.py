@@ -20,7 +20,6 @@ from core.errors import UnreadableImage, UnsupportedMediaType
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
 @dataclass(frozen=True)

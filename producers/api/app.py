@@ -21,7 +21,6 @@ from core.errors import (
     BadInput,
     IdempotencyConflict,
     MhogoError,
-    NotFound,
     TransientError,
     UnreadableImage,
     UnsupportedMediaType,
@@ -41,7 +40,6 @@ STATUS_FOR: list[tuple[type[MhogoError], int]] = [
     (UnsupportedMediaType, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE),
     (UnreadableImage, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_CONTENT),
-    (NotFound, status.HTTP_404_NOT_FOUND),
     (BadInput, status.HTTP_400_BAD_REQUEST),
     (TransientError, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]

@@ -1,10 +1,10 @@
 import uuid
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core import jobs
-from core.feedback import feedback_counts, record_feedback
-from schemas.tables import FeedbackSource, utcnow
+from core.feedback import record_feedback
+from schemas.tables import FeedbackSource, ModelFeedbackCount, utcnow
 from schemas.tasks import FeedbackEvent, PhotoWork
 from tests.utils.factories import make_device, make_job
 
@@ -21,7 +21,8 @@ def event(job_id: str, label: str, source: FeedbackSource = FeedbackSource.FARME
 
 
 def counts(session: Session) -> dict[tuple[str, str], tuple[int, int]]:
-    return {(c.model_version, c.source): (c.confirmed, c.corrected) for c in feedback_counts(session)}
+    rows = session.exec(select(ModelFeedbackCount)).all()
+    return {(c.model_version, c.source): (c.confirmed, c.corrected) for c in rows}
 
 
 def test_counts_confirmed_and_corrected_per_version_and_source(session: Session) -> None:

@@ -91,11 +91,3 @@ def test_sweep_finds_unqueued_and_stale_jobs(session: Session) -> None:
     much_later = now + timedelta(seconds=120)
     found = {j.id for j in jobs.jobs_to_sweep(session, much_later, timedelta(seconds=10), timedelta(seconds=60))}
     assert found == {fresh.id, stale.id}
-
-
-def test_count_by_status(session: Session) -> None:
-    device, _ = make_device(session)
-    make_job(session, device, key="a")
-    job = make_job(session, device, key="b", data=b"b")
-    jobs.fail(session, job.id, "broken")
-    assert jobs.count_by_status(session) == {"received": 1, "failed": 1}

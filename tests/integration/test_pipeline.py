@@ -4,6 +4,8 @@ results read back; on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +20,7 @@ from core.config import settings
 from ml.checkpoint import load_checkpoint
 from schemas.tables import Feedback, Job, ModelFeedbackCount
 from tests.integration.conftest import LiveStack
-from tests.utils.factories import all_samples
+from tests.utils.factories import SAMPLES, all_samples
 from tests.utils.processes import wait_for
 
 pytestmark = pytest.mark.integration
@@ -111,3 +113,16 @@ def test_feedback_travels_the_events_queue_into_the_counts(stack: LiveStack) -> 
         count = session.get(ModelFeedbackCount, (version, "agronomist"))
     assert count is not None
     assert count.corrected >= 1
+
+
+def test_a_retraining_job_runs_on_its_own_queue(stack: LiveStack) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "retrain", "--data", str(SAMPLES), "--dry-run", "--reason", "test"],
+        env=stack.env, capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    task_id = done.stdout.strip().splitlines()[-1]
+    model = stack.home / "models" / f"challenger-{task_id}.pt"
+    wait_for(model.is_file, 120, "the retraining worker to write its model")
+    checkpoint = load_checkpoint(model)
+    assert checkpoint.meta["made_by"] == "retraining: test"
+    assert checkpoint.meta["dataset_size"] == 50
