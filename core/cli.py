@@ -187,50 +187,6 @@ def devices_list() -> None:
 
 
 @main.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--epochs", type=int, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--dry-run", is_flag=True, help="Two small batches: checks the whole path in seconds.")
-def train(data_dir: Path, out: Path, epochs: int | None, seed: int | None, dry_run: bool) -> None:
-    """Fine-tune the classifier on DATA_DIR (one folder per class) and write a checkpoint to --out."""
-    from ml.train import TrainConfig
-    from ml.train import train as run_training
-
-    config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
-    if epochs is not None:
-        config.epochs = epochs
-    if seed is not None:
-        config.seed = seed
-    result = run_training(data_dir, out, config)
-    meta = result.checkpoint.meta
-    click.echo(json.dumps({"path": str(out), "version": result.checkpoint.version, "sha256": result.sha256,
-                           "dataset_version": meta["dataset_version"], "val": meta["val_metrics"],
-                           "seconds": meta["seconds"]}))  # fmt: skip
-
-
-@main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
-def predict(images: tuple[Path, ...], model: Path | None, as_json: bool) -> None:
-    """Diagnose photos in-process, through the same preprocess -> filter -> infer code as the workers."""
-    from ml.diagnose import diagnose
-    from ml.predictor import Predictor
-
-    predictor = Predictor.from_file(model or settings.model_path, threads=settings.torch_threads)
-    for path in images:
-        outcome = diagnose(path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
-        row = {"path": str(path), **outcome}
-        if as_json:
-            click.echo(json.dumps(row))
-        elif row["status"] == "classified":
-            click.echo(f"{path}: {row['label']} ({row['confidence']:.2f})")
-        else:
-            click.echo(f"{path}: rejected, {row['reason']}: {row['message']}")
-
-
-@main.command()
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Class folders, as seen by the retraining worker; default: MHOGO_TRAIN_DATA_DIR.")  # fmt: skip
 @click.option("--reason", default="asked for by an operator", help="Recorded with the model it makes.")
@@ -258,5 +214,4 @@ def sweep() -> None:
     click.echo(json.dumps(sweep_once(lambda: Session(engine, expire_on_commit=False), Publisher(app), settings)))
 
 
-if __name__ == "__main__":
-    main()
+from core import cli_ml  # noqa: E402, F401  (registers train, predict, evaluate, export and models on `main`)

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     HOME: Path = Path("~/.mhogo")
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
     DATABASE_URL: str | None = None  # default: SQLite under HOME
-    MODEL_PATH: Path | None = None  # default: the baseline checkpoint committed in ml/weights
+    MODEL_PATH: Path | None = None  # seeds the registry's champion on a fresh HOME; default: ml/weights/baseline.pt
 
     API_HOST: str = "127.0.0.1"
     API_PORT: int = 8000
@@ -47,6 +47,7 @@ class Settings(BaseSettings):
 
     # Workers.
     TORCH_THREADS: int = 0  # 0: as many as the machine has cores
+    MODEL_REFRESH_S: float = 2.0  # how often inference workers look for a new champion
     TASK_SOFT_TIME_LIMIT_S: int = 60
     TASK_TIME_LIMIT_S: int = 90
     RETRAIN_TIME_LIMIT_S: int = 3600

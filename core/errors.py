@@ -8,6 +8,7 @@ MhogoError
 │   ├── UnsupportedMediaType  HTTP 415: not a JPEG or PNG
 │   └── UnreadableImage       HTTP 422: truncated, corrupt, or a decompression bomb
 ├── IdempotencyConflict       HTTP 422: a key reused for other bytes
+├── RegistryError             an operator asked the registry for something it cannot do
 └── ModelError                the model file is missing or does not fit the code: an operator must act
 """
 
@@ -43,6 +44,10 @@ class UnreadableImage(BadInput):
 
 
 class IdempotencyConflict(MhogoError):
+    pass
+
+
+class RegistryError(MhogoError):
     pass
 
 

@@ -126,7 +126,7 @@ class Stack:
             self.env["MHOGO_FLOWER_PASSWORD"] = password
             self.say("mhogo", f"Flower login: {self.settings.FLOWER_USER} / {password} (set MHOGO_FLOWER_PASSWORD)")
         for service in self.services:
-            self.spawn(service.name, [sys.executable, "-m", "core.cli", *service.argv])
+            self.spawn(service.name, [sys.executable, "-m", "core", *service.argv])
         self.say(
             "mhogo", f"API on {self.settings.public_url} (docs at /docs), Flower on port {self.settings.FLOWER_PORT}"
         )

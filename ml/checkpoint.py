@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ class Checkpoint:
     preprocess: PreprocessConfig
     version: str
     meta: dict[str, Any] = field(default_factory=dict)
+    tta_views: int = 1  # test-time augmentation: 1 (none), 2 (+ mirror) or 4 (+ flips both ways)
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
@@ -36,22 +38,25 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
         "classes": list(checkpoint.classes),
         "preprocessing": checkpoint.preprocess.to_dict(),
         "version": checkpoint.version,
+        "inference": {"tta_views": checkpoint.tta_views},
         "meta": checkpoint.meta,
     }
     atomic_write(path, lambda handle: torch.save(payload, handle))
     return file_sha256(path)
 
 
-def load_checkpoint(path: Path) -> Checkpoint:
-    """Load for inference (eval mode). Raises ModelError when the file is missing or does not fit the code."""
+def load_checkpoint(source: Path | bytes) -> Checkpoint:
+    """Load for inference (eval mode) from a file or its bytes. Raises ModelError when it is missing or does not fit
+    the code."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source, map_location="cpu",
+                             weights_only=True)  # fmt: skip
         if payload.get("format") != FORMAT_VERSION:
-            raise ModelError(f"{path}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
+            raise ModelError(f"{_name(source)}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
         model = CassavaNet(ModelConfig.from_dict(payload["config"]))
         model.load_state_dict(payload["state_dict"])
     except (OSError, KeyError, RuntimeError, TypeError, pickle.UnpicklingError) as exc:
-        raise ModelError(f"cannot load model {path}: {exc}") from exc
+        raise ModelError(f"cannot load model {_name(source)}: {exc}") from exc
     model.eval()
     return Checkpoint(
         model=model,
@@ -59,7 +64,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
         preprocess=PreprocessConfig(**payload["preprocessing"]),
         version=payload["version"],
         meta=payload.get("meta", {}),
+        tta_views=payload.get("inference", {}).get("tta_views", 1),
     )
+
+
+def _name(source: Path | bytes) -> str:
+    return str(source) if isinstance(source, Path) else f"({len(source)} bytes)"
 
 
 def file_sha256(path: Path) -> str:

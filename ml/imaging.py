@@ -124,6 +124,15 @@ def laplacian_variance(gray: np.ndarray) -> float:
     return float(lap.var())
 
 
+def green_fraction(pixels: np.ndarray) -> float:
+    """Share of pixels that are plant green (excess-green index above a small margin): a rough measure of how much
+    of the frame the leaf fills."""
+    rgb = pixels.astype(np.float32) + 1.0
+    total = rgb.sum(axis=-1)
+    r, g, b = rgb[..., 0] / total, rgb[..., 1] / total, rgb[..., 2] / total
+    return float(((2 * g - r - b) > 0.05).mean())
+
+
 def image_stats(image: Image.Image, original_size: tuple[int, int]) -> dict[str, float]:
     """Figures about the working-size image for the quality gate, and later for input drift checks."""
     pixels = np.asarray(image)
@@ -140,6 +149,7 @@ def image_stats(image: Image.Image, original_size: tuple[int, int]) -> dict[str,
         "green_mean": float(means[1]),
         "blue_mean": float(means[2]),
         "sharpness": laplacian_variance(gray),
+        "green_fraction": green_fraction(pixels),
     }
 
 

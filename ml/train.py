@@ -1,19 +1,24 @@
 """Fine-tune EfficientNet-Lite0 on class folders of cassava photos, on the CPU.
 
-    mhogo train ../shared/data/cassava --out model.pt            # the baseline
+    mhogo train ../shared/data/cassava --out model.pt             # one model: train / validation / test split
+    mhogo train ../shared/data/cassava --cv 5                     # five-fold cross-validation by near-duplicate group
     mhogo train ../shared/data/cassava --out /tmp/m.pt --dry-run  # two small batches, as CI runs it
 
-Reads like pytorch/examples mnist/main.py: a config, a train epoch, an evaluation, a loop that keeps the best.
+Reads like pytorch/examples mnist/main.py: a config, a train epoch, an evaluation, and a loop. The schedule is
+fixed (warm-up, then cosine to zero) and the last epoch is the model: on a validation set of a dozen photos,
+picking an epoch would fit the noise. Validation and test photos go through the serving path (quality gate
+included), so the figures are the ones a farmer would see.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,13 +31,17 @@ from tqdm import tqdm
 
 from ml.augment import AugmentConfig
 from ml.checkpoint import Checkpoint, save_checkpoint
-from ml.data import PhotoDataset, Sample, class_counts, dataset_version, scan, stratified_split
+from ml.data import PhotoDataset, Sample, class_counts, dataset_version, scan
+from ml.evaluate import cassava_metrics, run_photos
 from ml.imaging import PreprocessConfig
-from ml.metrics import summarize
 from ml.model import CassavaNet, ModelConfig, load_imagenet_backbone
+from ml.predictor import Predictor
+from ml.quality import QualityThresholds
+from ml.splits import group_folds, near_duplicate_groups, perceptual_hashes, train_val_test
 from schemas.labels import LABELS
 
 log = logging.getLogger(__name__)
+CLASSES = [label.value for label in LABELS]
 
 
 @dataclass
@@ -44,13 +53,20 @@ class TrainConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     warmup_epochs: int = 1
-    val_fraction: float = 0.2
+    freeze_blocks: int = 4  # the stem and this many first blocks keep their ImageNet weights (and run 2.5x faster)
+    channels_last: bool = True  # 1.8x faster convolutions on the CPU
+    tta_views: int = 2  # test-time augmentation stored in the checkpoint: 1, 2 (mirror) or 4 (flips)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
     seed: int = 42
     threads: int = 0
     dry_run: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass
@@ -66,17 +82,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def balanced_sampler(samples: list[Sample], num_classes: int, generator: torch.Generator) -> WeightedRandomSampler:
+def balanced_sampler(samples: Sequence[Sample], num_classes: int, generator: torch.Generator) -> WeightedRandomSampler:
     """Draw each class equally often: CMD and healthy would otherwise drown CBSD and CGM."""
     counts = class_counts(samples, num_classes)
     weights = [1.0 / counts[s.label] for s in samples]
     return WeightedRandomSampler(weights, num_samples=len(samples), replacement=True, generator=generator)
 
 
+def frozen_modules(model: CassavaNet, blocks: int) -> list[nn.Module]:
+    return [model._conv_stem, model._bn0, *model._blocks[:blocks]]
+
+
+def freeze(model: CassavaNet, blocks: int) -> None:
+    for module in frozen_modules(model, blocks):
+        module.requires_grad_(False)
+
+
+def train_mode(model: CassavaNet, frozen_blocks: int) -> None:
+    """Training mode, except that frozen layers keep their ImageNet batch-norm statistics."""
+    model.train()
+    for module in frozen_modules(model, frozen_blocks):
+        module.eval()
+
+
 def make_optimizer(model: CassavaNet, config: TrainConfig) -> torch.optim.Optimizer:
     head = list(model._fc.parameters())
     head_ids = {id(p) for p in head}
-    backbone = [p for p in model.parameters() if id(p) not in head_ids]
+    backbone = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
     return torch.optim.AdamW(
         [{"params": backbone, "lr": config.lr * config.backbone_lr_scale}, {"params": head, "lr": config.lr}],
         weight_decay=config.weight_decay,
@@ -99,14 +131,16 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
-    max_batches: int | None,
+    config: TrainConfig,
     bar: tqdm,
 ) -> float:
-    model.train()
+    train_mode(model, config.freeze_blocks)
     total, seen = 0.0, 0
     for step, (images, labels) in enumerate(loader):
-        if max_batches is not None and step >= max_batches:
+        if config.dry_run and step >= 2:
             break
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(images), labels)  # images: (B, 3, S, S)
         loss.backward()
@@ -119,23 +153,45 @@ def train_epoch(
     return total / max(seen, 1)
 
 
-@torch.inference_mode()
+def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[CassavaNet, list[dict[str, Any]]]:
+    """Train a fresh model from the ImageNet weights on `train_set` for the whole schedule."""
+    generator = seed_everything(config.seed)
+    model = CassavaNet(config.model)
+    load_imagenet_backbone(model)
+    freeze(model, config.freeze_blocks)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    data = PhotoDataset(train_set, config.preprocess, config.augment, seed=config.seed)
+    batch_size = 4 if config.dry_run else config.batch_size
+    sampler = balanced_sampler(train_set, len(CLASSES), generator)
+    loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size)
+    epochs = 1 if config.dry_run else config.epochs
+    steps = min(len(loader), 2) if config.dry_run else len(loader)
+    optimizer = make_optimizer(model, config)
+    scheduler = warmup_cosine(optimizer, config.warmup_epochs * steps, epochs * steps)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history = []
+    for epoch in range(epochs):
+        data.set_epoch(epoch)
+        loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar)
+        history.append({"epoch": epoch + 1, "train_loss": round(loss, 4)})
+    return model.eval(), history
+
+
+def steps_per_fit(n_train: int, config: TrainConfig) -> int:
+    if config.dry_run:
+        return min(2, max(1, n_train // 4))
+    batches = n_train // config.batch_size if n_train > config.batch_size else 1
+    return batches * config.epochs
+
+
 def evaluate(
-    model: CassavaNet, loader: DataLoader[tuple[torch.Tensor, int]], loss_fn: nn.Module, max_batches: int | None
+    model: CassavaNet, samples: Sequence[Sample], config: TrainConfig, limits: QualityThresholds
 ) -> dict[str, Any]:
-    model.eval()
-    targets, predictions, total = [], [], 0.0
-    for step, (images, labels) in enumerate(loader):
-        if max_batches is not None and step >= max_batches:
-            break
-        logits = model(images)
-        total += float(loss_fn(logits, labels)) * len(labels)
-        targets.append(labels)
-        predictions.append(logits.argmax(dim=-1))
-    target = torch.cat(targets)
-    metrics = summarize(target, torch.cat(predictions), [label.value for label in LABELS])
-    metrics["loss"] = total / max(len(target), 1)
-    return metrics
+    """The serving path on `samples`, with the checkpoint's test-time augmentation."""
+    checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, "candidate", tta_views=config.tta_views)
+    outcomes = run_photos(Predictor(checkpoint), samples, limits, progress=False)
+    return cassava_metrics(outcomes, CLASSES)
 
 
 def code_version() -> str:
@@ -155,82 +211,109 @@ def code_version() -> str:
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def train(data_dir: Path, out: Path, config: TrainConfig, made_by: str = "mhogo train") -> TrainResult:
+@dataclass(frozen=True)
+class Dataset:
+    samples: list[Sample]
+    groups: list[int]
+    version: str
+    size: int
+
+
+def load_dataset(data_dir: Path) -> Dataset:
+    samples = scan(data_dir, CLASSES)
+    version, manifest = dataset_version(samples, CLASSES)
+    groups = near_duplicate_groups(perceptual_hashes(samples))
+    return Dataset(samples, groups, version, len(manifest))
+
+
+def train(
+    data_dir: Path, out: Path, config: TrainConfig, limits: QualityThresholds, made_by: str = "mhogo train"
+) -> TrainResult:
     started = time.monotonic()
     code = code_version()  # before training: the tree may change while it runs
-    generator = seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    classes = [label.value for label in LABELS]
-    samples = scan(data_dir, classes)
-    data_version, manifest = dataset_version(samples, classes)
-    train_set, val_set = stratified_split(samples, config.val_fraction, config.seed)
-    max_batches = 2 if config.dry_run else None
-    epochs = 1 if config.dry_run else config.epochs
-    batch_size = 4 if config.dry_run else config.batch_size
-
-    model = CassavaNet(config.model)
-    load_imagenet_backbone(model)
-    train_data = PhotoDataset(train_set, config.preprocess, config.augment, seed=config.seed)
-    train_loader = DataLoader(
-        train_data, batch_size=batch_size, sampler=balanced_sampler(train_set, len(classes), generator), drop_last=True
+    data = load_dataset(data_dir)
+    train_set, val_set, test_set = train_val_test(
+        data.samples, data.groups, config.val_fraction, config.test_fraction, config.seed
     )
-    val_loader = DataLoader(PhotoDataset(val_set, config.preprocess), batch_size=32)
-    steps_per_epoch = min(len(train_loader), max_batches or len(train_loader))
-    optimizer = make_optimizer(model, config)
-    scheduler = warmup_cosine(optimizer, config.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-    history: list[dict[str, Any]] = []
-    best_state, best_loss, best_metrics = copy.deepcopy(model.state_dict()), math.inf, {}
-    with tqdm(total=epochs * steps_per_epoch, desc="training", unit="batch", dynamic_ncols=True) as bar:
-        for epoch in range(epochs):
-            train_data.set_epoch(epoch)
-            train_loss = train_epoch(model, train_loader, optimizer, scheduler, loss_fn, max_batches, bar)
-            val = evaluate(model, val_loader, loss_fn, max_batches)
-            history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 4), **_brief(val)})
-            bar.write(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.3f}, " + _describe(val))
-            if val["loss"] < best_loss:  # on a small validation set the loss is steadier than the accuracy
-                best_loss, best_state, best_metrics = val["loss"], copy.deepcopy(model.state_dict()), val
-
-    model.load_state_dict(best_state)
-    best = min(history, key=lambda row: row["val_loss"])
+    with tqdm(total=steps_per_fit(len(train_set), config), desc="training", unit="batch", dynamic_ncols=True) as bar:
+        model, history = fit(train_set, config, bar)
+    val = evaluate(model, val_set, config, limits)
+    test = evaluate(model, test_set, config, limits)
     finished = datetime.now(UTC)
-    version = f"lite0-{finished:%Y%m%d-%H%M%S}"
     meta = {
         "made_by": made_by,
         "trained_at": finished.isoformat(),
         "seconds": round(time.monotonic() - started, 1),
         "code_version": code,
         "torch_version": str(torch.__version__),
-        "dataset_version": data_version,
-        "dataset_size": len(manifest),
-        "class_counts": dict(zip(classes, class_counts(samples, len(classes)), strict=True)),
-        "split": {"train": len(train_set), "val": len(val_set), "seed": config.seed},
-        "params": _params(config),
+        "dataset_version": data.version,
+        "dataset_size": data.size,
+        "near_duplicate_groups": len(set(data.groups)),
+        "class_counts": dict(zip(CLASSES, class_counts(data.samples, len(CLASSES)), strict=True)),
+        "split": {"train": len(train_set), "val": len(val_set), "test": len(test_set), "seed": config.seed},
+        "params": config.to_dict(),
         "history": history,
-        "best_epoch": best["epoch"],
-        "val_metrics": best,
-        "val_report": {key: best_metrics[key] for key in ("per_class", "confusion_matrix")},
+        "val_metrics": _brief(val),
+        "test_metrics": _brief(test),
+        "val_report": val,
+        "test_report": test,
     }
-    checkpoint = Checkpoint(model.eval(), tuple(classes), config.preprocess, version, meta)
+    version = f"lite0-{finished:%Y%m%d-%H%M%S}"
+    checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, version, meta, tta_views=config.tta_views)
     sha = save_checkpoint(checkpoint, out)
     return TrainResult(checkpoint, sha, out)
 
 
+def cross_validate(data_dir: Path, config: TrainConfig, limits: QualityThresholds, folds: int = 5) -> dict[str, Any]:
+    """k-fold cross-validation by whole near-duplicate groups: every photo is tested once, by a model that never
+    saw it or its near-duplicates. Returns per-fold and pooled figures for every test-time augmentation."""
+    started = time.monotonic()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = load_dataset(data_dir)
+    assignment = group_folds(data.samples, data.groups, folds, config.seed)
+    parts = [[s for s, f in zip(data.samples, assignment, strict=True) if f == k] for k in range(folds)]
+    total = sum(steps_per_fit(len(data.samples) - len(part), config) for part in parts)
+    outcomes: dict[int, list[Any]] = {views: [] for views in (1, 2, 4)}
+    per_fold: dict[int, list[dict[str, Any]]] = {views: [] for views in (1, 2, 4)}
+    with tqdm(total=total, desc=f"{folds}-fold cross-validation", unit="batch", dynamic_ncols=True) as bar:
+        for k, held_out in enumerate(parts):
+            train_set = [s for j, part in enumerate(parts) if j != k for s in part]
+            model, _ = fit(train_set, config, bar)
+            for views in outcomes:
+                checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, f"fold-{k}", tta_views=views)
+                fold_outcomes = run_photos(Predictor(checkpoint), held_out, limits, progress=False)
+                outcomes[views] += fold_outcomes
+                per_fold[views].append(_brief(cassava_metrics(fold_outcomes, CLASSES)))
+            bar.write(f"fold {k + 1}/{folds}: " + ", ".join(
+                f"tta {v}: accuracy {per_fold[v][-1]['accuracy']:.3f}, macro-F1 {per_fold[v][-1]['macro_f1']:.3f}"
+                for v in outcomes), file=sys.stderr)  # fmt: skip
+    report: dict[str, Any] = {
+        "folds": folds,
+        "seed": config.seed,
+        "dataset_version": data.version,
+        "photos": len(data.samples),
+        "near_duplicate_groups": len(set(data.groups)),
+        "seconds": round(time.monotonic() - started, 1),
+        "params": config.to_dict(),
+    }
+    for views, results in outcomes.items():
+        pooled = cassava_metrics(results, CLASSES)
+        report[f"tta_{views}"] = {
+            "mean_accuracy": round(sum(f["accuracy"] for f in per_fold[views]) / folds, 4),
+            "mean_macro_f1": round(sum(f["macro_f1"] for f in per_fold[views]) / folds, 4),
+            "per_fold": per_fold[views],
+            "pooled": pooled,
+        }
+    return report
+
+
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
-        "val_loss": round(metrics["loss"], 4),
-        "val_accuracy": round(metrics["accuracy"], 4),
-        "val_macro_f1": round(metrics["macro_f1"], 4),
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "ece": metrics["expected_calibration_error"],
+        "photos": metrics["photos"],
     }
-
-
-def _describe(metrics: dict[str, Any]) -> str:
-    return f"val loss {metrics['loss']:.3f}, accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
-
-
-def _params(config: TrainConfig) -> dict[str, Any]:
-    params = asdict(config)
-    params["model"] = config.model.to_dict()
-    return params

@@ -120,3 +120,48 @@ class ModelFeedbackCount(SQLModel, table=True):
     source: FeedbackSource = Field(sa_column=Column(String(20), primary_key=True))
     confirmed: int = 0
     corrected: int = 0
+
+
+class ModelAliasName(StrEnum):
+    CHAMPION = "champion"  # what the inference workers serve
+    CHALLENGER = "challenger"  # the candidate waiting to be compared and promoted
+
+
+class ModelVersion(SQLModel, table=True):
+    """Every model that was ever registered, traceable to the data and code that made it."""
+
+    __tablename__ = "model_versions"
+
+    version: str = Field(primary_key=True, max_length=100)
+    sha256: str = Field(max_length=64, index=True)  # of the checkpoint file
+    blob_key: str = Field(max_length=200)  # the checkpoint in the blob store, shared by every machine
+    parent_version: str | None = Field(default=None, foreign_key="model_versions.version", max_length=100)
+    dataset_version: str | None = Field(default=None, max_length=100)
+    code_version: str | None = Field(default=None, max_length=100)
+    made_by: str = Field(max_length=200)  # a person, or the retraining trigger that asked for it
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    size_bytes: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ModelAlias(SQLModel, table=True):
+    __tablename__ = "model_aliases"
+
+    alias: ModelAliasName = Field(sa_column=Column(String(20), primary_key=True))
+    version: str = Field(foreign_key="model_versions.version", max_length=100)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AliasChange(SQLModel, table=True):
+    """The history of every alias move: who, when, why, and what it replaced (rollback walks it back)."""
+
+    __tablename__ = "model_alias_changes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    alias: ModelAliasName = Field(sa_column=Column(String(20), nullable=False, index=True))
+    version: str = Field(foreign_key="model_versions.version", max_length=100)
+    previous_version: str | None = Field(default=None, max_length=100)
+    changed_by: str = Field(max_length=200)
+    reason: str | None = Field(default=None, max_length=500)
+    changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,9 +1,11 @@
-"""Task of the inference queue: the CNN. The model is loaded once per worker process, on first use."""
+"""Task of the inference queue: the CNN. Each worker process loads the registry's champion once, and again only
+when an operator promotes another version."""
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from celery.signals import worker_process_init
 from PIL import Image
 
+from core import registry
 from core.config import settings
 from core.errors import ModelError
 from ml.imaging import decode, prepare
@@ -27,17 +30,35 @@ log = logging.getLogger(__name__)
 
 
 class InferenceTask(PhotoTask):
+    """Serves the registry's champion. Every MHOGO_MODEL_REFRESH_S it looks at which version is champion and, when
+    an operator promoted or rolled back, loads that one between two tasks: no restart, no task lost."""
+
     _predictor: Predictor | None = None
+    _checked_at = -math.inf
     _lock = threading.Lock()
 
     @property
     def predictor(self) -> Predictor:
         with InferenceTask._lock:
-            if InferenceTask._predictor is None:
-                from ml.predictor import Predictor  # torch is imported by inference workers only
-
-                InferenceTask._predictor = Predictor.from_file(settings.model_path, threads=settings.torch_threads)
+            now = time.monotonic()
+            if InferenceTask._predictor is None or now - InferenceTask._checked_at >= settings.MODEL_REFRESH_S:
+                InferenceTask._predictor = self._champion(InferenceTask._predictor)
+                InferenceTask._checked_at = now
             return InferenceTask._predictor
+
+    def _champion(self, serving: Predictor | None) -> Predictor:
+        import torch
+
+        from ml.predictor import Predictor  # torch is imported by inference workers only
+
+        with self.session() as session:
+            row = registry.ensure_champion(session, self.blobs, settings.model_path)
+        if serving is not None and serving.version == row.version:
+            return serving
+        torch.set_num_threads(settings.torch_threads)
+        predictor = Predictor(registry.load(self.blobs, row))
+        log.warning("serving model %s (was %s)", row.version, serving.version if serving else "none")
+        return predictor
 
 
 def prepared_image(task: InferenceTask, work: PhotoWork, predictor: Predictor) -> Image.Image:

@@ -25,5 +25,6 @@ def retrain(self: MhogoTask, reason: str, data_dir: str | None = None, dry_run: 
     if source is None:
         raise ValueError("no training data: set MHOGO_TRAIN_DATA_DIR or pass data_dir")
     out = settings.model_dir / f"challenger-{self.request.id}.pt"
-    result = train(source, out, TrainConfig(dry_run=dry_run), made_by=f"retraining: {reason}")
+    config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
+    result = train(source, out, config, settings.quality_thresholds, made_by=f"retraining: {reason}")
     return {"path": str(result.path), "sha256": result.sha256, "version": result.checkpoint.version}

@@ -42,7 +42,7 @@ def test_up_with_the_demo_prints_a_result_for_every_sample(tmp_path: Path) -> No
         "MHOGO_FLOWER_PORT": str(free_port()),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "up", "--demo", "--once"],
+        [sys.executable, "-m", "core", "up", "--demo", "--once"],
         env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]

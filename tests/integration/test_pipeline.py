@@ -21,6 +21,7 @@ from ml.checkpoint import load_checkpoint
 from schemas.tables import Feedback, Job, ModelFeedbackCount
 from tests.integration.conftest import LiveStack
 from tests.utils.factories import SAMPLES, all_samples
+from tests.utils.models import tiny_model
 from tests.utils.processes import wait_for
 
 pytestmark = pytest.mark.integration
@@ -117,7 +118,7 @@ def test_feedback_travels_the_events_queue_into_the_counts(stack: LiveStack) -> 
 
 def test_a_retraining_job_runs_on_its_own_queue(stack: LiveStack) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "retrain", "--data", str(SAMPLES), "--dry-run", "--reason", "test"],
+        [sys.executable, "-m", "core", "retrain", "--data", str(SAMPLES), "--dry-run", "--reason", "test"],
         env=stack.env, capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     task_id = done.stdout.strip().splitlines()[-1]
@@ -126,3 +127,28 @@ def test_a_retraining_job_runs_on_its_own_queue(stack: LiveStack) -> None:
     checkpoint = load_checkpoint(model)
     assert checkpoint.meta["made_by"] == "retraining: test"
     assert checkpoint.meta["dataset_size"] == 50
+
+
+def mhogo(stack: LiveStack, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "core", *args], env=stack.env, capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_promote_and_rollback_switch_the_running_workers_without_a_restart(stack: LiveStack) -> None:
+    baseline = load_checkpoint(settings.model_path).version
+    challenger = mhogo(stack, "models", "register", str(tiny_model(stack.home)), "--challenger")
+    worker = stack.processes[0]
+    path = all_samples()[3]
+
+    def served_by() -> str:
+        with stack.client(stack.new_token()) as client:
+            job_id = upload(client, path, uuid.uuid4().hex).json()["job_id"]
+            return str(wait_final(client, [job_id])[job_id]["result"]["model_version"])
+
+    assert served_by() == baseline
+    assert mhogo(stack, "models", "promote", challenger) == f"champion: {challenger} (was {baseline})"
+    wait_for(lambda: served_by() == challenger, 30, "the workers to serve the promoted model")
+    assert mhogo(stack, "models", "rollback") == f"champion: {baseline} (was {challenger})"
+    wait_for(lambda: served_by() == baseline, 30, "the workers to serve the model rolled back to")
+    assert worker.poll() is None  # the same worker process all along

@@ -25,7 +25,7 @@ def predictor() -> Predictor:
 
 def test_dry_run_trains_and_writes_a_complete_checkpoint(tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
-    result = train(SAMPLES, out, TrainConfig(dry_run=True, seed=3))
+    result = train(SAMPLES, out, TrainConfig(dry_run=True, seed=3), settings.quality_thresholds)
     assert result.sha256 == file_sha256(out)
     loaded = load_checkpoint(out)
     assert loaded.classes == tuple(CLASSES)
@@ -33,12 +33,14 @@ def test_dry_run_trains_and_writes_a_complete_checkpoint(tmp_path: Path) -> None
     meta = loaded.meta
     assert meta["dataset_version"].startswith("ds-")
     assert meta["dataset_size"] == 50
-    assert meta["split"]["seed"] == 3
+    assert meta["split"] == {"train": 35, "val": 10, "test": 5, "seed": 3}
     assert len(meta["history"]) == 1
-    assert {"val_accuracy", "val_macro_f1", "val_loss"} <= set(meta["history"][0])
     assert meta["seconds"] > 0
     assert meta["code_version"]
-    assert len(meta["val_report"]["confusion_matrix"]) == 5
+    for part in ("val", "test"):
+        assert meta[f"{part}_metrics"]["photos"] == meta["split"][part]
+        assert len(meta[f"{part}_report"]["confusion_matrix"]["counts"]) == 5
+    assert loaded.tta_views == 2
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, result.checkpoint.model.state_dict()[key]), key
 

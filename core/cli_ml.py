@@ -1,0 +1,267 @@
+"""The ML side of the `mhogo` command: train, predict, evaluate, export, and the model registry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+from sqlmodel import Session
+
+from core.blobs import BlobStore
+from core.cli import main
+from core.config import settings
+from core.db import get_engine, init_db
+from core.errors import MhogoError
+
+if TYPE_CHECKING:
+    from ml.checkpoint import Checkpoint
+
+T = TypeVar("T")
+
+
+def registry_session() -> Session:
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    return Session(engine, expire_on_commit=False)
+
+
+def open_model(ref: str | None) -> Checkpoint:
+    """A checkpoint file, a registered version, an alias (`champion`, `challenger`), or by default the champion."""
+    from core import registry
+    from ml.checkpoint import load_checkpoint
+    from schemas.tables import ModelAliasName
+
+    if ref is not None and Path(ref).is_file():
+        return load_checkpoint(Path(ref))
+    blobs = BlobStore(settings.blob_dir)
+    with registry_session() as session:
+        if ref is None:
+            row = registry.ensure_champion(session, blobs, settings.model_path)
+        elif ref in {alias.value for alias in ModelAliasName}:
+            version = registry.alias_version(session, ModelAliasName(ref))
+            if version is None:
+                raise click.UsageError(f"no model is {ref} yet")
+            row = registry.get_version(session, version)
+        else:
+            row = registry.get_version(session, ref)
+        return registry.load(blobs, row)
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to write the model.")
+@click.option("--cv", "folds", type=int, default=None, help="Cross-validate with this many folds instead.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --cv: also write an HTML report with the confusion matrix drawn.")  # fmt: skip
+@click.option("--register", is_flag=True, help="Register the model it writes, as the challenger.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--tta", type=click.Choice(["1", "2", "4"]), default=None, help="Test-time views stored in the model.")
+@click.option("--dry-run", is_flag=True, help="Two small batches: checks the whole path in seconds.")
+def train(
+    data_dir: Path,
+    out: Path | None,
+    folds: int | None,
+    report: Path | None,
+    register: bool,
+    epochs: int | None,
+    seed: int | None,
+    tta: str | None,
+    dry_run: bool,
+) -> None:
+    """Fine-tune the classifier on DATA_DIR (one folder per class, or a folder holding cassava/<class>/)."""
+    from ml.train import TrainConfig, cross_validate
+    from ml.train import train as run_training
+
+    config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
+    config.epochs = epochs or config.epochs
+    config.seed = config.seed if seed is None else seed
+    config.tta_views = int(tta) if tta else config.tta_views
+    if folds:
+        result = cross_validate(data_dir, config, settings.quality_thresholds, folds)
+        if report:
+            from ml.report import write_cv_report
+
+            write_cv_report(result, report)
+        click.echo(json.dumps(result))
+        return
+    if out is None:
+        raise click.UsageError("give --out FILE (or --cv K to cross-validate)")
+    trained = run_training(data_dir, out, config, settings.quality_thresholds)
+    meta = trained.checkpoint.meta
+    summary = {"path": str(out), "version": trained.checkpoint.version, "sha256": trained.sha256,
+               "dataset_version": meta["dataset_version"], "val": meta["val_metrics"], "test": meta["test_metrics"],
+               "seconds": meta["seconds"]}  # fmt: skip
+    if register:
+        _register(out, None, None, challenger=True)
+    click.echo(json.dumps(summary))
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", "ref", default=None, help="A file, a version or an alias; default: the champion.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
+def predict(images: tuple[Path, ...], ref: str | None, as_json: bool) -> None:
+    """Diagnose photos in-process, through the same preprocess -> filter -> infer code as the workers."""
+    import torch
+
+    from ml.diagnose import diagnose
+    from ml.predictor import Predictor
+
+    torch.set_num_threads(settings.torch_threads)
+    predictor = Predictor(open_model(ref))
+    for path in images:
+        outcome = diagnose(path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+        row = {"path": str(path), **outcome}
+        if as_json:
+            click.echo(json.dumps(row))
+        elif row["status"] == "classified":
+            click.echo(f"{path}: {row['label']} ({row['confidence']:.2f})")
+        else:
+            click.echo(f"{path}: rejected, {row['reason']}: {row['message']}")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "ref", default=None, help="A file, a version or an alias; default: the champion.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default prints a summary).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=Path("mhogo-evaluation.html"),
+              help="HTML report with the confusion matrix and reliability diagram drawn (PNGs beside it).")  # fmt: skip
+def evaluate(data_dir: Path, ref: str | None, as_json: bool, report: Path) -> None:
+    """Measure a model on DATA_DIR (cassava/<class>/ and optionally negatives/), through the serving path."""
+    import torch
+
+    from ml.evaluate import evaluate_dir
+    from ml.predictor import Predictor
+    from ml.report import write_eval_report
+
+    torch.set_num_threads(settings.torch_threads)
+    predictor = Predictor(open_model(ref))
+    result, _ = evaluate_dir(predictor, data_dir, settings.quality_thresholds, progress=not as_json)
+    write_eval_report(result, report)
+    result["report"] = str(report)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(
+        f"{predictor.version}: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, "
+        f"ECE {result['expected_calibration_error']:.3f} on {result['photos']} photos; report {report}"
+    )
+
+
+@main.group()
+def models() -> None:
+    """The model registry: versions, the champion that serves, the challenger."""
+
+
+def _register(artifact: Path, made_by: str | None, parent: str | None, challenger: bool) -> str:
+    from core import registry
+    from schemas.tables import ModelAliasName
+
+    with registry_session() as session:
+        row = registry.register(session, BlobStore(settings.blob_dir), artifact, made_by, parent)
+        if challenger:
+            registry.set_alias(session, ModelAliasName.CHALLENGER, row.version, made_by or "mhogo", "registered")
+        return row.version
+
+
+@models.command("register")
+@click.argument("artifact", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--made-by", default=None, help="Who or what made it; default: what the checkpoint says.")
+@click.option("--parent", default=None, help="The version it was trained from or to replace.")
+@click.option("--challenger", is_flag=True, help="Also make it the challenger.")
+def models_register(artifact: Path, made_by: str | None, parent: str | None, challenger: bool) -> None:
+    """Register a checkpoint file; prints its version."""
+    click.echo(_guarded(lambda: _register(artifact, made_by, parent, challenger)))
+
+
+@models.command("list")
+def models_list() -> None:
+    from core import registry
+
+    with registry_session() as session:
+        registry.ensure_champion(session, BlobStore(settings.blob_dir), settings.model_path)
+        by_version: dict[str, list[str]] = {}
+        for alias, version in registry.aliases(session).items():
+            by_version.setdefault(version, []).append(alias)
+        for row in registry.versions(session):
+            test = row.metrics.get("test_metrics") or row.metrics.get("val_metrics") or {}
+            accuracy = f"{test['accuracy']:.3f}" if "accuracy" in test else "-"
+            tags = ",".join(by_version.get(row.version, [])) or "-"
+            click.echo(f"{row.version}\t{tags}\t{row.created_at:%Y-%m-%d %H:%M}\tacc {accuracy}\t"
+                       f"{row.dataset_version}\t{row.made_by}")  # fmt: skip
+
+
+@models.command("show")
+@click.argument("version")
+def models_show(version: str) -> None:
+    from core import registry
+
+    with registry_session() as session:
+        row = _guarded(lambda: registry.get_version(session, version))
+        click.echo(json.dumps(row.model_dump(mode="json"), indent=2))
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--by", "changed_by", default="operator", help="Who promotes, for the record.")
+@click.option("--reason", default="promoted by an operator")
+def models_promote(version: str, changed_by: str, reason: str) -> None:
+    """Make VERSION the champion; running inference workers switch to it without a restart."""
+    from core import registry
+
+    with registry_session() as session:
+        change = _guarded(lambda: registry.promote(session, version, changed_by, reason))
+    click.echo(f"champion: {change.version} (was {change.previous_version})")
+
+
+@models.command("rollback")
+@click.option("--by", "changed_by", default="operator", help="Who rolls back, for the record.")
+def models_rollback(changed_by: str) -> None:
+    """Give the champion back to the model it replaced last."""
+    from core import registry
+
+    with registry_session() as session:
+        change = _guarded(lambda: registry.rollback(session, changed_by))
+    click.echo(f"champion: {change.version} (was {change.previous_version})")
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Operator mistakes (an unknown version, nothing to roll back to) are a message and exit code 1, not a trace."""
+    try:
+        return action()
+    except MhogoError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command("export")
+@click.argument("ref", default="champion")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx")
+@click.option("--int8", is_flag=True, help="Also write a static int8 build, calibrated on real photos.")
+@click.option("--calibration", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Class folders of photos for int8 calibration; default: the samples in the repo.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("export"))
+def export_model(ref: str, fmt: str, int8: bool, calibration: Path | None, out: Path) -> None:
+    """Write a build of REF (a version, an alias or a file) that a phone app runs offline, with its preprocessing
+    written down beside it (OUT/VERSION.onnx and OUT/VERSION.json)."""
+    from ml.data import scan
+    from ml.export import export_int8, export_onnx, phone_input
+    from ml.imaging import decode, prepare
+
+    checkpoint = open_model(ref)
+    fp32 = export_onnx(checkpoint, out / f"{checkpoint.version}.onnx", settings.quality_thresholds)
+    click.echo(f"{fp32.path} ({fp32.size_bytes / 1e6:.1f} MB, sha256 {fp32.sha256[:12]})")
+    if int8:
+        folder = calibration or Path(__file__).resolve().parent.parent / "samples"
+        photos = scan(folder, checkpoint.classes)
+        images = [prepare(decode(s.path.read_bytes(), settings.MAX_IMAGE_PIXELS), checkpoint.preprocess).image
+                  for s in photos]  # fmt: skip
+        batches = [phone_input(image, checkpoint.preprocess) for image in images]
+        quantised = export_int8(checkpoint, fp32.path, out / f"{checkpoint.version}.int8.onnx", batches,
+                                settings.quality_thresholds)  # fmt: skip
+        click.echo(f"{quantised.path} ({quantised.size_bytes / 1e6:.1f} MB, sha256 {quantised.sha256[:12]})")

@@ -1,0 +1,151 @@
+"""The model registry: every model ever trained, with its artifact's sha256, parent, dataset and code versions,
+metrics and maker; and the aliases `champion` (what serves) and `challenger`, with the history of every move.
+
+Artifacts live in the blob store (`models/<sha>.pt`), so every machine that shares the blob store can load them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from core.blobs import BlobStore
+from core.errors import ModelError, RegistryError
+from schemas.tables import AliasChange, ModelAlias, ModelAliasName, ModelVersion, utcnow
+
+if TYPE_CHECKING:
+    from ml.checkpoint import Checkpoint
+
+CHAMPION = ModelAliasName.CHAMPION
+CHALLENGER = ModelAliasName.CHALLENGER
+
+
+def _metrics(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = ("val_metrics", "test_metrics", "cross_validation", "seconds", "dataset_size", "split")
+    return {key: meta[key] for key in keys if key in meta}
+
+
+def register(
+    session: Session, blobs: BlobStore, artifact: Path, made_by: str | None = None, parent: str | None = None
+) -> ModelVersion:
+    """Register a checkpoint file. Registering the same file again returns the same version."""
+    from ml.checkpoint import load_checkpoint  # torch: only where models are handled
+
+    data = artifact.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    checkpoint = load_checkpoint(data)
+    existing = session.get(ModelVersion, checkpoint.version)
+    if existing is not None:
+        if existing.sha256 != sha256:
+            raise RegistryError(f"version {checkpoint.version} is already registered with other content")
+        return existing
+    if parent is not None:
+        get_version(session, parent)
+    meta = checkpoint.meta
+    row = ModelVersion(
+        version=checkpoint.version,
+        sha256=sha256,
+        blob_key=blobs.put("models", data, ".pt"),
+        parent_version=parent,
+        dataset_version=meta.get("dataset_version"),
+        code_version=meta.get("code_version"),
+        made_by=made_by or meta.get("made_by") or "unknown",
+        metrics=_metrics(meta),
+        params=meta.get("params", {}),
+        size_bytes=len(data),
+    )
+    session.add(row)
+    session.commit()
+    return row
+
+
+def get_version(session: Session, version: str) -> ModelVersion:
+    row = session.get(ModelVersion, version)
+    if row is None:
+        raise RegistryError(f"no model version {version!r}; `mhogo models list` shows them")
+    return row
+
+
+def versions(session: Session) -> list[ModelVersion]:
+    return list(session.exec(select(ModelVersion).order_by(col(ModelVersion.created_at))).all())
+
+
+def aliases(session: Session) -> dict[str, str]:
+    return {str(row.alias): row.version for row in session.exec(select(ModelAlias)).all()}
+
+
+def alias_version(session: Session, alias: ModelAliasName) -> str | None:
+    row = session.get(ModelAlias, alias.value)
+    return row.version if row is not None else None
+
+
+def history(session: Session, alias: ModelAliasName | None = None) -> list[AliasChange]:
+    statement = select(AliasChange).order_by(col(AliasChange.id))
+    if alias is not None:
+        statement = statement.where(col(AliasChange.alias) == alias.value)
+    return list(session.exec(statement).all())
+
+
+def set_alias(
+    session: Session, alias: ModelAliasName, version: str, changed_by: str, reason: str | None = None
+) -> AliasChange:
+    get_version(session, version)
+    row = session.get(ModelAlias, alias.value)
+    previous = row.version if row is not None else None
+    if row is None:
+        session.add(ModelAlias(alias=alias, version=version))
+    else:
+        row.version, row.updated_at = version, utcnow()
+        session.add(row)
+    change = AliasChange(alias=alias, version=version, previous_version=previous, changed_by=changed_by, reason=reason)
+    session.add(change)
+    session.commit()
+    return change
+
+
+def promote(session: Session, version: str, changed_by: str, reason: str = "promoted") -> AliasChange:
+    """Make `version` the champion. Inference workers switch to it within MHOGO_MODEL_REFRESH_S."""
+    if alias_version(session, CHAMPION) == version:
+        raise RegistryError(f"{version} is already the champion")
+    return set_alias(session, CHAMPION, version, changed_by, reason)
+
+
+def rollback(session: Session, changed_by: str) -> AliasChange:
+    """Give the champion back to the model it replaced last."""
+    changes = history(session, CHAMPION)
+    if not changes or changes[-1].previous_version is None:
+        raise RegistryError("there is no earlier champion to roll back to")
+    current = changes[-1]
+    return set_alias(session, CHAMPION, current.previous_version, changed_by, f"rollback from {current.version}")  # type: ignore[arg-type]
+
+
+def ensure_champion(session: Session, blobs: BlobStore, seed_model: Path) -> ModelVersion:
+    """The champion; on a fresh registry, `seed_model` (the committed baseline) is registered and made champion.
+    Several processes may start at once: the loser of the race reads what the winner wrote."""
+    version = alias_version(session, CHAMPION)
+    if version is not None:
+        return get_version(session, version)
+    try:
+        row = register(session, blobs, seed_model, made_by="seed model (MHOGO_MODEL_PATH)")
+        set_alias(session, CHAMPION, row.version, "mhogo", "first start: the seed model serves")
+        return row
+    except IntegrityError:
+        session.rollback()
+        version = alias_version(session, CHAMPION)
+        if version is None:
+            raise
+        return get_version(session, version)
+
+
+def load(blobs: BlobStore, row: ModelVersion) -> Checkpoint:
+    """The checkpoint of a registered version, checked against its sha256."""
+    from ml.checkpoint import load_checkpoint
+
+    data = blobs.get(row.blob_key)
+    if hashlib.sha256(data).hexdigest() != row.sha256:
+        raise ModelError(f"the artifact of {row.version} does not match its sha256: refusing to serve it")
+    return load_checkpoint(data)

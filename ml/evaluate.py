@@ -1,0 +1,131 @@
+"""Evaluation through the serving path: every photo goes through decode -> prepare -> quality gate -> model, as
+in production, so a photo the gate turns away counts as a wrong answer for its class.
+
+`evaluate_dir` reads a folder laid out like ../shared/data (`cassava/<class>/`, optionally `negatives/`), or one
+holding just the class folders, and returns the figures `mhogo evaluate` prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from core.errors import BadInput
+from ml.data import IMAGE_SUFFIXES, Sample, scan
+from ml.imaging import decode, prepare
+from ml.metrics import expected_calibration_error, reliability, summarize
+from ml.predictor import Predictor
+from ml.quality import QualityThresholds, quality_gate
+from ml.tensors import model_input
+from schemas.reasons import RejectReason
+
+MAX_PIXELS = 100_000_000
+DARK_LUMA = 100.0  # slices: darker photos than this mean luma (the brightness target) vs brighter ones
+SMALL_LEAF_GREEN = 0.7  # slices: leaf (plant green) filling less than this share of the frame vs more
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: Path
+    truth: int  # class index; -1 for a photo that is not a cassava leaf
+    predicted: int  # class index; -1 when the photo was turned away
+    reason: str | None
+    probabilities: tuple[float, ...] | None
+    stats: dict[str, float] | None
+
+
+def run_photos(
+    predictor: Predictor,
+    samples: Sequence[Sample],
+    limits: QualityThresholds,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[Outcome]:
+    """Diagnose every photo as the workers would, batching the model calls."""
+    outcomes: list[Outcome | None] = [None] * len(samples)
+    pending: list[tuple[int, torch.Tensor, dict[str, float]]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        probs = predictor.probabilities(torch.stack([tensor for _, tensor, _ in pending]))
+        for (index, _, stats), row in zip(pending, probs, strict=True):
+            sample = samples[index]
+            outcomes[index] = Outcome(sample.path, sample.label, int(row.argmax()), None, tuple(row.tolist()), stats)
+        pending.clear()
+
+    for index, sample in enumerate(tqdm(samples, desc="evaluating", unit="photo", disable=not progress)):
+        try:
+            prepared = prepare(decode(sample.path.read_bytes(), MAX_PIXELS), predictor.preprocess)
+        except BadInput:
+            outcomes[index] = Outcome(sample.path, sample.label, -1, RejectReason.UNREADABLE.value, None, None)
+            continue
+        reason = quality_gate(prepared.stats, limits)
+        if reason is not None:
+            outcomes[index] = Outcome(sample.path, sample.label, -1, reason.value, None, prepared.stats)
+            continue
+        pending.append((index, model_input(prepared.image, predictor.preprocess), prepared.stats))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def cassava_metrics(outcomes: Sequence[Outcome], classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy and friends over every cassava photo (rejections counted wrong), and calibration over the rest."""
+    targets = torch.tensor([o.truth for o in outcomes], dtype=torch.long)
+    predictions = torch.tensor([o.predicted for o in outcomes], dtype=torch.long)
+    metrics = summarize(targets, predictions, classes)
+    classified = [o for o in outcomes if o.probabilities is not None]
+    confidences = torch.tensor([max(o.probabilities) for o in classified if o.probabilities])
+    correct = torch.tensor([o.predicted == o.truth for o in classified])
+    metrics["expected_calibration_error"] = round(expected_calibration_error(confidences, correct), 4)
+    metrics["reliability"] = reliability(confidences, correct)
+    metrics["photos"] = len(outcomes)
+    metrics["rejected"] = sum(o.predicted < 0 for o in outcomes)
+    return metrics
+
+
+def slice_metrics(outcomes: Sequence[Outcome]) -> dict[str, dict[str, float]]:
+    """Accuracy where it matters in the field: dark vs bright photos, small vs large leaves in the frame."""
+    slices: dict[str, Callable[[dict[str, float]], bool]] = {
+        "dark": lambda s: s["luma_mean"] < DARK_LUMA,
+        "bright": lambda s: s["luma_mean"] >= DARK_LUMA,
+        "small_leaf": lambda s: s["green_fraction"] < SMALL_LEAF_GREEN,
+        "large_leaf": lambda s: s["green_fraction"] >= SMALL_LEAF_GREEN,
+    }
+    report = {}
+    for name, inside in slices.items():
+        members = [o for o in outcomes if o.stats is not None and inside(o.stats)]
+        right = sum(o.predicted == o.truth for o in members)
+        report[name] = {"photos": len(members), "accuracy": round(right / len(members), 4) if members else 0.0}
+    return report
+
+
+def negative_samples(data_dir: Path) -> list[Sample]:
+    folder = data_dir / "negatives"
+    if not folder.is_dir():
+        return []
+    return [Sample(p, -1) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def evaluate_dir(
+    predictor: Predictor, data_dir: Path, limits: QualityThresholds, progress: bool = True
+) -> tuple[dict[str, Any], list[Outcome]]:
+    classes = list(predictor.classes)
+    cassava = run_photos(predictor, scan(data_dir, classes), limits, progress=progress)
+    report = cassava_metrics(cassava, classes)
+    report["false_rejection_rate"] = round(report["rejected"] / max(len(cassava), 1), 4)
+    report["slices"] = slice_metrics(cassava)
+    negatives = run_photos(predictor, negative_samples(data_dir), limits, progress=progress)
+    if negatives:
+        report["negatives"] = len(negatives)
+        report["negative_rejection_rate"] = round(sum(o.predicted < 0 for o in negatives) / len(negatives), 4)
+    report["model_version"] = predictor.version
+    report["tta_views"] = predictor.tta_views
+    return report, cassava + negatives

@@ -1,0 +1,158 @@
+"""A build for the phone: the served model as ONNX, with normalisation and test-time flips folded into the graph,
+and the rest of the preprocessing written down precisely in a JSON file beside it. Optionally int8-quantised.
+
+    graph input   `pixels`: float32 (N, S, S, 3), RGB values 0..255, the centre square of the prepared photo
+    graph output  `probabilities`: float32 (N, C), in the order of `classes` in the JSON
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from PIL import Image
+from torch import nn
+
+from ml.checkpoint import Checkpoint
+from ml.imaging import PreprocessConfig
+from ml.predictor import TTA_FLIPS
+from ml.quality import QualityThresholds
+from ml.tensors import center_square
+
+OPSET = 18
+
+
+class ServingGraph(nn.Module):
+    """(N, S, S, 3) RGB 0..255 -> (N, C) probabilities: what a phone app feeds and reads."""
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        super().__init__()
+        self.model = checkpoint.model.eval()
+        self.mean = checkpoint.preprocess.mean
+        self.std = checkpoint.preprocess.std
+        self.flips = TTA_FLIPS[checkpoint.tta_views]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.permute(0, 3, 1, 2) - self.mean) / self.std  # (N, 3, S, S)
+        views = [x.flip(dims) if dims else x for dims in self.flips]
+        probs = torch.stack([self.model(view).softmax(dim=-1) for view in views])  # (V, N, C)
+        mean: torch.Tensor = probs.mean(dim=0)
+        return mean
+
+
+def phone_input(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """Prepared image -> (S, S, 3) float32 0..255: the graph's input for one photo."""
+    return np.asarray(center_square(image, config.input_size), dtype=np.float32)
+
+
+def preprocessing_spec(checkpoint: Checkpoint, limits: QualityThresholds) -> dict[str, Any]:
+    p = checkpoint.preprocess
+    return {
+        "steps": [
+            "decode JPEG or PNG; apply the EXIF orientation; convert to RGB",
+            f"resize so that the longer side is {p.work_size} px (Lanczos)",
+            "statistics on that image: luma = 0.299 R + 0.587 G + 0.114 B; luma_mean, share of luma >= 250, "
+            "variance of the 4-neighbour Laplacian of luma (sharpness); min(original width, height)",
+            "quality gate (reject, with the reason, in this order): too_small if min side < min_side_px; too_dark "
+            "if luma_mean < dark_luma; too_bright if luma_mean > bright_luma or share >= 250 above "
+            "bright_clipped_fraction; blurry if sharpness < blur_laplacian_var",
+            f"if luma_mean < {p.target_luma}: apply the curve 255 * (v / 255) ** g to each channel, with "
+            f"g = max({p.max_gamma_lift}, ln({p.target_luma} / 255) / ln(luma_mean / 255))",
+            f"resize so that the shorter side is {p.input_size} px (bilinear), crop the centre "
+            f"{p.input_size} x {p.input_size}",
+            "feed as float32 (1, S, S, 3) RGB 0..255; the graph normalises and averages the test-time flips",
+        ],
+        "preprocessing": p.to_dict(),
+        "quality_thresholds": limits.__dict__,
+        "tta_views": checkpoint.tta_views,
+    }
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+def export_onnx(checkpoint: Checkpoint, out: Path, limits: QualityThresholds) -> Exported:
+    """fp32 ONNX at `out`, and `out` with suffix .json describing inputs, outputs and preprocessing."""
+    size = checkpoint.preprocess.input_size
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph = ServingGraph(checkpoint).eval()
+    example = torch.zeros(2, size, size, 3)
+    # The exporter lists every torchvision operator it cannot find; torchvision is not used here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    torch.onnx.export(
+        graph, (example,), str(out), input_names=["pixels"], output_names=["probabilities"],
+        dynamic_shapes=({0: torch.export.Dim("batch", max=1024)},), opset_version=OPSET, dynamo=True,
+        external_data=False, optimize=True, verbose=False,
+    )  # fmt: skip
+    return _finish(checkpoint, out, limits, "fp32")
+
+
+class _Calibration(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds prepared photos to onnxruntime's static quantiser, one at a time."""
+
+    def __init__(self, batches: Sequence[np.ndarray]) -> None:
+        self.batches: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {"pixels": batch[None]}
+
+
+def export_int8(
+    checkpoint: Checkpoint, fp32: Path, out: Path, calibration: Sequence[np.ndarray], limits: QualityThresholds
+) -> Exported:
+    """Static int8 quantisation (QDQ, per-channel weights), calibrated on real prepared photos."""
+    prepared = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+    )  # fmt: skip
+    prepared.unlink()
+    return _finish(checkpoint, out, limits, "int8")
+
+
+def _finish(checkpoint: Checkpoint, out: Path, limits: QualityThresholds, precision: str) -> Exported:
+    data = out.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    spec = {
+        "model_version": checkpoint.version,
+        "precision": precision,
+        "sha256": sha,
+        "opset": OPSET,
+        "input": {"name": "pixels", "shape": ["N", checkpoint.preprocess.input_size,
+                                              checkpoint.preprocess.input_size, 3], "type": "float32"},
+        "output": {"name": "probabilities", "shape": ["N", len(checkpoint.classes)], "type": "float32"},
+        "classes": list(checkpoint.classes),
+        **preprocessing_spec(checkpoint, limits),
+    }  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(spec, indent=2))
+    return Exported(out, len(data), sha)
+
+
+class OnnxPredictor:
+    """Runs an exported graph with onnxruntime, as a phone app would."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) float32 -> (N, C)."""
+        result: np.ndarray = self.session.run(["probabilities"], {"pixels": pixels})[0]
+        return result

@@ -1,0 +1,81 @@
+"""The model registry on SQLite and PostgreSQL: registration, aliases, promotion and rollback with their history."""
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from core import registry
+from core.blobs import BlobStore
+from core.config import settings
+from core.errors import ModelError, RegistryError
+from ml.checkpoint import file_sha256, load_checkpoint
+from schemas.tables import ModelAliasName
+from tests.utils.models import tiny_model
+
+CHAMPION, CHALLENGER = ModelAliasName.CHAMPION, ModelAliasName.CHALLENGER
+
+
+@pytest.fixture(scope="module")
+def second_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("models"))
+
+
+def test_a_fresh_registry_serves_the_seed_model(session: Session, blobs: BlobStore) -> None:
+    row = registry.ensure_champion(session, blobs, settings.model_path)
+    baseline = load_checkpoint(settings.model_path)
+    assert row.version == baseline.version
+    assert row.sha256 == file_sha256(settings.model_path)
+    assert row.dataset_version == baseline.meta["dataset_version"]
+    assert row.code_version == baseline.meta["code_version"]
+    assert registry.alias_version(session, CHAMPION) == row.version
+    assert registry.ensure_champion(session, blobs, settings.model_path).version == row.version
+    assert registry.load(blobs, row).version == row.version
+
+
+def test_registering_twice_is_one_version(session: Session, blobs: BlobStore, second_model: Path) -> None:
+    first = registry.register(session, blobs, second_model, made_by="a person")
+    again = registry.register(session, blobs, second_model)
+    assert first.version == again.version
+    assert [v.version for v in registry.versions(session)] == [first.version]
+    assert first.made_by == "a person"
+    assert first.metrics["test_metrics"]["photos"] > 0
+
+
+def test_promote_and_rollback_move_the_champion_and_keep_the_history(
+    session: Session, blobs: BlobStore, second_model: Path
+) -> None:
+    baseline = registry.ensure_champion(session, blobs, settings.model_path)
+    challenger = registry.register(session, blobs, second_model, parent=baseline.version)
+    assert challenger.parent_version == baseline.version
+    registry.set_alias(session, CHALLENGER, challenger.version, "trainer")
+    change = registry.promote(session, challenger.version, "ops", "better on the holdout")
+    assert (change.version, change.previous_version) == (challenger.version, baseline.version)
+    assert registry.alias_version(session, CHAMPION) == challenger.version
+    with pytest.raises(RegistryError, match="already the champion"):
+        registry.promote(session, challenger.version, "ops")
+    back = registry.rollback(session, "ops")
+    assert (back.version, back.previous_version) == (baseline.version, challenger.version)
+    assert registry.alias_version(session, CHAMPION) == baseline.version
+    moves = [(c.version, c.changed_by, c.reason) for c in registry.history(session, CHAMPION)]
+    assert moves[1:] == [(challenger.version, "ops", "better on the holdout"),
+                         (baseline.version, "ops", f"rollback from {challenger.version}")]  # fmt: skip
+
+
+def test_operator_mistakes_are_registry_errors(session: Session, blobs: BlobStore, second_model: Path) -> None:
+    with pytest.raises(RegistryError, match="no model version"):
+        registry.promote(session, "nope", "ops")
+    with pytest.raises(RegistryError, match="no earlier champion"):
+        registry.rollback(session, "ops")
+    with pytest.raises(RegistryError, match="no model version"):
+        registry.register(session, blobs, second_model, parent="nope")
+
+
+def test_a_tampered_artifact_is_refused(session: Session, blobs: BlobStore) -> None:
+    row = registry.ensure_champion(session, blobs, settings.model_path)
+    path = blobs.path(row.blob_key)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        registry.load(blobs, row)
