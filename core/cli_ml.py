@@ -74,28 +74,31 @@ def train(
     dry_run: bool,
 ) -> None:
     """Fine-tune the classifier on DATA_DIR (one folder per class, or a folder holding cassava/<class>/)."""
-    from ml.train import TrainConfig, cross_validate
+    from ml.train import TrainConfig, cross_validate, cv_summary
     from ml.train import train as run_training
 
     config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
     config.epochs = epochs or config.epochs
     config.seed = config.seed if seed is None else seed
     config.tta_views = int(tta) if tta else config.tta_views
+    extra: dict[str, object] = {}
     if folds:
         result = cross_validate(data_dir, config, settings.quality_thresholds, folds)
         if report:
             from ml.report import write_cv_report
 
             write_cv_report(result, report)
-        click.echo(json.dumps(result))
-        return
+        if out is None:
+            click.echo(json.dumps(result))
+            return
+        extra["cross_validation"] = cv_summary(result)
     if out is None:
-        raise click.UsageError("give --out FILE (or --cv K to cross-validate)")
-    trained = run_training(data_dir, out, config, settings.quality_thresholds)
+        raise click.UsageError("give --out FILE, or --cv K to cross-validate (both: the model records its CV)")
+    trained = run_training(data_dir, out, config, settings.quality_thresholds, extra_meta=extra)
     meta = trained.checkpoint.meta
     summary = {"path": str(out), "version": trained.checkpoint.version, "sha256": trained.sha256,
                "dataset_version": meta["dataset_version"], "val": meta["val_metrics"], "test": meta["test_metrics"],
-               "seconds": meta["seconds"]}  # fmt: skip
+               "seconds": meta["seconds"], **extra}  # fmt: skip
     if register:
         _register(out, None, None, challenger=True)
     click.echo(json.dumps(summary))

@@ -227,7 +227,12 @@ def load_dataset(data_dir: Path) -> Dataset:
 
 
 def train(
-    data_dir: Path, out: Path, config: TrainConfig, limits: QualityThresholds, made_by: str = "mhogo train"
+    data_dir: Path,
+    out: Path,
+    config: TrainConfig,
+    limits: QualityThresholds,
+    made_by: str = "mhogo train",
+    extra_meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     started = time.monotonic()
     code = code_version()  # before training: the tree may change while it runs
@@ -259,6 +264,7 @@ def train(
         "test_metrics": _brief(test),
         "val_report": val,
         "test_report": test,
+        **(extra_meta or {}),
     }
     version = f"lite0-{finished:%Y%m%d-%H%M%S}"
     checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, version, meta, tta_views=config.tta_views)
@@ -308,6 +314,20 @@ def cross_validate(data_dir: Path, config: TrainConfig, limits: QualityThreshold
             "pooled": pooled,
         }
     return report
+
+
+def cv_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What a model's record keeps of the cross-validation of its recipe."""
+    views = report["params"]["tta_views"]
+    cv = report[f"tta_{views}"]
+    return {
+        "folds": report["folds"],
+        "mean_accuracy": cv["mean_accuracy"],
+        "mean_macro_f1": cv["mean_macro_f1"],
+        "per_fold": cv["per_fold"],
+        "confusion_matrix": cv["pooled"]["confusion_matrix"],
+        "expected_calibration_error": cv["pooled"]["expected_calibration_error"],
+    }
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:

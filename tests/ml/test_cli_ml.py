@@ -1,0 +1,62 @@
+"""The ML commands end to end in-process: cross-validation with its report, evaluate, the registry, export."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from core.cli import main
+from ml.checkpoint import load_checkpoint
+from tests.utils.factories import SAMPLES
+from tests.utils.models import tiny_model
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> None:
+    out, report = tmp_path / "m.pt", tmp_path / "cv.html"
+    summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out),
+                             "--report", str(report)).strip().splitlines()[-1])  # fmt: skip
+    assert summary["cross_validation"]["folds"] == 2
+    assert len(summary["cross_validation"]["per_fold"]) == 2
+    assert load_checkpoint(out).meta["cross_validation"] == summary["cross_validation"]
+    assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
+    assert "2-fold cross-validation" in report.read_text()
+
+
+def test_evaluate_prints_one_json_object(tmp_path: Path) -> None:
+    report = tmp_path / "eval.html"
+    result = json.loads(run("evaluate", str(SAMPLES), "--json", "--report", str(report)))
+    assert result["photos"] == 50
+    assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "expected_calibration_error",
+            "negative_rejection_rate", "false_rejection_rate", "slices"} <= set(result)  # fmt: skip
+    assert result["report"] == str(report)
+    assert report.is_file()
+
+
+def test_models_register_promote_rollback_and_show(tmp_path: Path) -> None:
+    run("models", "list")  # seeds the champion on this fresh home
+    version = run("models", "register", str(tiny_model(tmp_path)), "--challenger", "--made-by", "tester").strip()
+    listing = run("models", "list")
+    assert f"{version}\tchallenger" in listing
+    champion = next(line.split("\t")[0] for line in listing.splitlines() if "\tchampion" in line)
+    assert run("models", "promote", version).strip() == f"champion: {version} (was {champion})"
+    shown = json.loads(run("models", "show", version))
+    assert (shown["made_by"], shown["version"]) == ("tester", version)
+    assert run("models", "rollback").strip() == f"champion: {champion} (was {version})"
+    mistake = CliRunner().invoke(main, ["models", "promote", "no-such-version"])
+    assert mistake.exit_code == 1
+    assert "no model version" in mistake.output
+
+
+def test_export_writes_the_phone_build_and_its_description(tmp_path: Path) -> None:
+    out = run("export", "champion", "--out", str(tmp_path))
+    [onnx] = list(tmp_path.glob("*.onnx"))
+    assert onnx.name in out
+    spec = json.loads(onnx.with_suffix(".json").read_text())
+    assert spec["input"]["name"] == "pixels"
+    assert len(spec["steps"]) >= 5
