@@ -34,6 +34,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "freeze-0": {"freeze_blocks": 0},
     "input-288": {"preprocess": PreprocessConfig(input_size=288)},
     "head-only": {"freeze_blocks": 16},
+    "lp-ft": {"head_epochs": 5},
+    "wd-0.05": {"weight_decay": 0.05},
 }
 
 

@@ -54,6 +54,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: int = 1
     freeze_blocks: int = 4  # the stem and this many first blocks keep their ImageNet weights (and run 2.5x faster)
+    head_epochs: int = 0  # first train the classifier head alone on the ImageNet features, then fine-tune (LP-FT)
     channels_last: bool = True  # 1.8x faster convolutions on the CPU
     tta_views: int = 2  # test-time augmentation stored in the checkpoint: 1, 2 (mirror) or 4 (flips)
     val_fraction: float = 0.15
@@ -98,10 +99,11 @@ def freeze(model: CassavaNet, blocks: int) -> None:
         module.requires_grad_(False)
 
 
-def train_mode(model: CassavaNet, frozen_blocks: int) -> None:
+def train_mode(model: CassavaNet, frozen_blocks: int, head_only: bool = False) -> None:
     """Training mode, except that frozen layers keep their ImageNet batch-norm statistics."""
     model.train()
-    for module in frozen_modules(model, frozen_blocks):
+    frozen = [*frozen_modules(model, len(model._blocks)), model._conv_head, model._bn1] if head_only else []
+    for module in frozen or frozen_modules(model, frozen_blocks):
         module.eval()
 
 
@@ -133,8 +135,9 @@ def train_epoch(
     loss_fn: nn.Module,
     config: TrainConfig,
     bar: tqdm,
+    head_only: bool = False,
 ) -> float:
-    train_mode(model, config.freeze_blocks)
+    train_mode(model, config.freeze_blocks, head_only)
     total, seen = 0.0, 0
     for step, (images, labels) in enumerate(loader):
         if config.dry_run and step >= 2:
@@ -171,9 +174,14 @@ def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[Ca
     scheduler = warmup_cosine(optimizer, config.warmup_epochs * steps, epochs * steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = []
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    head = set(model._fc.parameters())
     for epoch in range(epochs):
+        head_only = epoch < config.head_epochs
+        for parameter in trainable:  # in the head-only epochs the backbone gets no gradient, so no update
+            parameter.requires_grad_(not head_only or parameter in head)
         data.set_epoch(epoch)
-        loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar)
+        loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar, head_only)
         history.append({"epoch": epoch + 1, "train_loss": round(loss, 4)})
     return model.eval(), history
 
