@@ -32,9 +32,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-augmentation": {"augment": NO_AUGMENT},
     "freeze-8": {"freeze_blocks": 8},
     "freeze-0": {"freeze_blocks": 0},
-    "input-288": {"preprocess": PreprocessConfig(input_size=288)},
+    "input-288": {"preprocess": PreprocessConfig(input_size=288)},  # from a 320 px working image: upsampled
+    "input-288-work-384": {"preprocess": PreprocessConfig(work_size=384, input_size=288)},
     "head-only": {"freeze_blocks": 16},
     "lp-ft": {"head_epochs": 5},
+    "half-balanced": {"balance_power": 0.5},
+    "no-bn-recalibration": {"recalibrate_bn": False},
     "wd-0.05": {"weight_decay": 0.05},
 }
 

@@ -55,6 +55,8 @@ class TrainConfig:
     warmup_epochs: int = 1
     freeze_blocks: int = 4  # the stem and this many first blocks keep their ImageNet weights (and run 2.5x faster)
     head_epochs: int = 0  # first train the classifier head alone on the ImageNet features, then fine-tune (LP-FT)
+    balance_power: float = 1.0  # sample each photo with weight 1 / (its class count) ** power: 1 balances classes
+    recalibrate_bn: bool = True  # re-estimate batch-norm statistics for the final weights on the training photos
     channels_last: bool = True  # 1.8x faster convolutions on the CPU
     tta_views: int = 2  # test-time augmentation stored in the checkpoint: 1, 2 (mirror) or 4 (flips)
     val_fraction: float = 0.15
@@ -83,10 +85,12 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def balanced_sampler(samples: Sequence[Sample], num_classes: int, generator: torch.Generator) -> WeightedRandomSampler:
-    """Draw each class equally often: CMD and healthy would otherwise drown CBSD and CGM."""
+def balanced_sampler(
+    samples: Sequence[Sample], num_classes: int, generator: torch.Generator, power: float = 1.0
+) -> WeightedRandomSampler:
+    """Draw each class equally often (power 1): CMD and healthy would otherwise drown CBSD and CGM."""
     counts = class_counts(samples, num_classes)
-    weights = [1.0 / counts[s.label] for s in samples]
+    weights = [1.0 / counts[s.label] ** power for s in samples]
     return WeightedRandomSampler(weights, num_samples=len(samples), replacement=True, generator=generator)
 
 
@@ -166,7 +170,7 @@ def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[Ca
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     data = PhotoDataset(train_set, config.preprocess, config.augment, seed=config.seed)
     batch_size = 4 if config.dry_run else config.batch_size
-    sampler = balanced_sampler(train_set, len(CLASSES), generator)
+    sampler = balanced_sampler(train_set, len(CLASSES), generator, config.balance_power)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size)
     epochs = 1 if config.dry_run else config.epochs
     steps = min(len(loader), 2) if config.dry_run else len(loader)
@@ -183,7 +187,26 @@ def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[Ca
         data.set_epoch(epoch)
         loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar, head_only)
         history.append({"epoch": epoch + 1, "train_loss": round(loss, 4)})
+    if config.recalibrate_bn:
+        recalibrate_batch_norm(model, train_set, config)
     return model.eval(), history
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: CassavaNet, train_set: Sequence[Sample], config: TrainConfig) -> None:
+    """The running statistics of the fine-tuned batch-norm layers average over the whole trajectory (momentum
+    0.01); estimate them again, for the final weights only, from the training photos as served."""
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.weight.requires_grad]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a plain average over every batch below
+    train_mode(model, config.freeze_blocks)
+    loader = DataLoader(PhotoDataset(train_set, config.preprocess), batch_size=config.batch_size)
+    for images, _ in loader:
+        model(images.contiguous(memory_format=torch.channels_last) if config.channels_last else images)
+    for layer in layers:
+        layer.momentum = 0.01
+    model.eval()
 
 
 def steps_per_fit(n_train: int, config: TrainConfig) -> int:
@@ -320,6 +343,15 @@ def cross_validate(data_dir: Path, config: TrainConfig, limits: QualityThreshold
             "mean_macro_f1": round(sum(f["macro_f1"] for f in per_fold[views]) / folds, 4),
             "per_fold": per_fold[views],
             "pooled": pooled,
+            "mistakes": [
+                {
+                    "photo": o.path.name,
+                    "true": CLASSES[o.truth],
+                    "predicted": CLASSES[o.predicted] if o.predicted >= 0 else o.reason,
+                }
+                for o in results
+                if o.predicted != o.truth
+            ],
         }
     return report
 
