@@ -18,6 +18,7 @@ from typing import Any
 from core.config import settings
 from ml.augment import AugmentConfig
 from ml.imaging import PreprocessConfig
+from ml.model import ModelConfig
 from ml.train import TrainConfig, cross_validate
 
 NO_AUGMENT = AugmentConfig(
@@ -31,13 +32,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-label-smoothing": {"label_smoothing": 0.0},
     "no-augmentation": {"augment": NO_AUGMENT},
     "freeze-8": {"freeze_blocks": 8},
+    "freeze-12": {"freeze_blocks": 12},
+    "freeze-14": {"freeze_blocks": 14},
+    "dropout-0.5": {"model": ModelConfig(dropout=0.5)},
     "freeze-0": {"freeze_blocks": 0},
     "input-288": {"preprocess": PreprocessConfig(input_size=288)},  # from a 320 px working image: upsampled
     "input-288-work-384": {"preprocess": PreprocessConfig(work_size=384, input_size=288)},
+    "squash": {"preprocess": PreprocessConfig(square="squash")},
+    "squash-288-work-384": {"preprocess": PreprocessConfig(work_size=384, input_size=288, square="squash")},
     "head-only": {"freeze_blocks": 16},
     "lp-ft": {"head_epochs": 5},
     "half-balanced": {"balance_power": 0.5},
     "no-bn-recalibration": {"recalibrate_bn": False},
+    "weight-averaging": {"average_from": 0.5},
     "wd-0.05": {"weight_decay": 0.05},
 }
 

@@ -57,6 +57,8 @@ class TrainConfig:
     head_epochs: int = 0  # first train the classifier head alone on the ImageNet features, then fine-tune (LP-FT)
     balance_power: float = 1.0  # sample each photo with weight 1 / (its class count) ** power: 1 balances classes
     recalibrate_bn: bool = True  # re-estimate batch-norm statistics for the final weights on the training photos
+    average_from: float = 0.0  # > 0: the model is the average of the weights at the end of every epoch from this
+    # share of the schedule on (stochastic weight averaging), which smooths out where the last steps landed
     channels_last: bool = True  # 1.8x faster convolutions on the CPU
     tta_views: int = 2  # test-time augmentation stored in the checkpoint: 1, 2 (mirror) or 4 (flips)
     val_fraction: float = 0.15
@@ -180,6 +182,7 @@ def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[Ca
     history = []
     trainable = [p for p in model.parameters() if p.requires_grad]
     head = set(model._fc.parameters())
+    averaged = torch.optim.swa_utils.AveragedModel(model) if config.average_from > 0 else None
     for epoch in range(epochs):
         head_only = epoch < config.head_epochs
         for parameter in trainable:  # in the head-only epochs the backbone gets no gradient, so no update
@@ -187,7 +190,11 @@ def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[Ca
         data.set_epoch(epoch)
         loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar, head_only)
         history.append({"epoch": epoch + 1, "train_loss": round(loss, 4)})
-    if config.recalibrate_bn:
+        if averaged is not None and epoch + 1 >= config.average_from * epochs:
+            averaged.update_parameters(model)
+    if averaged is not None:
+        model.load_state_dict(averaged.module.state_dict())
+    if config.recalibrate_bn or averaged is not None:  # averaged weights need statistics of their own
         recalibrate_batch_norm(model, train_set, config)
     return model.eval(), history
 

@@ -16,9 +16,10 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
+from core import registry
 from core.config import settings
 from ml.checkpoint import load_checkpoint
-from schemas.tables import Feedback, Job, ModelFeedbackCount
+from schemas.tables import Feedback, Job, ModelAliasName, ModelFeedbackCount
 from tests.integration.conftest import LiveStack
 from tests.utils.factories import SAMPLES, all_samples
 from tests.utils.models import tiny_model
@@ -127,6 +128,16 @@ def test_a_retraining_job_runs_on_its_own_queue(stack: LiveStack) -> None:
     checkpoint = load_checkpoint(model)
     assert checkpoint.meta["made_by"] == "retraining: test"
     assert checkpoint.meta["dataset_size"] == 50
+
+    def registered() -> str | None:
+        with Session(stack.engine) as session:
+            return registry.alias_version(session, ModelAliasName.CHALLENGER)
+
+    wait_for(lambda: registered() == checkpoint.version, 30, "the challenger to be registered")
+    with Session(stack.engine) as session:
+        row = registry.get_version(session, checkpoint.version)
+        assert row.parent_version == registry.alias_version(session, ModelAliasName.CHAMPION)
+        assert row.made_by == "retraining: test"
 
 
 def mhogo(stack: LiveStack, *args: str) -> str:
