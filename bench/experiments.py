@@ -61,6 +61,7 @@ def run(data_dir: Path, name: str, folds: int) -> dict[str, Any]:
             "macro_f1": cv["mean_macro_f1"],
             "ece": cv["pooled"]["expected_calibration_error"],
             "confusion": cv["pooled"]["confusion_matrix"]["counts"],
+            "mistakes": [m["photo"] for m in cv["mistakes"]],
         }
     return row
 

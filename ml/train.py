@@ -162,8 +162,11 @@ def train_epoch(
     return total / max(seen, 1)
 
 
-def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[CassavaNet, list[dict[str, Any]]]:
-    """Train a fresh model from the ImageNet weights on `train_set` for the whole schedule."""
+def fit(
+    train_set: Sequence[Sample], config: TrainConfig, bar: tqdm, val_set: Sequence[Sample] = ()
+) -> tuple[CassavaNet, list[dict[str, Any]]]:
+    """Train a fresh model from the ImageNet weights on `train_set` for the whole schedule; with `val_set`, the
+    history also follows the validation loss and accuracy after every epoch."""
     generator = seed_everything(config.seed)
     model = CassavaNet(config.model)
     load_imagenet_backbone(model)
@@ -189,7 +192,7 @@ def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[Ca
             parameter.requires_grad_(not head_only or parameter in head)
         data.set_epoch(epoch)
         loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar, head_only)
-        history.append({"epoch": epoch + 1, "train_loss": round(loss, 4)})
+        history.append({"epoch": epoch + 1, "train_loss": round(loss, 4), **validation(model, val_set, config)})
         if averaged is not None and epoch + 1 >= config.average_from * epochs:
             averaged.update_parameters(model)
     if averaged is not None:
@@ -197,6 +200,20 @@ def fit(train_set: Sequence[Sample], config: TrainConfig, bar: tqdm) -> tuple[Ca
     if config.recalibrate_bn or averaged is not None:  # averaged weights need statistics of their own
         recalibrate_batch_norm(model, train_set, config)
     return model.eval(), history
+
+
+@torch.no_grad()
+def validation(model: CassavaNet, val_set: Sequence[Sample], config: TrainConfig) -> dict[str, float]:
+    """Loss and accuracy on the validation photos (centre input, no test-time views): to watch, not to select."""
+    if not val_set:
+        return {}
+    model.eval()
+    images, labels = next(iter(DataLoader(PhotoDataset(val_set, config.preprocess), batch_size=len(val_set))))
+    logits = model(images)
+    return {
+        "val_loss": round(float(nn.functional.cross_entropy(logits, labels)), 4),
+        "val_accuracy": round(float((logits.argmax(dim=-1) == labels).float().mean()), 4),
+    }
 
 
 @torch.no_grad()
@@ -281,7 +298,7 @@ def train(
         data.samples, data.groups, config.val_fraction, config.test_fraction, config.seed
     )
     with tqdm(total=steps_per_fit(len(train_set), config), desc="training", unit="batch", dynamic_ncols=True) as bar:
-        model, history = fit(train_set, config, bar)
+        model, history = fit(train_set, config, bar, val_set)
     val = evaluate(model, val_set, config, limits)
     test = evaluate(model, test_set, config, limits)
     finished = datetime.now(UTC)

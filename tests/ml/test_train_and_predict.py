@@ -35,6 +35,7 @@ def test_dry_run_trains_and_writes_a_complete_checkpoint(tmp_path: Path) -> None
     assert meta["dataset_size"] == 50
     assert meta["split"] == {"train": 35, "val": 10, "test": 5, "seed": 3}
     assert len(meta["history"]) == 1
+    assert {"train_loss", "val_loss", "val_accuracy"} <= set(meta["history"][0])
     assert meta["seconds"] > 0
     assert meta["code_version"]
     for part in ("val", "test"):
