@@ -38,13 +38,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "freeze-0": {"freeze_blocks": 0},
     "input-288": {"preprocess": PreprocessConfig(input_size=288)},  # from a 320 px working image: upsampled
     "input-288-work-384": {"preprocess": PreprocessConfig(work_size=384, input_size=288)},
-    "squash": {"preprocess": PreprocessConfig(square="squash")},
-    "squash-288-work-384": {"preprocess": PreprocessConfig(work_size=384, input_size=288, square="squash")},
     "head-only": {"freeze_blocks": 16},
-    "lp-ft": {"head_epochs": 5},
-    "half-balanced": {"balance_power": 0.5},
+    "soup-3": {"soup": 3},
+    "soup-3-input-288-work-384": {"soup": 3, "preprocess": PreprocessConfig(work_size=384, input_size=288)},
     "no-bn-recalibration": {"recalibrate_bn": False},
-    "weight-averaging": {"average_from": 0.5},
     "wd-0.05": {"weight_decay": 0.05},
 }
 

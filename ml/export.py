@@ -27,7 +27,7 @@ from ml.checkpoint import Checkpoint
 from ml.imaging import PreprocessConfig
 from ml.predictor import TTA_FLIPS
 from ml.quality import QualityThresholds
-from ml.tensors import to_square
+from ml.tensors import center_square
 
 OPSET = 18
 
@@ -52,7 +52,7 @@ class ServingGraph(nn.Module):
 
 def phone_input(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
     """Prepared image -> (S, S, 3) float32 0..255: the graph's input for one photo."""
-    return np.asarray(to_square(image, config), dtype=np.float32)
+    return np.asarray(center_square(image, config.input_size), dtype=np.float32)
 
 
 def preprocessing_spec(checkpoint: Checkpoint, limits: QualityThresholds) -> dict[str, Any]:
@@ -69,9 +69,7 @@ def preprocessing_spec(checkpoint: Checkpoint, limits: QualityThresholds) -> dic
             f"if luma_mean < {p.target_luma}: apply the curve 255 * (v / 255) ** g to each channel, with "
             f"g = max({p.max_gamma_lift}, ln({p.target_luma} / 255) / ln(luma_mean / 255))",
             f"resize so that the shorter side is {p.input_size} px (bilinear), crop the centre "
-            f"{p.input_size} x {p.input_size}"
-            if p.square == "crop"
-            else f"resize the whole image to {p.input_size} x {p.input_size} px (bilinear), aspect ratio not kept",
+            f"{p.input_size} x {p.input_size}",
             "feed as float32 (1, S, S, 3) RGB 0..255; the graph normalises and averages the test-time flips",
         ],
         "preprocessing": p.to_dict(),

@@ -32,7 +32,6 @@ class PreprocessConfig:
     std: float = 128.0
     target_luma: float = 100.0  # under-exposed photos are lifted towards this mean luma
     max_gamma_lift: float = 0.6  # smallest gamma applied, so a dark photo is lifted, never blown out
-    square: str = "crop"  # how the prepared photo becomes square: "crop" its centre, or "squash" all of it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

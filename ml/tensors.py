@@ -27,17 +27,6 @@ def to_tensor(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
     return (pixels.permute(2, 0, 1).float() - config.mean) / config.std
 
 
-def squash(image: Image.Image, size: int) -> Image.Image:
-    """The whole image scaled to a square, its aspect ratio given up: nothing at the edges is lost."""
-    return image.resize((size, size), Image.Resampling.BILINEAR)
-
-
-def to_square(image: Image.Image, config: PreprocessConfig) -> Image.Image:
-    if config.square == "squash":
-        return squash(image, config.input_size)
-    return center_square(image, config.input_size)
-
-
 def model_input(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
     """Prepared image -> (3, S, S) model input, as served."""
-    return to_tensor(to_square(image, config), config)
+    return to_tensor(center_square(image, config.input_size), config)

@@ -12,6 +12,8 @@ included), so the figures are the ones a farmer would see.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import random
@@ -54,11 +56,8 @@ class TrainConfig:
     label_smoothing: float = 0.1
     warmup_epochs: int = 1
     freeze_blocks: int = 4  # the stem and this many first blocks keep their ImageNet weights (and run 2.5x faster)
-    head_epochs: int = 0  # first train the classifier head alone on the ImageNet features, then fine-tune (LP-FT)
-    balance_power: float = 1.0  # sample each photo with weight 1 / (its class count) ** power: 1 balances classes
     recalibrate_bn: bool = True  # re-estimate batch-norm statistics for the final weights on the training photos
-    average_from: float = 0.0  # > 0: the model is the average of the weights at the end of every epoch from this
-    # share of the schedule on (stochastic weight averaging), which smooths out where the last steps landed
+    soup: int = 1  # train this many models (seeds seed, seed + 1, ...) and average their weights into one
     channels_last: bool = True  # 1.8x faster convolutions on the CPU
     tta_views: int = 2  # test-time augmentation stored in the checkpoint: 1, 2 (mirror) or 4 (flips)
     val_fraction: float = 0.15
@@ -87,12 +86,10 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def balanced_sampler(
-    samples: Sequence[Sample], num_classes: int, generator: torch.Generator, power: float = 1.0
-) -> WeightedRandomSampler:
-    """Draw each class equally often (power 1): CMD and healthy would otherwise drown CBSD and CGM."""
+def balanced_sampler(samples: Sequence[Sample], num_classes: int, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw each class equally often: CMD and healthy would otherwise drown CBSD and CGM."""
     counts = class_counts(samples, num_classes)
-    weights = [1.0 / counts[s.label] ** power for s in samples]
+    weights = [1.0 / counts[s.label] for s in samples]
     return WeightedRandomSampler(weights, num_samples=len(samples), replacement=True, generator=generator)
 
 
@@ -105,11 +102,10 @@ def freeze(model: CassavaNet, blocks: int) -> None:
         module.requires_grad_(False)
 
 
-def train_mode(model: CassavaNet, frozen_blocks: int, head_only: bool = False) -> None:
+def train_mode(model: CassavaNet, frozen_blocks: int) -> None:
     """Training mode, except that frozen layers keep their ImageNet batch-norm statistics."""
     model.train()
-    frozen = [*frozen_modules(model, len(model._blocks)), model._conv_head, model._bn1] if head_only else []
-    for module in frozen or frozen_modules(model, frozen_blocks):
+    for module in frozen_modules(model, frozen_blocks):
         module.eval()
 
 
@@ -141,9 +137,8 @@ def train_epoch(
     loss_fn: nn.Module,
     config: TrainConfig,
     bar: tqdm,
-    head_only: bool = False,
 ) -> float:
-    train_mode(model, config.freeze_blocks, head_only)
+    train_mode(model, config.freeze_blocks)
     total, seen = 0.0, 0
     for step, (images, labels) in enumerate(loader):
         if config.dry_run and step >= 2:
@@ -162,11 +157,10 @@ def train_epoch(
     return total / max(seen, 1)
 
 
-def fit(
+def fit_one(
     train_set: Sequence[Sample], config: TrainConfig, bar: tqdm, val_set: Sequence[Sample] = ()
 ) -> tuple[CassavaNet, list[dict[str, Any]]]:
-    """Train a fresh model from the ImageNet weights on `train_set` for the whole schedule; with `val_set`, the
-    history also follows the validation loss and accuracy after every epoch."""
+    """Train a fresh model from the ImageNet weights on `train_set` for the whole schedule."""
     generator = seed_everything(config.seed)
     model = CassavaNet(config.model)
     load_imagenet_backbone(model)
@@ -175,7 +169,7 @@ def fit(
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     data = PhotoDataset(train_set, config.preprocess, config.augment, seed=config.seed)
     batch_size = 4 if config.dry_run else config.batch_size
-    sampler = balanced_sampler(train_set, len(CLASSES), generator, config.balance_power)
+    sampler = balanced_sampler(train_set, len(CLASSES), generator)
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, drop_last=len(train_set) > batch_size)
     epochs = 1 if config.dry_run else config.epochs
     steps = min(len(loader), 2) if config.dry_run else len(loader)
@@ -183,22 +177,35 @@ def fit(
     scheduler = warmup_cosine(optimizer, config.warmup_epochs * steps, epochs * steps)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = []
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    head = set(model._fc.parameters())
-    averaged = torch.optim.swa_utils.AveragedModel(model) if config.average_from > 0 else None
     for epoch in range(epochs):
-        head_only = epoch < config.head_epochs
-        for parameter in trainable:  # in the head-only epochs the backbone gets no gradient, so no update
-            parameter.requires_grad_(not head_only or parameter in head)
         data.set_epoch(epoch)
-        loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar, head_only)
+        loss = train_epoch(model, loader, optimizer, scheduler, loss_fn, config, bar)
         history.append({"epoch": epoch + 1, "train_loss": round(loss, 4), **validation(model, val_set, config)})
-        if averaged is not None and epoch + 1 >= config.average_from * epochs:
-            averaged.update_parameters(model)
-    if averaged is not None:
-        model.load_state_dict(averaged.module.state_dict())
-    if config.recalibrate_bn or averaged is not None:  # averaged weights need statistics of their own
+    return model, history
+
+
+def average_weights(models: Sequence[CassavaNet]) -> CassavaNet:
+    """A "model soup": the mean of the weights of models fine-tuned from the same ImageNet start."""
+    soup = copy.deepcopy(models[0])
+    states = [model.state_dict() for model in models]
+    soup.load_state_dict({
+        key: sum(state[key] for state in states) / len(states) if value.is_floating_point() else value
+        for key, value in states[0].items()
+    })  # fmt: skip
+    return soup
+
+
+def fit(
+    train_set: Sequence[Sample], config: TrainConfig, bar: tqdm, val_set: Sequence[Sample] = ()
+) -> tuple[CassavaNet, list[dict[str, Any]]]:
+    """Train `config.soup` models with consecutive seeds, average them, and re-estimate the batch-norm statistics
+    of the result; with `val_set`, the history also follows validation loss and accuracy per epoch."""
+    runs = [fit_one(train_set, dataclasses.replace(config, seed=config.seed + i), bar, val_set)
+            for i in range(config.soup)]  # fmt: skip
+    model = average_weights([model for model, _ in runs]) if len(runs) > 1 else runs[0][0]
+    if config.recalibrate_bn or len(runs) > 1:  # averaged weights need statistics of their own
         recalibrate_batch_norm(model, train_set, config)
+    history = [{"run": i + 1, **row} for i, (_, rows) in enumerate(runs) for row in rows]
     return model.eval(), history
 
 
@@ -235,9 +242,9 @@ def recalibrate_batch_norm(model: CassavaNet, train_set: Sequence[Sample], confi
 
 def steps_per_fit(n_train: int, config: TrainConfig) -> int:
     if config.dry_run:
-        return min(2, max(1, n_train // 4))
+        return min(2, max(1, n_train // 4)) * config.soup
     batches = n_train // config.batch_size if n_train > config.batch_size else 1
-    return batches * config.epochs
+    return batches * config.epochs * config.soup
 
 
 def evaluate(
