@@ -77,10 +77,13 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data_dir", type=Path)
-    parser.add_argument("variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("variants", nargs="*", help=f"default: all of {', '.join(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=Path("bench/results/experiments.jsonl"))
     parser.add_argument("--folds", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
+    if unknown := set(args.variants) - set(VARIANTS):
+        parser.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+    args.variants = args.variants or list(VARIANTS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.variants:
         row = run(args.data_dir, name, args.folds)

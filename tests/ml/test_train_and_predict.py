@@ -11,7 +11,8 @@ from ml.checkpoint import file_sha256, load_checkpoint
 from ml.data import dataset_version, scan, stratified_split
 from ml.diagnose import diagnose
 from ml.predictor import Predictor
-from ml.train import TrainConfig, train
+from ml.model import CassavaNet, ModelConfig
+from ml.train import TrainConfig, average_weights, train
 from schemas.labels import LABELS
 from tests.utils.factories import SAMPLES, sample_bytes
 
@@ -44,6 +45,26 @@ def test_dry_run_trains_and_writes_a_complete_checkpoint(tmp_path: Path) -> None
     assert loaded.tta_views == 2
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, result.checkpoint.model.state_dict()[key]), key
+
+
+def test_a_soup_is_the_mean_of_its_models_weights() -> None:
+    torch.manual_seed(0)
+    models = [CassavaNet(ModelConfig()) for _ in range(3)]
+    soup = average_weights(models)
+    for key, value in soup.state_dict().items():
+        parts = [m.state_dict()[key] for m in models]
+        if value.is_floating_point():
+            assert torch.allclose(value, sum(parts) / 3), key
+        else:
+            assert torch.equal(value, parts[0]), key
+    assert not torch.equal(soup._fc.weight, models[0]._fc.weight)
+
+
+def test_dry_run_soup_trains_one_run_per_seed(tmp_path: Path) -> None:
+    result = train(SAMPLES, tmp_path / "m.pt", TrainConfig(dry_run=True, seed=3, soup=2), settings.quality_thresholds)
+    history = result.checkpoint.meta["history"]
+    assert [row["run"] for row in history] == [1, 2]
+    assert result.checkpoint.meta["params"]["soup"] == 2
 
 
 def test_dataset_version_depends_on_content_and_labels(tmp_path: Path) -> None:
