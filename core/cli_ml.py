@@ -58,7 +58,11 @@ def open_model(ref: str | None) -> Checkpoint:
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --cv: also write an HTML report with the confusion matrix drawn.")  # fmt: skip
 @click.option("--register", is_flag=True, help="Register the model it writes, as the challenger.")
+@click.option("--all-photos", is_flag=True,
+              help="Train the model on every photo, with no validation or test split of its own: use with --cv, "
+                   "which measures the recipe and whose figures the model then records.")  # fmt: skip
 @click.option("--epochs", type=int, default=None)
+@click.option("--soup", type=int, default=None, help="Average the weights of this many runs (consecutive seeds).")
 @click.option("--seed", type=int, default=None)
 @click.option("--tta", type=click.Choice(["1", "2", "4"]), default=None, help="Test-time views stored in the model.")
 @click.option("--dry-run", is_flag=True, help="Two small batches: checks the whole path in seconds.")
@@ -68,7 +72,9 @@ def train(
     folds: int | None,
     report: Path | None,
     register: bool,
+    all_photos: bool,
     epochs: int | None,
+    soup: int | None,
     seed: int | None,
     tta: str | None,
     dry_run: bool,
@@ -79,6 +85,9 @@ def train(
 
     config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
     config.epochs = epochs or config.epochs
+    config.soup = soup or config.soup
+    if all_photos:
+        config.val_fraction = config.test_fraction = 0.0
     config.seed = config.seed if seed is None else seed
     config.tta_views = int(tta) if tta else config.tta_views
     extra: dict[str, object] = {}
@@ -97,7 +106,8 @@ def train(
     trained = run_training(data_dir, out, config, settings.quality_thresholds, extra_meta=extra)
     meta = trained.checkpoint.meta
     summary = {"path": str(out), "version": trained.checkpoint.version, "sha256": trained.sha256,
-               "dataset_version": meta["dataset_version"], "val": meta["val_metrics"], "test": meta["test_metrics"],
+               "dataset_version": meta["dataset_version"],
+               "val": meta.get("val_metrics"), "test": meta.get("test_metrics"),
                "seconds": meta["seconds"], **extra}  # fmt: skip
     if register:
         _register(out, None, None, challenger=True)
@@ -192,8 +202,10 @@ def models_list() -> None:
         for alias, version in registry.aliases(session).items():
             by_version.setdefault(version, []).append(alias)
         for row in registry.versions(session):
-            test = row.metrics.get("test_metrics") or row.metrics.get("val_metrics") or {}
-            accuracy = f"{test['accuracy']:.3f}" if "accuracy" in test else "-"
+            figures = row.metrics.get("test_metrics") or row.metrics.get("val_metrics") or {}
+            cv = row.metrics.get("cross_validation") or {}
+            accuracy = (f"{figures['accuracy']:.3f}" if "accuracy" in figures
+                        else f"cv {cv['mean_accuracy']:.3f}" if "mean_accuracy" in cv else "-")  # fmt: skip
             tags = ",".join(by_version.get(row.version, [])) or "-"
             click.echo(f"{row.version}\t{tags}\t{row.created_at:%Y-%m-%d %H:%M}\tacc {accuracy}\t"
                        f"{row.dataset_version}\t{row.made_by}")  # fmt: skip

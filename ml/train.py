@@ -306,8 +306,8 @@ def train(
     )
     with tqdm(total=steps_per_fit(len(train_set), config), desc="training", unit="batch", dynamic_ncols=True) as bar:
         model, history = fit(train_set, config, bar, val_set)
-    val = evaluate(model, val_set, config, limits)
-    test = evaluate(model, test_set, config, limits)
+    reports = {part: evaluate(model, photos, config, limits) for part, photos in (("val", val_set), ("test", test_set))
+               if photos}  # fmt: skip
     finished = datetime.now(UTC)
     meta = {
         "made_by": made_by,
@@ -322,10 +322,8 @@ def train(
         "split": {"train": len(train_set), "val": len(val_set), "test": len(test_set), "seed": config.seed},
         "params": config.to_dict(),
         "history": history,
-        "val_metrics": _brief(val),
-        "test_metrics": _brief(test),
-        "val_report": val,
-        "test_report": test,
+        **{f"{part}_metrics": _brief(report) for part, report in reports.items()},
+        **{f"{part}_report": report for part, report in reports.items()},
         **(extra_meta or {}),
     }
     version = f"lite0-{finished:%Y%m%d-%H%M%S}"

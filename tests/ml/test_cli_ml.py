@@ -19,11 +19,17 @@ def run(*args: str) -> str:
 
 def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> None:
     out, report = tmp_path / "m.pt", tmp_path / "cv.html"
-    summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out),
-                             "--report", str(report)).strip().splitlines()[-1])  # fmt: skip
+    summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out), "--all-photos",
+                             "--soup", "2", "--report", str(report)).strip().splitlines()[-1])  # fmt: skip
     assert summary["cross_validation"]["folds"] == 2
     assert len(summary["cross_validation"]["per_fold"]) == 2
-    assert load_checkpoint(out).meta["cross_validation"] == summary["cross_validation"]
+    meta = load_checkpoint(out).meta
+    assert meta["cross_validation"] == summary["cross_validation"]
+    assert meta["split"]["train"] == 50
+    assert meta["split"]["val"] == meta["split"]["test"] == 0
+    assert summary["test"] is None
+    assert "test_metrics" not in meta
+    assert meta["params"]["soup"] == 2
     assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
     assert "2-fold cross-validation" in report.read_text()
 
