@@ -22,7 +22,7 @@ from ml.model import ModelConfig
 from ml.train import TrainConfig, cross_validate
 
 NO_AUGMENT = AugmentConfig(
-    crop_scale=(1.0, 1.0), flip=False, brightness=0, contrast=0, saturation=0, blur_probability=0
+    crop_size=256, crop_scale=(1.0, 1.0), flip=False, brightness=0, contrast=0, saturation=0, blur_probability=0
 )
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -36,11 +36,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "freeze-14": {"freeze_blocks": 14},
     "dropout-0.5": {"model": ModelConfig(dropout=0.5)},
     "freeze-0": {"freeze_blocks": 0},
-    "input-288": {"preprocess": PreprocessConfig(input_size=288)},  # from a 320 px working image: upsampled
-    "input-288-work-384": {"preprocess": PreprocessConfig(work_size=384, input_size=288)},
+    "served-at-224": {"preprocess": PreprocessConfig(input_size=224)},
+    "train-and-serve-288": {"augment": AugmentConfig(crop_size=288), "preprocess": PreprocessConfig(input_size=288)},
     "head-only": {"freeze_blocks": 16},
-    "soup-3": {"soup": 3},
-    "soup-3-input-288-work-384": {"soup": 3, "preprocess": PreprocessConfig(work_size=384, input_size=288)},
+    "single-model": {"soup": 1},
     "no-bn-recalibration": {"recalibrate_bn": False},
     "wd-0.05": {"weight_decay": 0.05},
 }

@@ -12,6 +12,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    crop_size: int = 224  # side of the random crops the model learns from (it is served larger: see input_size)
     crop_scale: tuple[float, float] = (0.35, 1.0)  # share of the image area kept by the random crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True  # leaves have no up or down: flip both ways

@@ -107,5 +107,5 @@ class PhotoDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.augmentation is None:
             return model_input(prepared.image, self.preprocess), sample.label
         rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
-        image = augment(prepared.image, self.preprocess.input_size, self.augmentation, rng)
+        image = augment(prepared.image, self.augmentation.crop_size, self.augmentation, rng)
         return to_tensor(image, self.preprocess), sample.label

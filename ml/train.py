@@ -57,7 +57,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     freeze_blocks: int = 4  # the stem and this many first blocks keep their ImageNet weights (and run 2.5x faster)
     recalibrate_bn: bool = True  # re-estimate batch-norm statistics for the final weights on the training photos
-    soup: int = 1  # train this many models (seeds seed, seed + 1, ...) and average their weights into one
+    soup: int = 3  # train this many models (seeds seed, seed + 1, ...) and average their weights into one
     channels_last: bool = True  # 1.8x faster convolutions on the CPU
     tta_views: int = 2  # test-time augmentation stored in the checkpoint: 1, 2 (mirror) or 4 (flips)
     val_fraction: float = 0.15
