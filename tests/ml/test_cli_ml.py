@@ -19,8 +19,9 @@ def run(*args: str) -> str:
 
 def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> None:
     out, report = tmp_path / "m.pt", tmp_path / "cv.html"
-    summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out), "--all-photos",
-                             "--soup", "2", "--report", str(report)).strip().splitlines()[-1])  # fmt: skip
+    args = ["--all-photos", "--soup", "2", "--backbone", "lite1", "--report", str(report)]
+    summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out), *args)
+                         .strip().splitlines()[-1])  # fmt: skip
     assert summary["cross_validation"]["folds"] == 2
     assert len(summary["cross_validation"]["per_fold"]) == 2
     meta = load_checkpoint(out).meta
@@ -30,6 +31,7 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert summary["test"] is None
     assert "test_metrics" not in meta
     assert meta["params"]["soup"] == 2
+    assert load_checkpoint(out).model.config.backbone == "lite1"
     assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
     assert "2-fold cross-validation" in report.read_text()
 

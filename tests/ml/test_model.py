@@ -1,11 +1,11 @@
-"""The backbone is really EfficientNet-Lite0 with its ImageNet weights: it recognises ImageNet things."""
+"""The backbones are really EfficientNet-Lite0, 1 and 2 with their ImageNet weights: they recognise ImageNet things."""
 
 import pytest
 import torch
 from PIL import Image
 
 from ml.imaging import PreprocessConfig
-from ml.model import CassavaNet, ModelConfig, imagenet_state_dict, load_imagenet_backbone
+from ml.model import BACKBONES, CassavaNet, ModelConfig, imagenet_state_dict, load_imagenet_backbone
 from ml.tensors import to_tensor
 from tests.utils.factories import SAMPLES
 
@@ -18,18 +18,19 @@ def test_output_shape_and_parameter_count() -> None:
     assert 3_000_000 < sum(p.numel() for p in model.parameters()) < 4_000_000
 
 
-def test_backbone_loads_every_pretrained_tensor() -> None:
-    model = CassavaNet(ModelConfig())
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_backbone_loads_every_pretrained_tensor(backbone: str) -> None:
+    model = CassavaNet(ModelConfig.for_backbone(backbone))
     load_imagenet_backbone(model)
-    pretrained = imagenet_state_dict()
-    assert torch.equal(
-        model.state_dict()["_blocks.15._project_conv.weight"], pretrained["_blocks.15._project_conv.weight"]
-    )
+    pretrained = imagenet_state_dict(backbone)
+    last = f"_blocks.{len(model._blocks) - 1}._project_conv.weight"
+    assert torch.equal(model.state_dict()[last], pretrained[last])
 
 
-def test_imagenet_weights_recognise_a_dog() -> None:
-    model = CassavaNet(ModelConfig(num_classes=1000))
-    model.load_state_dict(imagenet_state_dict())
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_imagenet_weights_recognise_a_dog(backbone: str) -> None:
+    model = CassavaNet(ModelConfig.for_backbone(backbone, num_classes=1000))
+    model.load_state_dict(imagenet_state_dict(backbone))
     model.eval()
     with Image.open(SAMPLES / "negatives" / "animal_dog3.jpg") as photo:
         image = photo.convert("RGB").resize((224, 224))
@@ -37,6 +38,11 @@ def test_imagenet_weights_recognise_a_dog() -> None:
     with torch.inference_mode():
         top5 = model(x[None]).topk(5).indices[0].tolist()
     assert any(151 <= i <= 268 for i in top5), top5  # ImageNet's dog breeds
+
+
+def test_an_unknown_backbone_is_refused() -> None:
+    with pytest.raises(ValueError, match="lite0, lite1, lite2"):
+        ModelConfig.for_backbone("resnet50")
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.5])

@@ -95,6 +95,7 @@ def test_committed_baseline_is_trained_on_the_real_photos(predictor: Predictor) 
     meta = load_checkpoint(settings.model_path).meta
     assert meta["dataset_size"] >= 90
     assert meta["history"]
+    assert meta["cross_validation"]["folds"] == 5  # the recipe's five-fold CV, recorded in the model it made
     assert predictor.classes == tuple(CLASSES)
 
 
