@@ -97,7 +97,9 @@ def train(
         config.val_fraction = config.test_fraction = 0.0
     config.seed = config.seed if seed is None else seed
     config.tta_views = int(tta) if tta else config.tta_views
-    extra: dict[str, object] = {}
+    from ml.train import code_version
+
+    extra: dict[str, object] = {"code_version": code_version()}  # before a long CV: the tree may change meanwhile
     if folds:
         result = cross_validate(data_dir, config, settings.quality_thresholds, folds)
         if report:
