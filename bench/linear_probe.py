@@ -18,25 +18,19 @@ from torch import nn
 from tqdm import tqdm
 
 from ml.imaging import decode, prepare
+from ml.metrics import summarize
 from ml.model import BACKBONES, CassavaNet, ModelConfig, load_imagenet_backbone
 from ml.splits import group_folds
 from ml.tensors import model_input
 from ml.train import CLASSES, TrainConfig, load_dataset
 
 
-def macro_f1(predicted: torch.Tensor, truth: torch.Tensor, classes: int) -> float:
-    scores = []
-    for c in range(classes):
-        tp = int(((predicted == c) & (truth == c)).sum())
-        wrong = int(((predicted == c) != (truth == c)).sum())
-        scores.append(2 * tp / max(2 * tp + wrong, 1))
-    return sum(scores) / classes
-
-
 def fit_head(x: torch.Tensor, labels: torch.Tensor, l2: float) -> nn.Linear:
     """Class-balanced logistic regression, L2-regularised, fitted to convergence with L-BFGS."""
     weights = (1 / torch.bincount(labels, minlength=len(CLASSES)).float())[labels]
     head = nn.Linear(x.shape[1], len(CLASSES))
+    nn.init.zeros_(head.weight)  # a fixed start: L-BFGS stops after max_iter, so a random one would move the figures
+    nn.init.zeros_(head.bias)
     optimizer = torch.optim.LBFGS(head.parameters(), max_iter=200)
 
     def loss() -> torch.Tensor:
@@ -60,8 +54,9 @@ def probe(features: torch.Tensor, labels: torch.Tensor, folds: list[int], l2: fl
         head = fit_head(x[train], labels[train], l2)
         with torch.no_grad():
             predicted = head(x[~train]).argmax(1)
-        accuracy.append(float((predicted == labels[~train]).float().mean()))
-        f1.append(macro_f1(predicted, labels[~train], len(CLASSES)))
+        figures = summarize(labels[~train], predicted, CLASSES)
+        accuracy.append(figures["accuracy"])
+        f1.append(figures["macro_f1"])
     return sum(accuracy) / k, sum(f1) / k
 
 

@@ -22,8 +22,7 @@ from core.config import settings
 from ml.checkpoint import Checkpoint
 from ml.evaluate import cassava_metrics, run_photos
 from ml.predictor import Predictor
-from ml.splits import group_folds
-from ml.train import CLASSES, TrainConfig, fit, load_dataset, steps_per_fit
+from ml.train import CLASSES, TrainConfig, fit, fold_splits, load_dataset, steps_per_fit
 
 VIEWS = (1, 2)
 
@@ -40,14 +39,13 @@ def main() -> None:
     if config.threads:
         torch.set_num_threads(config.threads)
     data = load_dataset(args.data_dir)
-    assignment = group_folds(data.samples, data.groups, args.folds, config.seed)
-    parts = [[s for s, f in zip(data.samples, assignment, strict=True) if f == k] for k in range(args.folds)]
+    splits = fold_splits(data, args.folds, config.seed)
     accuracy: dict[tuple[int, int], list[float]] = {(size, v): [] for size in args.sizes for v in VIEWS}
     macro_f1: dict[tuple[int, int], list[float]] = {key: [] for key in accuracy}
-    total = sum(steps_per_fit(len(data.samples) - len(part), config) for part in parts)
+    total = sum(steps_per_fit(len(train_set), config) for train_set, _ in splits)
     with tqdm(total=total, desc="fold models", unit="batch", dynamic_ncols=True) as bar:
-        for k, held_out in enumerate(parts):
-            model, _ = fit([s for j, part in enumerate(parts) if j != k for s in part], config, bar)
+        for k, (train_set, held_out) in enumerate(splits):
+            model, _ = fit(train_set, config, bar)
             for size, views in accuracy:
                 preprocess = dataclasses.replace(config.preprocess, input_size=size)
                 checkpoint = Checkpoint(model, tuple(CLASSES), preprocess, f"fold-{k}", tta_views=views)

@@ -332,6 +332,13 @@ def train(
     return TrainResult(checkpoint, sha, out)
 
 
+def fold_splits(data: Dataset, folds: int, seed: int) -> list[tuple[list[Sample], list[Sample]]]:
+    """(training photos, held-out photos) for each of k folds made of whole near-duplicate groups."""
+    assignment = group_folds(data.samples, data.groups, folds, seed)
+    return [([s for s, f in zip(data.samples, assignment, strict=True) if f != k],
+             [s for s, f in zip(data.samples, assignment, strict=True) if f == k]) for k in range(folds)]  # fmt: skip
+
+
 def cross_validate(data_dir: Path, config: TrainConfig, limits: QualityThresholds, folds: int = 5) -> dict[str, Any]:
     """k-fold cross-validation by whole near-duplicate groups: every photo is tested once, by a model that never
     saw it or its near-duplicates. Returns per-fold and pooled figures for every test-time augmentation."""
@@ -339,14 +346,12 @@ def cross_validate(data_dir: Path, config: TrainConfig, limits: QualityThreshold
     if config.threads:
         torch.set_num_threads(config.threads)
     data = load_dataset(data_dir)
-    assignment = group_folds(data.samples, data.groups, folds, config.seed)
-    parts = [[s for s, f in zip(data.samples, assignment, strict=True) if f == k] for k in range(folds)]
-    total = sum(steps_per_fit(len(data.samples) - len(part), config) for part in parts)
+    splits = fold_splits(data, folds, config.seed)
+    total = sum(steps_per_fit(len(train_set), config) for train_set, _ in splits)
     outcomes: dict[int, list[Any]] = {views: [] for views in (1, 2, 4)}
     per_fold: dict[int, list[dict[str, Any]]] = {views: [] for views in (1, 2, 4)}
     with tqdm(total=total, desc=f"{folds}-fold cross-validation", unit="batch", dynamic_ncols=True) as bar:
-        for k, held_out in enumerate(parts):
-            train_set = [s for j, part in enumerate(parts) if j != k for s in part]
+        for k, (train_set, held_out) in enumerate(splits):
             model, _ = fit(train_set, config, bar)
             for views in outcomes:
                 checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, f"fold-{k}", tta_views=views)

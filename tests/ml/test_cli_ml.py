@@ -24,14 +24,15 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
                          .strip().splitlines()[-1])  # fmt: skip
     assert summary["cross_validation"]["folds"] == 2
     assert len(summary["cross_validation"]["per_fold"]) == 2
-    meta = load_checkpoint(out).meta
+    written = load_checkpoint(out)
+    meta = written.meta
     assert meta["cross_validation"] == summary["cross_validation"]
     assert meta["split"]["train"] == 50
     assert meta["split"]["val"] == meta["split"]["test"] == 0
     assert summary["test"] is None
     assert "test_metrics" not in meta
     assert meta["params"]["soup"] == 2
-    assert load_checkpoint(out).model.config.backbone == "lite1"
+    assert written.model.config.backbone == "lite1"
     assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
     assert "2-fold cross-validation" in report.read_text()
 
