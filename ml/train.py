@@ -326,7 +326,7 @@ def train(
         **{f"{part}_report": report for part, report in reports.items()},
         **(extra_meta or {}),
     }
-    version = f"lite0-{finished:%Y%m%d-%H%M%S}"
+    version = f"{config.model.backbone}-{finished:%Y%m%d-%H%M%S}"
     checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, version, meta, tta_views=config.tta_views)
     sha = save_checkpoint(checkpoint, out)
     return TrainResult(checkpoint, sha, out)

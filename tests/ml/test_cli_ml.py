@@ -33,6 +33,7 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert "test_metrics" not in meta
     assert meta["params"]["soup"] == 2
     assert written.model.config.backbone == "lite1"
+    assert written.version.startswith("lite1-")
     assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
     assert "2-fold cross-validation" in report.read_text()
 
