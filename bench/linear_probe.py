@@ -14,34 +14,15 @@ import dataclasses
 from pathlib import Path
 
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from ml.imaging import decode, prepare
+from ml.linear import fit_logistic
 from ml.metrics import summarize
 from ml.model import BACKBONES, CassavaNet, ModelConfig, load_imagenet_backbone
 from ml.splits import group_folds
 from ml.tensors import model_input
 from ml.train import CLASSES, TrainConfig, load_dataset
-
-
-def fit_head(x: torch.Tensor, labels: torch.Tensor, l2: float) -> nn.Linear:
-    """Class-balanced logistic regression, L2-regularised, fitted to convergence with L-BFGS."""
-    weights = (1 / torch.bincount(labels, minlength=len(CLASSES)).float())[labels]
-    head = nn.Linear(x.shape[1], len(CLASSES))
-    nn.init.zeros_(head.weight)  # a fixed start: L-BFGS stops after max_iter, so a random one would move the figures
-    nn.init.zeros_(head.bias)
-    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=200)
-
-    def loss() -> torch.Tensor:
-        optimizer.zero_grad()
-        per_photo = nn.functional.cross_entropy(head(x), labels, reduction="none")
-        value = (per_photo * weights).sum() / weights.sum() + l2 * head.weight.pow(2).sum()
-        value.backward()  # type: ignore[no-untyped-call]
-        return value
-
-    optimizer.step(loss)  # type: ignore[no-untyped-call]
-    return head
 
 
 def probe(features: torch.Tensor, labels: torch.Tensor, folds: list[int], l2: float = 1e-2) -> tuple[float, float]:
@@ -51,7 +32,7 @@ def probe(features: torch.Tensor, labels: torch.Tensor, folds: list[int], l2: fl
     for fold in range(k):
         train = torch.tensor([f != fold for f in folds])
         x = (features - features[train].mean(0)) / (features[train].std(0) + 1e-6)
-        head = fit_head(x[train], labels[train], l2)
+        head = fit_logistic(x[train], labels[train], len(CLASSES), l2)
         with torch.no_grad():
             predicted = head(x[~train]).argmax(1)
         figures = summarize(labels[~train], predicted, CLASSES)

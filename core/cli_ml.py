@@ -63,6 +63,9 @@ def open_model(ref: str | None) -> Checkpoint:
                    "which measures the recipe and whose figures the model then records.")  # fmt: skip
 @click.option("--backbone", type=click.Choice(["lite0", "lite1", "lite2"]), default=None,
               help="Which ImageNet-pretrained EfficientNet-Lite to fine-tune (default: lite0).")  # fmt: skip
+@click.option("--negatives", "negatives_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Photos that are not cassava leaves, for the leaf gate (default: DATA_DIR/negatives "
+              "if it exists; without any, the model has no leaf gate).")  # fmt: skip
 @click.option("--epochs", type=int, default=None)
 @click.option("--soup", type=int, default=None, help="Average the weights of this many runs (consecutive seeds).")
 @click.option("--seed", type=int, default=None)
@@ -76,13 +79,15 @@ def train(
     register: bool,
     all_photos: bool,
     backbone: str | None,
+    negatives_dir: Path | None,
     epochs: int | None,
     soup: int | None,
     seed: int | None,
     tta: str | None,
     dry_run: bool,
 ) -> None:
-    """Fine-tune the classifier on DATA_DIR (one folder per class, or a folder holding cassava/<class>/)."""
+    """Fine-tune the classifier on DATA_DIR (one folder per class, or a folder holding cassava/<class>/ and
+    negatives/), and fit its leaf gate when there are photos that are not cassava leaves."""
     from ml.train import TrainConfig, cross_validate, cv_summary
     from ml.train import train as run_training
 
@@ -101,7 +106,7 @@ def train(
 
     extra: dict[str, object] = {"code_version": code_version()}  # before a long CV: the tree may change meanwhile
     if folds:
-        result = cross_validate(data_dir, config, settings.quality_thresholds, folds)
+        result = cross_validate(data_dir, config, settings.quality_thresholds, folds, negatives_dir)
         if report:
             from ml.report import write_cv_report
 
@@ -112,7 +117,8 @@ def train(
         extra["cross_validation"] = cv_summary(result)
     if out is None:
         raise click.UsageError("give --out FILE, or --cv K to cross-validate (both: the model records its CV)")
-    trained = run_training(data_dir, out, config, settings.quality_thresholds, extra_meta=extra)
+    trained = run_training(data_dir, out, config, settings.quality_thresholds, extra_meta=extra,
+                           negatives_dir=negatives_dir)  # fmt: skip
     meta = trained.checkpoint.meta
     summary = {"path": str(out), "version": trained.checkpoint.version, "sha256": trained.sha256,
                "dataset_version": meta["dataset_version"],
@@ -289,3 +295,38 @@ def export_model(ref: str, fmt: str, int8: bool, calibration: Path | None, out: 
         quantised = export_int8(checkpoint, fp32.path, out / f"{checkpoint.version}.int8.onnx", batches,
                                 settings.quality_thresholds)  # fmt: skip
         click.echo(f"{quantised.path} ({quantised.size_bytes / 1e6:.1f} MB, sha256 {quantised.sha256[:12]})")
+
+
+@main.group()
+def data() -> None:
+    """Training data: what to clean before training."""
+
+
+@data.command("check")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default prints a summary).")
+def data_check(data_dir: Path, as_json: bool) -> None:
+    """List duplicates and near-duplicates (perceptual hash), photos the quality gate turns away, and class counts
+    of DATA_DIR (class folders, or cassava/<class>/ and negatives/)."""
+    from ml.datacheck import check_photos, photos_in
+    from ml.imaging import PreprocessConfig
+    from schemas.labels import LABELS
+
+    classes = [label.value for label in LABELS]
+    try:
+        photos = photos_in(data_dir, classes)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from exc
+    result = check_photos(photos, classes, settings.quality_thresholds, PreprocessConfig(), progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['photos']} photos: " + ", ".join(f"{k} {v}" for k, v in result["class_counts"].items()))
+    for title, key in (("duplicates", "duplicates"), ("near-duplicates", "near_duplicates"),
+                       ("near-duplicates with different labels", "label_conflicts")):  # fmt: skip
+        click.echo(f"{title}: {len(result[key])} groups")
+        for group in result[key]:
+            click.echo("  " + "  ".join(group))
+    click.echo(f"turned away by the quality gate: {len(result['gate_failures'])}")
+    for failure in result["gate_failures"]:
+        click.echo(f"  {failure['photo']}: {failure['reason']}")

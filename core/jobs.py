@@ -105,7 +105,12 @@ def finish(session: Session, work: PhotoWork) -> bool:
     }
     if work.rejection is not None:
         reason = RejectReason(work.rejection)
-        values |= {"status": JobStatus.REJECTED.value, "reason_code": reason.value, "reason": reason.message}
+        values |= {
+            "status": JobStatus.REJECTED.value,
+            "reason_code": reason.value,
+            "reason": reason.message,
+            "model_version": work.model_version,
+        }  # the model whose leaf gate turned it away, if any
     else:
         values |= {
             "status": JobStatus.CLASSIFIED.value,

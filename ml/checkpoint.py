@@ -14,6 +14,7 @@ import torch
 from core.errors import ModelError
 from core.files import atomic_write
 from ml.imaging import PreprocessConfig
+from ml.leafgate import LeafGate
 from ml.model import CassavaNet, ModelConfig
 
 FORMAT_VERSION = 1
@@ -27,6 +28,7 @@ class Checkpoint:
     version: str
     meta: dict[str, Any] = field(default_factory=dict)
     tta_views: int = 1  # test-time augmentation: 1 (none), 2 (+ mirror) or 4 (+ flips both ways)
+    leaf_gate: LeafGate | None = None  # turns away photos that are not cassava leaves; older models have none
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
@@ -39,6 +41,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
         "preprocessing": checkpoint.preprocess.to_dict(),
         "version": checkpoint.version,
         "inference": {"tta_views": checkpoint.tta_views},
+        "leaf_gate": checkpoint.leaf_gate.to_dict() if checkpoint.leaf_gate else None,
         "meta": checkpoint.meta,
     }
     atomic_write(path, lambda handle: torch.save(payload, handle))
@@ -55,6 +58,7 @@ def load_checkpoint(source: Path | bytes) -> Checkpoint:
             raise ModelError(f"{_name(source)}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
         model = CassavaNet(ModelConfig.from_dict(payload["config"]))
         model.load_state_dict(payload["state_dict"])
+        gate = LeafGate.from_dict(payload["leaf_gate"]) if payload.get("leaf_gate") else None
     except (OSError, KeyError, RuntimeError, TypeError, pickle.UnpicklingError) as exc:
         raise ModelError(f"cannot load model {_name(source)}: {exc}") from exc
     model.eval()
@@ -65,6 +69,7 @@ def load_checkpoint(source: Path | bytes) -> Checkpoint:
         version=payload["version"],
         meta=payload.get("meta", {}),
         tta_views=payload.get("inference", {}).get("tta_views", 1),
+        leaf_gate=gate,
     )
 
 

@@ -49,10 +49,22 @@ def scan(data_dir: Path, classes: Sequence[str]) -> list[Sample]:
     ]
 
 
+NEGATIVE = -1  # the label of a photo that is not a cassava leaf
+
+
+def label_name(label: int, classes: Sequence[str]) -> str:
+    return "negative" if label == NEGATIVE else classes[label]
+
+
+def scan_negatives(folder: Path) -> list[Sample]:
+    """Photos of things that are not cassava leaves, all in one folder (../shared/data/negatives)."""
+    return [Sample(p, NEGATIVE) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+
+
 def dataset_version(samples: Sequence[Sample], classes: Sequence[str]) -> tuple[str, list[dict[str, str]]]:
     """A manifest of (file hash, label), and its hash: the same photos with the same labels give the same version."""
     manifest = sorted(
-        ({"sha256": file_sha256(s.path), "label": classes[s.label], "name": s.path.name} for s in samples),
+        ({"sha256": file_sha256(s.path), "label": label_name(s.label, classes), "name": s.path.name} for s in samples),
         key=lambda row: (row["label"], row["sha256"]),
     )
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()

@@ -1,4 +1,5 @@
-"""One photo, in-process, through the same stages the workers run: decode -> prepare -> quality gate -> model."""
+"""One photo, in-process, through the same stages the workers run: decode -> prepare -> quality gate -> model and
+leaf gate."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from schemas.reasons import RejectReason
 
 def diagnose(data: bytes, predictor: Predictor, limits: QualityThresholds, max_pixels: int) -> dict[str, Any]:
     """A dict with `status` ('classified' or 'rejected'), `label`, `confidence`, `probabilities`, `reason`,
-    `message` and `model_version`."""
+    `message`, `model_version` and, for a model with a leaf gate, `leaf_probability`."""
     outcome: dict[str, Any] = {
         "status": "rejected",
         "label": None,
@@ -22,6 +23,7 @@ def diagnose(data: bytes, predictor: Predictor, limits: QualityThresholds, max_p
         "reason": None,
         "message": None,
         "model_version": predictor.version,
+        "leaf_probability": None,
     }
     try:
         prepared = prepare(decode(data, max_pixels), predictor.preprocess)
@@ -32,9 +34,14 @@ def diagnose(data: bytes, predictor: Predictor, limits: QualityThresholds, max_p
     if reason is not None:
         return outcome | {"reason": reason.value, "message": reason.message}
     prediction = predictor.predict([prepared.image])[0]
+    if prediction.not_a_leaf:
+        reason = RejectReason.NOT_CASSAVA_LEAF
+        score = prediction.leaf_probability
+        return outcome | {"reason": reason.value, "message": reason.message, "leaf_probability": score}
     return outcome | {
         "status": "classified",
         "label": prediction.label,
         "confidence": round(prediction.confidence, 6),
         "probabilities": prediction.probabilities,
+        "leaf_probability": prediction.leaf_probability,
     }

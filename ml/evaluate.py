@@ -7,6 +7,7 @@ holding just the class folders, and returns the figures `mhogo evaluate` prints.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from core.errors import BadInput
-from ml.data import IMAGE_SUFFIXES, Sample, scan
+from ml.data import Sample, scan, scan_negatives
 from ml.imaging import decode, prepare
 from ml.metrics import expected_calibration_error, reliability, summarize
 from ml.predictor import Predictor
@@ -37,6 +38,7 @@ class Outcome:
     reason: str | None
     probabilities: tuple[float, ...] | None
     stats: dict[str, float] | None
+    leaf: float | None = None  # the leaf gate's score, when the model has a gate and the quality gate passed
 
 
 def run_photos(
@@ -46,17 +48,23 @@ def run_photos(
     batch_size: int = 16,
     progress: bool = True,
 ) -> list[Outcome]:
-    """Diagnose every photo as the workers would, batching the model calls."""
+    """Diagnose every photo as the workers would (quality gate, model, leaf gate), batching the model calls."""
     outcomes: list[Outcome | None] = [None] * len(samples)
     pending: list[tuple[int, torch.Tensor, dict[str, float]]] = []
 
     def flush() -> None:
         if not pending:
             return
-        probs = predictor.probabilities(torch.stack([tensor for _, tensor, _ in pending]))
-        for (index, _, stats), row in zip(pending, probs, strict=True):
+        out = predictor.outputs(torch.stack([tensor for _, tensor, _ in pending]))
+        leaf = out.leaf.tolist() if out.leaf is not None else [None] * len(pending)
+        for (index, _, stats), row, score in zip(pending, out.probabilities, leaf, strict=True):
             sample = samples[index]
-            outcomes[index] = Outcome(sample.path, sample.label, int(row.argmax()), None, tuple(row.tolist()), stats)
+            if predictor.rejects(score):
+                reason = RejectReason.NOT_CASSAVA_LEAF.value
+                outcomes[index] = Outcome(sample.path, sample.label, -1, reason, None, stats, score)
+            else:
+                probs = tuple(row.tolist())
+                outcomes[index] = Outcome(sample.path, sample.label, int(row.argmax()), None, probs, stats, score)
         pending.clear()
 
     for index, sample in enumerate(tqdm(samples, desc="evaluating", unit="photo", disable=not progress)):
@@ -107,11 +115,21 @@ def slice_metrics(outcomes: Sequence[Outcome]) -> dict[str, dict[str, float]]:
     return report
 
 
+# ../shared/data names a negative <kind>_<id>.jpg; the kinds its README lists, so the report can say which fool us.
+NEGATIVE_KINDS = (
+    "banana_leaf", "cotton_leaf", "tomato_leaf", "potato_leaf", "apple_leaf", "maize_leaf", "cocoa_tree",
+    "fruit_plant", "cotton_plant", "field", "soil", "cassava_root", "hand", "person", "animal", "food", "coffee",
+    "indoor_object", "vehicle", "outdoor_scene", "coins", "space",
+)  # fmt: skip
+
+
+def negative_kind(name: str) -> str:
+    return next((kind for kind in NEGATIVE_KINDS if name.startswith(f"{kind}_")), "other")
+
+
 def negative_samples(data_dir: Path) -> list[Sample]:
     folder = data_dir / "negatives"
-    if not folder.is_dir():
-        return []
-    return [Sample(p, -1) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return scan_negatives(folder) if folder.is_dir() else []
 
 
 def evaluate_dir(
@@ -123,9 +141,17 @@ def evaluate_dir(
     report["false_rejection_rate"] = round(report["rejected"] / max(len(cassava), 1), 4)
     report["slices"] = slice_metrics(cassava)
     negatives = run_photos(predictor, negative_samples(data_dir), limits, progress=progress)
+    report["rejections"] = dict(Counter(o.reason for o in cassava if o.reason))
     if negatives:
         report["negatives"] = len(negatives)
         report["negative_rejection_rate"] = round(sum(o.predicted < 0 for o in negatives) / len(negatives), 4)
+        report["negative_rejections"] = dict(Counter(o.reason for o in negatives if o.reason))
+        kinds: dict[str, list[bool]] = {}
+        for o in negatives:
+            kinds.setdefault(negative_kind(o.path.name), []).append(o.predicted < 0)
+        report["negative_rejection_by_kind"] = {k: round(sum(v) / len(v), 4) for k, v in sorted(kinds.items())}
+    report["leaf_gate"] = None if predictor.leaf_gate is None else {
+        "inputs": predictor.leaf_gate.inputs, "threshold": round(predictor.leaf_gate.threshold, 6)}  # fmt: skip
     report["model_version"] = predictor.version
     report["tta_views"] = predictor.tta_views
     return report, cassava + negatives

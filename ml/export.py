@@ -3,6 +3,8 @@ and the rest of the preprocessing written down precisely in a JSON file beside i
 
     graph input   `pixels`: float32 (N, S, S, 3), RGB values 0..255, the centre square of the prepared photo
     graph output  `probabilities`: float32 (N, C), in the order of `classes` in the JSON
+    graph output  `leaf_probability`: float32 (N,), when the model has a leaf gate; below the threshold in the JSON,
+                  the photo is not a cassava leaf
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ OPSET = 18
 
 
 class ServingGraph(nn.Module):
-    """(N, S, S, 3) RGB 0..255 -> (N, C) probabilities: what a phone app feeds and reads."""
+    """(N, S, S, 3) RGB 0..255 -> (N, C) probabilities and, for a model with a leaf gate, (N,) the probability that
+    the photo shows a cassava leaf: what a phone app feeds and reads."""
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         super().__init__()
@@ -41,13 +44,23 @@ class ServingGraph(nn.Module):
         self.mean = checkpoint.preprocess.mean
         self.std = checkpoint.preprocess.std
         self.flips = TTA_FLIPS[checkpoint.tta_views]
+        self.gate = checkpoint.leaf_gate
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x = (pixels.permute(0, 3, 1, 2) - self.mean) / self.std  # (N, 3, S, S)
         views = [x.flip(dims) if dims else x for dims in self.flips]
-        probs = self.model(torch.cat(views)).softmax(dim=-1)  # (V * N, C): one pass, one copy of the weights
-        mean: torch.Tensor = probs.reshape(len(views), -1, probs.shape[-1]).mean(dim=0)  # (N, C)
-        return mean
+        embedding = self.model.features(torch.cat(views))  # (V * N, D): one pass, one copy of the weights
+        logits = self.model.classify(embedding)  # (V * N, C)
+        shape = (len(views), -1, logits.shape[-1])
+        probs: torch.Tensor = logits.softmax(dim=-1).reshape(shape).mean(dim=0)  # (N, C)
+        if self.gate is None:
+            return probs
+        mean_embedding = embedding.reshape(len(views), -1, embedding.shape[-1]).mean(dim=0)
+        return probs, self.gate.probability(mean_embedding, logits.reshape(shape).mean(dim=0))
+
+
+def output_names(checkpoint: Checkpoint) -> list[str]:
+    return ["probabilities", "leaf_probability"] if checkpoint.leaf_gate else ["probabilities"]
 
 
 def phone_input(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
@@ -71,6 +84,8 @@ def preprocessing_spec(checkpoint: Checkpoint, limits: QualityThresholds) -> dic
             f"resize so that the shorter side is {p.input_size} px (bilinear), crop the centre "
             f"{p.input_size} x {p.input_size}",
             "feed as float32 (1, S, S, 3) RGB 0..255; the graph normalises and averages the test-time flips",
+            "if the graph has a leaf_probability output and it is below leaf_gate.threshold: reject as "
+            "not_cassava_leaf",
         ],
         "preprocessing": p.to_dict(),
         "quality_thresholds": limits.__dict__,
@@ -94,7 +109,7 @@ def export_onnx(checkpoint: Checkpoint, out: Path, limits: QualityThresholds) ->
     # The exporter lists every torchvision operator it cannot find; torchvision is not used here.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     torch.onnx.export(
-        graph, (example,), str(out), input_names=["pixels"], output_names=["probabilities"],
+        graph, (example,), str(out), input_names=["pixels"], output_names=output_names(checkpoint),
         dynamic_shapes=({0: torch.export.Dim("batch", max=1024)},), opset_version=OPSET, dynamo=True,
         external_data=False, optimize=True, verbose=False,
     )  # fmt: skip
@@ -137,6 +152,10 @@ def _finish(checkpoint: Checkpoint, out: Path, limits: QualityThresholds, precis
         "input": {"name": "pixels", "shape": ["N", checkpoint.preprocess.input_size,
                                               checkpoint.preprocess.input_size, 3], "type": "float32"},
         "output": {"name": "probabilities", "shape": ["N", len(checkpoint.classes)], "type": "float32"},
+        "leaf_gate": None if checkpoint.leaf_gate is None else {
+            "output": "leaf_probability", "shape": ["N"], "type": "float32",
+            "threshold": checkpoint.leaf_gate.threshold, "reason": "not_cassava_leaf",
+            "rule": "below the threshold the photo is not a cassava leaf: show the reason, not the label"},
         "classes": list(checkpoint.classes),
         **preprocessing_spec(checkpoint, limits),
     }  # fmt: skip
@@ -155,4 +174,11 @@ class OnnxPredictor:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 -> (N, C)."""
         result: np.ndarray = self.session.run(["probabilities"], {"pixels": pixels})[0]
+        return result
+
+    def leaf_probability(self, pixels: np.ndarray) -> np.ndarray | None:
+        """(N, S, S, 3) float32 -> (N,), or None for a build without a leaf gate."""
+        if "leaf_probability" not in {output.name for output in self.session.get_outputs()}:
+            return None
+        result: np.ndarray = self.session.run(["leaf_probability"], {"pixels": pixels})[0]
         return result

@@ -139,9 +139,13 @@ class CassavaNet(nn.Module):
         x = self._relu(self._bn1(self._conv_head(x)))  # (B, 1280, S/32, S/32)
         return x.mean(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self._fc(self._dropout(self.features(x)))  # (B, num_classes)
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, head_channels) pooled embedding -> (B, num_classes) logits."""
+        logits: torch.Tensor = self._fc(self._dropout(features))
         return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))  # (B, num_classes)
 
 
 def imagenet_state_dict(backbone: str = "lite0") -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ from PIL import Image
 
 from ml.checkpoint import Checkpoint, load_checkpoint
 from ml.imaging import PreprocessConfig
+from ml.leafgate import LeafGate
 from ml.tensors import model_input
 
 # Test-time augmentation views, as flips of the (B, 3, H, W) batch: a leaf has no up, down, left or right.
@@ -23,6 +24,16 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float]
     model_version: str
+    leaf_probability: float | None = None  # the leaf gate's score; None for a model without a gate
+    not_a_leaf: bool = False  # the leaf gate turns the photo away: do not show the label
+
+
+@dataclass(frozen=True)
+class Outputs:
+    probabilities: torch.Tensor  # (B, C), averaged over the test-time views
+    embedding: torch.Tensor  # (B, D) pooled features, averaged over the views
+    logits: torch.Tensor  # (B, C), averaged over the views
+    leaf: torch.Tensor | None  # (B,) probability of a cassava leaf, when the model has a leaf gate
 
 
 class Predictor:
@@ -34,6 +45,7 @@ class Predictor:
         self.preprocess: PreprocessConfig = checkpoint.preprocess
         self.version = checkpoint.version
         self.tta_views = checkpoint.tta_views
+        self.leaf_gate: LeafGate | None = checkpoint.leaf_gate
 
     @classmethod
     def from_file(cls, path: Path, threads: int | None = None) -> Predictor:
@@ -42,23 +54,41 @@ class Predictor:
         return cls(load_checkpoint(path))
 
     @torch.inference_mode()
+    def outputs(self, batch: torch.Tensor) -> Outputs:
+        """(B, 3, S, S) model inputs -> class probabilities and leaf score, in one pass over the test-time views."""
+        views = [batch.flip(dims) if dims else batch for dims in TTA_FLIPS[self.tta_views]]
+        embedding = self.model.features(torch.cat(views))  # (V * B, D)
+        logits = self.model.classify(embedding)  # (V * B, C)
+        shape = (len(views), len(batch), -1)
+        probs = logits.softmax(dim=-1).reshape(shape).mean(dim=0)  # (B, C)
+        mean_embedding, mean_logits = embedding.reshape(shape).mean(dim=0), logits.reshape(shape).mean(dim=0)
+        leaf = self.leaf_gate.probability(mean_embedding, mean_logits) if self.leaf_gate else None
+        return Outputs(probs, mean_embedding, mean_logits, leaf)
+
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) model inputs -> (B, C) class probabilities, averaged over the test-time views."""
-        views = [batch.flip(dims) if dims else batch for dims in TTA_FLIPS[self.tta_views]]
-        probs = self.model(torch.cat(views)).softmax(dim=-1)  # (V * B, C)
-        mean: torch.Tensor = probs.reshape(len(views), len(batch), -1).mean(dim=0)  # (B, C)
-        return mean
+        return self.outputs(batch).probabilities
 
     def predict(self, images: Sequence[Image.Image]) -> list[Prediction]:
         """Prepared (working-size, brightness-normalised) images -> one prediction each."""
         batch = torch.stack([model_input(image, self.preprocess) for image in images])  # (B, 3, S, S)
-        return [self._prediction(row) for row in self.probabilities(batch)]
+        out = self.outputs(batch)
+        leaf = out.leaf.tolist() if out.leaf is not None else [None] * len(images)
+        return [self._prediction(row, score) for row, score in zip(out.probabilities, leaf, strict=True)]
 
-    def _prediction(self, probs: torch.Tensor) -> Prediction:
+    def rejects(self, leaf_probability: float | None) -> bool:
+        """Whether the leaf gate turns away a photo with this score."""
+        if self.leaf_gate is None or leaf_probability is None:
+            return False
+        return leaf_probability < self.leaf_gate.threshold
+
+    def _prediction(self, probs: torch.Tensor, leaf: float | None) -> Prediction:
         best = int(probs.argmax())
         return Prediction(
             label=self.classes[best],
             confidence=float(probs[best]),
             probabilities={name: round(float(p), 6) for name, p in zip(self.classes, probs, strict=True)},
             model_version=self.version,
+            leaf_probability=None if leaf is None else round(leaf, 6),
+            not_a_leaf=self.rejects(leaf),
         )

@@ -33,9 +33,11 @@ from tqdm import tqdm
 
 from ml.augment import AugmentConfig
 from ml.checkpoint import Checkpoint, save_checkpoint
-from ml.data import PhotoDataset, Sample, class_counts, dataset_version, scan
+from ml.data import PhotoDataset, Sample, class_counts, dataset_version, scan, scan_negatives
 from ml.evaluate import cassava_metrics, run_photos
+from ml.gatefit import GateConfig, attach_gate, compare_inputs, fit_gate, gate_data
 from ml.imaging import PreprocessConfig
+from ml.leafgate import LeafGate
 from ml.model import CassavaNet, ModelConfig, load_imagenet_backbone
 from ml.predictor import Predictor
 from ml.quality import QualityThresholds
@@ -68,6 +70,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    gate: GateConfig = field(default_factory=GateConfig)  # the leaf gate, fitted when negatives are given
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -248,12 +251,28 @@ def steps_per_fit(n_train: int, config: TrainConfig) -> int:
 
 
 def evaluate(
-    model: CassavaNet, samples: Sequence[Sample], config: TrainConfig, limits: QualityThresholds
+    model: CassavaNet,
+    samples: Sequence[Sample],
+    config: TrainConfig,
+    limits: QualityThresholds,
+    gate: LeafGate | None = None,
+    negatives: Sequence[Sample] = (),
 ) -> dict[str, Any]:
-    """The serving path on `samples`, with the checkpoint's test-time augmentation."""
-    checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, "candidate", tta_views=config.tta_views)
-    outcomes = run_photos(Predictor(checkpoint), samples, limits, progress=False)
-    return cassava_metrics(outcomes, CLASSES)
+    """The serving path on `samples` (and `negatives`), with the checkpoint's test-time augmentation and leaf gate."""
+    checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, "candidate", tta_views=config.tta_views,
+                            leaf_gate=gate)  # fmt: skip
+    predictor = Predictor(checkpoint)
+    report = cassava_metrics(run_photos(predictor, samples, limits, progress=False), CLASSES)
+    return report | gate_figures(report, run_photos(predictor, negatives, limits, progress=False))
+
+
+def gate_figures(cassava: dict[str, Any], negatives: Sequence[Any]) -> dict[str, Any]:
+    """False rejections among cassava photos, and rejections among the others (when there are any)."""
+    figures: dict[str, Any] = {"false_rejection_rate": round(cassava["rejected"] / max(cassava["photos"], 1), 4)}
+    if negatives:
+        figures["negatives"] = len(negatives)
+        figures["negative_rejection_rate"] = round(sum(o.predicted < 0 for o in negatives) / len(negatives), 4)
+    return figures
 
 
 def code_version() -> str:
@@ -279,13 +298,21 @@ class Dataset:
     groups: list[int]
     version: str
     size: int
+    negatives: list[Sample] = field(default_factory=list)  # photos that are not cassava leaves, for the leaf gate
+    negative_groups: list[int] = field(default_factory=list)
 
 
-def load_dataset(data_dir: Path) -> Dataset:
+def load_dataset(data_dir: Path, negatives_dir: Path | None = None) -> Dataset:
+    """The class folders of `data_dir` and, from `negatives_dir` (default: `data_dir`/negatives if it exists),
+    the photos that are not cassava leaves. The version hashes both."""
     samples = scan(data_dir, CLASSES)
-    version, manifest = dataset_version(samples, CLASSES)
+    if negatives_dir is None and (data_dir / "negatives").is_dir():
+        negatives_dir = data_dir / "negatives"
+    negatives = scan_negatives(negatives_dir) if negatives_dir else []
+    version, manifest = dataset_version(samples + negatives, CLASSES)
     groups = near_duplicate_groups(perceptual_hashes(samples))
-    return Dataset(samples, groups, version, len(manifest))
+    negative_groups = near_duplicate_groups(perceptual_hashes(negatives))
+    return Dataset(samples, groups, version, len(manifest), negatives, negative_groups)
 
 
 def train(
@@ -295,18 +322,26 @@ def train(
     limits: QualityThresholds,
     made_by: str = "mhogo train",
     extra_meta: dict[str, Any] | None = None,
+    negatives_dir: Path | None = None,
 ) -> TrainResult:
     started = time.monotonic()
     code = code_version()  # before training: the tree may change while it runs
     if config.threads:
         torch.set_num_threads(config.threads)
-    data = load_dataset(data_dir)
+    data = load_dataset(data_dir, negatives_dir)
     train_set, val_set, test_set = train_val_test(
         data.samples, data.groups, config.val_fraction, config.test_fraction, config.seed
     )
+    others = train_val_test(data.negatives, data.negative_groups, config.val_fraction, config.test_fraction,
+                            config.seed) if data.negatives else ([], [], [])  # fmt: skip
     with tqdm(total=steps_per_fit(len(train_set), config), desc="training", unit="batch", dynamic_ncols=True) as bar:
         model, history = fit(train_set, config, bar, val_set)
-    reports = {part: evaluate(model, photos, config, limits) for part, photos in (("val", val_set), ("test", test_set))
+    gate = None
+    if others[0]:
+        candidate = Checkpoint(model, tuple(CLASSES), config.preprocess, "candidate", tta_views=config.tta_views)
+        gate = attach_gate(candidate, train_set, others[0], gate_config(config), config.augment, progress=True)
+    reports = {part: evaluate(model, photos, config, limits, gate, negatives)
+               for part, photos, negatives in (("val", val_set, others[1]), ("test", test_set, others[2]))
                if photos}  # fmt: skip
     finished = datetime.now(UTC)
     meta = {
@@ -319,7 +354,14 @@ def train(
         "dataset_size": data.size,
         "near_duplicate_groups": len(set(data.groups)),
         "class_counts": dict(zip(CLASSES, class_counts(data.samples, len(CLASSES)), strict=True)),
-        "split": {"train": len(train_set), "val": len(val_set), "test": len(test_set), "seed": config.seed},
+        "split": {
+            "train": len(train_set),
+            "val": len(val_set),
+            "test": len(test_set),
+            "seed": config.seed,
+            "negatives": [len(part) for part in others],
+        },
+        "leaf_gate": gate.fitted if gate else None,
         "params": config.to_dict(),
         "history": history,
         **{f"{part}_metrics": _brief(report) for part, report in reports.items()},
@@ -327,54 +369,95 @@ def train(
         **(extra_meta or {}),
     }
     version = f"{config.model.backbone}-{finished:%Y%m%d-%H%M%S}"
-    checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, version, meta, tta_views=config.tta_views)
+    checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, version, meta, tta_views=config.tta_views,
+                            leaf_gate=gate)  # fmt: skip
     sha = save_checkpoint(checkpoint, out)
     return TrainResult(checkpoint, sha, out)
 
 
-def fold_splits(data: Dataset, folds: int, seed: int) -> list[tuple[list[Sample], list[Sample]]]:
-    """(training photos, held-out photos) for each of k folds made of whole near-duplicate groups."""
-    assignment = group_folds(data.samples, data.groups, folds, seed)
-    return [([s for s, f in zip(data.samples, assignment, strict=True) if f != k],
-             [s for s, f in zip(data.samples, assignment, strict=True) if f == k]) for k in range(folds)]  # fmt: skip
+def gate_config(config: TrainConfig) -> GateConfig:
+    return dataclasses.replace(config.gate, augmented_views=1) if config.dry_run else config.gate
 
 
-def cross_validate(data_dir: Path, config: TrainConfig, limits: QualityThresholds, folds: int = 5) -> dict[str, Any]:
+def fold_splits(
+    data: Dataset, folds: int, seed: int, negatives: bool = False
+) -> list[tuple[list[Sample], list[Sample]]]:
+    """(training photos, held-out photos) for each of k folds made of whole near-duplicate groups: of the cassava
+    photos, or with `negatives` of the photos that are not cassava leaves."""
+    photos, groups = (data.negatives, data.negative_groups) if negatives else (data.samples, data.groups)
+    if not photos:
+        return [([], []) for _ in range(folds)]
+    assignment = group_folds(photos, groups, folds, seed)
+    return [([s for s, f in zip(photos, assignment, strict=True) if f != k],
+             [s for s, f in zip(photos, assignment, strict=True) if f == k]) for k in range(folds)]  # fmt: skip
+
+
+def cross_validate(
+    data_dir: Path, config: TrainConfig, limits: QualityThresholds, folds: int = 5, negatives_dir: Path | None = None
+) -> dict[str, Any]:
     """k-fold cross-validation by whole near-duplicate groups: every photo is tested once, by a model that never
-    saw it or its near-duplicates. Returns per-fold and pooled figures for every test-time augmentation."""
+    saw it or its near-duplicates. With negatives, each fold's model also gets a leaf gate fitted on that fold's
+    training photos, and its held-out photos (cassava and not) go through it, as in serving. Returns per-fold and
+    pooled figures for every test-time augmentation, and the gate's figures for every choice of its inputs."""
     started = time.monotonic()
     if config.threads:
         torch.set_num_threads(config.threads)
-    data = load_dataset(data_dir)
+    data = load_dataset(data_dir, negatives_dir)
     splits = fold_splits(data, folds, config.seed)
+    other_splits = fold_splits(data, folds, config.seed, negatives=True)
     total = sum(steps_per_fit(len(train_set), config) for train_set, _ in splits)
     outcomes: dict[int, list[Any]] = {views: [] for views in (1, 2, 4)}
     per_fold: dict[int, list[dict[str, Any]]] = {views: [] for views in (1, 2, 4)}
+    gate_per_fold: list[dict[str, Any]] = []
     with tqdm(total=total, desc=f"{folds}-fold cross-validation", unit="batch", dynamic_ncols=True) as bar:
         for k, (train_set, held_out) in enumerate(splits):
+            train_others, held_out_others = other_splits[k]
             model, _ = fit(train_set, config, bar)
+            gate = None
+            if train_others:
+                gate, figures = fold_gate(model, config, train_set, train_others, held_out, held_out_others)
+                gate_per_fold.append(figures)
             for views in outcomes:
-                checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, f"fold-{k}", tta_views=views)
-                fold_outcomes = run_photos(Predictor(checkpoint), held_out, limits, progress=False)
+                checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, f"fold-{k}", tta_views=views,
+                                        leaf_gate=gate)  # fmt: skip
+                predictor = Predictor(checkpoint)
+                fold_outcomes = run_photos(predictor, held_out, limits, progress=False)
                 outcomes[views] += fold_outcomes
-                per_fold[views].append(_brief(cassava_metrics(fold_outcomes, CLASSES)))
+                metrics = cassava_metrics(fold_outcomes, CLASSES)
+                others = run_photos(predictor, held_out_others, limits, progress=False)
+                per_fold[views].append(_brief(metrics) | gate_figures(metrics, others))
             bar.write(f"fold {k + 1}/{folds}: " + ", ".join(
                 f"tta {v}: accuracy {per_fold[v][-1]['accuracy']:.3f}, macro-F1 {per_fold[v][-1]['macro_f1']:.3f}"
-                for v in outcomes), file=sys.stderr)  # fmt: skip
+                for v in outcomes) + "; " + _gate_line(per_fold[config.tta_views][-1]), file=sys.stderr)  # fmt: skip
     report: dict[str, Any] = {
         "folds": folds,
         "seed": config.seed,
         "dataset_version": data.version,
         "photos": len(data.samples),
+        "negatives": len(data.negatives),
         "near_duplicate_groups": len(set(data.groups)),
         "seconds": round(time.monotonic() - started, 1),
         "params": config.to_dict(),
     }
+    if gate_per_fold:
+        report["leaf_gate"] = {
+            "per_fold": gate_per_fold,
+            "mean_by_inputs": {
+                inputs: {figure: round(sum(f["by_inputs"][inputs][figure] for f in gate_per_fold) / folds, 4)
+                         for figure in gate_per_fold[0]["by_inputs"][inputs]}
+                for inputs in gate_per_fold[0]["by_inputs"]
+            },
+        }  # fmt: skip
     for views, results in outcomes.items():
         pooled = cassava_metrics(results, CLASSES)
         report[f"tta_{views}"] = {
             "mean_accuracy": round(sum(f["accuracy"] for f in per_fold[views]) / folds, 4),
             "mean_macro_f1": round(sum(f["macro_f1"] for f in per_fold[views]) / folds, 4),
+            **{
+                f"mean_{figure}": round(sum(f[figure] for f in per_fold[views]) / folds, 4)
+                for figure in ("false_rejection_rate", "negative_rejection_rate")
+                if figure in per_fold[views][0]
+            },
             "per_fold": per_fold[views],
             "pooled": pooled,
             "mistakes": [
@@ -390,6 +473,36 @@ def cross_validate(data_dir: Path, config: TrainConfig, limits: QualityThreshold
     return report
 
 
+def fold_gate(
+    model: CassavaNet,
+    config: TrainConfig,
+    train_set: Sequence[Sample],
+    train_others: Sequence[Sample],
+    held_out: Sequence[Sample],
+    held_out_others: Sequence[Sample],
+) -> tuple[LeafGate, dict[str, Any]]:
+    """A fold's leaf gate, fitted on its training photos only, and how every choice of inputs does on its held-out
+    photos."""
+    gate_cfg = gate_config(config)
+    checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, "fold", tta_views=config.tta_views)
+    views, seed = gate_cfg.augmented_views, gate_cfg.seed
+    train_leaves = gate_data(checkpoint, train_set, config.augment, views, seed)
+    train_other = gate_data(checkpoint, train_others, config.augment, views, seed)
+    test_leaves = gate_data(checkpoint, held_out, config.augment, 0)
+    test_others = gate_data(checkpoint, held_out_others, config.augment, 0)
+    gate = fit_gate(train_leaves, train_other, gate_cfg)
+    figures = {"threshold": round(gate.threshold, 6), "out_of_fold": gate.fitted["out_of_fold"],
+               "by_inputs": compare_inputs(train_leaves, train_other, test_leaves, test_others, gate_cfg)}  # fmt: skip
+    return gate, figures
+
+
+def _gate_line(figures: dict[str, Any]) -> str:
+    if "negative_rejection_rate" not in figures:
+        return "no negatives"
+    return (f"leaf gate: negatives rejected {figures['negative_rejection_rate']:.3f}, "
+            f"cassava rejected {figures['false_rejection_rate']:.3f}")  # fmt: skip
+
+
 def cv_summary(report: dict[str, Any]) -> dict[str, Any]:
     """What a model's record keeps of the cross-validation of its recipe."""
     views = report["params"]["tta_views"]
@@ -401,6 +514,7 @@ def cv_summary(report: dict[str, Any]) -> dict[str, Any]:
         "per_fold": cv["per_fold"],
         "confusion_matrix": cv["pooled"]["confusion_matrix"],
         "expected_calibration_error": cv["pooled"]["expected_calibration_error"],
+        **{key: cv[key] for key in ("mean_false_rejection_rate", "mean_negative_rejection_rate") if key in cv},
     }
 
 
@@ -410,4 +524,6 @@ def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
         "macro_f1": metrics["macro_f1"],
         "ece": metrics["expected_calibration_error"],
         "photos": metrics["photos"],
+        "rejected": metrics["rejected"],
+        **{key: metrics[key] for key in ("false_rejection_rate", "negative_rejection_rate") if key in metrics},
     }

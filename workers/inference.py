@@ -1,4 +1,5 @@
-"""Task of the inference queue: the CNN. Each worker process loads the registry's champion once, and again only
+"""Task of the inference queue: the CNN, and its leaf gate, which turns away photos that are not cassava leaves
+(the rejection is stored here; the chain stops). Each worker process loads the registry's champion once, and again only
 when an operator promotes another version."""
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from core.config import settings
 from core.errors import ModelError
 from ml.imaging import decode, prepare
 from schemas.queues import QueueName, TaskName
+from schemas.reasons import RejectReason
 from schemas.tasks import PhotoWork
 from workers.app import app
 from workers.base import RETRY_POLICY, TRANSIENT_ERRORS, PhotoTask
-from workers.photos import elapsed_ms
+from workers.photos import elapsed_ms, reject
 
 if TYPE_CHECKING:
     from ml.predictor import Predictor
@@ -81,11 +83,16 @@ def classify(self: InferenceTask, payload: dict[str, Any]) -> dict[str, Any] | N
         return None
     predictor = self.predictor
     prediction = predictor.predict([prepared_image(self, work, predictor)])[0]
+    work.model_version = prediction.model_version
+    work.timings_ms["infer"] = elapsed_ms(start)
+    if prediction.leaf_probability is not None:  # kept with the photo's figures: its drift tells operators a lot
+        work.input_stats["leaf_probability"] = prediction.leaf_probability
+    if prediction.not_a_leaf:
+        reject(self, work, RejectReason.NOT_CASSAVA_LEAF)
+        return None
     work.label = prediction.label
     work.confidence = prediction.confidence
     work.probabilities = prediction.probabilities
-    work.model_version = prediction.model_version
-    work.timings_ms["infer"] = elapsed_ms(start)
     return work.model_dump(mode="json")
 
 

@@ -34,6 +34,10 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert meta["params"]["soup"] == 2
     assert written.model.config.backbone == "lite1"
     assert written.version.startswith("lite1-")
+    assert written.leaf_gate is not None  # samples/negatives was found beside the class folders
+    assert meta["split"]["negatives"] == [10, 0, 0]
+    assert 0 <= summary["cross_validation"]["mean_negative_rejection_rate"] <= 1
+    assert 0 <= summary["cross_validation"]["mean_false_rejection_rate"] <= 1
     assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
     assert "2-fold cross-validation" in report.read_text()
 
@@ -70,3 +74,33 @@ def test_export_writes_the_phone_build_and_its_description(tmp_path: Path) -> No
     spec = json.loads(onnx.with_suffix(".json").read_text())
     assert spec["input"]["name"] == "pixels"
     assert len(spec["steps"]) >= 5
+
+
+def test_data_check_lists_duplicates_conflicts_gate_failures_and_counts(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ml.degrade import darkened
+
+    for name in ("cbb", "cbsd", "cgm", "cmd", "healthy"):
+        (tmp_path / name).mkdir()
+    photos = sorted(SAMPLES.glob("cassava/cmd/*.jpg"))
+    for path in photos[:3]:
+        (tmp_path / "cmd" / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "cmd" / "copy.jpg").write_bytes(photos[0].read_bytes())  # the same file twice
+    with Image.open(photos[1]) as image:  # the same picture, smaller, filed under another class
+        image.resize((image.width * 3 // 4, image.height * 3 // 4)).save(tmp_path / "healthy" / "smaller.jpg")
+    with Image.open(sorted(SAMPLES.glob("cassava/cbb/*.jpg"))[0]) as image:
+        darkened(image).save(tmp_path / "cbb" / "dusk.jpg")
+    report = json.loads(run("data", "check", str(tmp_path), "--json"))
+    assert report["photos"] == 6
+    assert report["class_counts"] == {"cbb": 1, "cmd": 4, "healthy": 1}
+    assert report["duplicates"] == [[f"cmd/{photos[0].name}", "cmd/copy.jpg"]]
+    conflict = [f"cmd/{photos[1].name}", "healthy/smaller.jpg"]
+    assert sorted(map(sorted, report["near_duplicates"])) == sorted([sorted(report["duplicates"][0]), conflict])
+    assert report["label_conflicts"] == [conflict]
+    assert report["gate_failures"] == [
+        {"photo": "cbb/dusk.jpg", "reason": "too_dark", "detail": report["gate_failures"][0]["detail"]}
+    ]
+    assert "too dark" in report["gate_failures"][0]["detail"]
+    summary = run("data", "check", str(tmp_path))
+    assert "near-duplicates with different labels: 1 groups" in summary

@@ -33,8 +33,11 @@ def test_dry_run_trains_and_writes_a_complete_checkpoint(tmp_path: Path) -> None
     assert loaded.version == result.checkpoint.version
     meta = loaded.meta
     assert meta["dataset_version"].startswith("ds-")
-    assert meta["dataset_size"] == 50
-    assert meta["split"] == {"train": 35, "val": 10, "test": 5, "seed": 3}
+    assert meta["dataset_size"] == 60  # 50 cassava photos and 10 that are not
+    assert meta["split"] == {"train": 35, "val": 10, "test": 5, "seed": 3, "negatives": [7, 2, 1]}
+    assert loaded.leaf_gate is not None
+    assert meta["leaf_gate"] == loaded.leaf_gate.fitted
+    assert meta["test_metrics"]["negative_rejection_rate"] in (0.0, 1.0)  # one photo
     assert [row["run"] for row in meta["history"]] == [1, 2, 3]  # a soup of three, one epoch each
     assert {"train_loss", "val_loss", "val_accuracy"} <= set(meta["history"][0])
     assert meta["seconds"] > 0
