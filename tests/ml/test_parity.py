@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ def fed_to_the_phone_graph(data: bytes, config: PreprocessConfig) -> torch.Tenso
 
 
 @pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.name)
-def test_training_serving_and_phone_see_the_same_tensor(path) -> None:  # type: ignore[no-untyped-def]
+def test_training_serving_and_phone_see_the_same_tensor(path: Path) -> None:
     config = PreprocessConfig()
     training, _ = PhotoDataset([Sample(path, 0)], config)[0]
     data = path.read_bytes()
