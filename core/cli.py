@@ -215,3 +215,21 @@ def sweep() -> None:
 
 
 from core import cli_ml  # noqa: E402, F401  (registers train, predict, evaluate, export and models on `main`)
+
+
+@main.command()
+@click.option("--hours", type=float, default=24.0, show_default=True, help="Look at jobs created this far back.")
+def stats(hours: float) -> None:
+    """Jobs by status, and rejections by reason code (too_dark, not_cassava_leaf, ...), as one JSON object."""
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from core import jobs
+    from core.db import get_engine, init_db
+    from schemas.tables import utcnow
+
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine) as session:
+        click.echo(json.dumps(jobs.outcome_counts(session, utcnow() - timedelta(hours=hours))))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, case, or_, update
+from sqlalchemy import CursorResult, Update, case, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -152,3 +152,21 @@ def jobs_to_sweep(
         .limit(limit)
     )
     return list(session.exec(statement).all())
+
+
+def outcome_counts(session: Session, since: datetime) -> dict[str, Any]:
+    """Jobs created since `since`, by status, and the rejected ones by reason code: what operators watch."""
+    by_status = session.exec(
+        select(Job.status, func.count()).where(col(Job.created_at) >= since).group_by(col(Job.status))
+    ).all()
+    by_reason = session.exec(
+        select(Job.reason_code, func.count())
+        .where(col(Job.created_at) >= since, col(Job.status) == JobStatus.REJECTED.value)
+        .group_by(col(Job.reason_code))
+    ).all()
+    return {
+        "since": since.isoformat(),
+        "jobs": sum(count for _, count in by_status),
+        "by_status": {str(status): count for status, count in by_status},
+        "rejected_by_reason": {str(reason): count for reason, count in by_reason},
+    }

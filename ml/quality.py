@@ -17,6 +17,7 @@ class QualityThresholds:
     bright_luma: float
     bright_clipped_fraction: float
     blur_laplacian_var: float
+    min_green_fraction: float = 0.0  # share of plant-green pixels below which the leaf is too small in the frame
 
 
 def quality_gate(stats: Mapping[str, float], limits: QualityThresholds) -> RejectReason | None:
@@ -29,4 +30,6 @@ def quality_gate(stats: Mapping[str, float], limits: QualityThresholds) -> Rejec
         return RejectReason.TOO_BRIGHT
     if stats["sharpness"] < limits.blur_laplacian_var:
         return RejectReason.BLURRY
+    if stats.get("green_fraction", 1.0) < limits.min_green_fraction:
+        return RejectReason.LEAF_TOO_SMALL
     return None

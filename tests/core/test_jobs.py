@@ -91,3 +91,22 @@ def test_sweep_finds_unqueued_and_stale_jobs(session: Session) -> None:
     much_later = now + timedelta(seconds=120)
     found = {j.id for j in jobs.jobs_to_sweep(session, much_later, timedelta(seconds=10), timedelta(seconds=60))}
     assert found == {fresh.id, stale.id}
+
+
+def test_outcomes_are_counted_by_status_and_reason(session: Session) -> None:
+    device, _ = make_device(session)
+    rejections = ["not_cassava_leaf", "not_cassava_leaf", "too_dark"]
+    for n, reason in enumerate(rejections):
+        job = make_job(session, device, key=f"r{n}")
+        jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, rejection=reason, model_version="v1"))
+    done = make_job(session, device, key="c")
+    jobs.finish(session, PhotoWork(job_id=done.id, blob_key=done.blob_key, label="cmd", model_version="v1"))
+    make_job(session, device, key="waiting")
+    counts = jobs.outcome_counts(session, utcnow() - timedelta(hours=1))
+    assert counts["jobs"] == 5
+    assert counts["by_status"] == {"rejected": 3, "classified": 1, "received": 1}
+    assert counts["rejected_by_reason"] == {"not_cassava_leaf": 2, "too_dark": 1}
+    assert jobs.outcome_counts(session, utcnow() + timedelta(minutes=1))["jobs"] == 0
+    gated = jobs.get_job(session, jobs.find_job(session, device.id or 0, "r0").id)  # type: ignore[union-attr]
+    assert gated is not None
+    assert gated.model_version == "v1"  # the model whose leaf gate turned it away

@@ -52,3 +52,17 @@ def test_every_reason_has_a_message_a_farmer_can_act_on() -> None:
     for reason in RejectReason:
         assert len(reason.message) > 30
         assert reason.message.endswith(".")
+
+
+def test_a_leaf_small_in_a_frame_of_soil_is_leaf_too_small() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    grain = rng.normal(0, 25, size=(300, 400, 1))  # light and shade of the soil: textured, not blurry
+    soil = (np.array([120, 90, 60]) + grain).clip(0, 255).astype(np.uint8)
+    frame = Image.fromarray(soil)
+    leaf = load(CASSAVA[0])
+    frame.paste(leaf.resize((60, 80)), (170, 110))
+    assert verdict(frame) == RejectReason.LEAF_TOO_SMALL
+    frame.paste(leaf.resize((300, 400)).crop((0, 50, 300, 350)), (50, 0))  # now the leaf fills most of it
+    assert verdict(frame) is None
