@@ -7,6 +7,7 @@ Artifacts live in the blob store (`models/<sha>.pt`), so every machine that shar
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,15 +124,34 @@ def rollback(session: Session, changed_by: str) -> AliasChange:
     return set_alias(session, CHAMPION, current.previous_version, changed_by, f"rollback from {current.version}")  # type: ignore[arg-type]
 
 
+SEED_MAKER = "seed model (MHOGO_MODEL_PATH)"
+SEEDER = "mhogo"  # who moves the champion when it seeds it, as opposed to an operator or a retraining trigger
+
+
+@cache
+def _seed_sha256(path: Path, mtime_ns: int, size: int) -> str:
+    """The seed file's sha256, computed once per version of the file (workers ask every few seconds)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def ensure_champion(session: Session, blobs: BlobStore, seed_model: Path) -> ModelVersion:
     """The champion; on a fresh registry, `seed_model` (the committed baseline) is registered and made champion.
-    Several processes may start at once: the loser of the race reads what the winner wrote."""
+
+    While nobody but mhogo itself has moved the champion, it follows the seed model: an upgrade that ships a new
+    baseline serves it. Once an operator or a retraining trigger has chosen a champion, that choice stands. Several
+    processes may start at once: the loser of the race reads what the winner wrote."""
     version = alias_version(session, CHAMPION)
     if version is not None:
-        return get_version(session, version)
+        row = get_version(session, version)
+        if not _follows_seed(session, row, seed_model):
+            return row
+        reason = f"the shipped baseline changed (was {row.version})"
+    else:
+        reason = "first start: the seed model serves"
     try:
-        row = register(session, blobs, seed_model, made_by="seed model (MHOGO_MODEL_PATH)")
-        set_alias(session, CHAMPION, row.version, "mhogo", "first start: the seed model serves")
+        row = register(session, blobs, seed_model, made_by=SEED_MAKER)
+        if alias_version(session, CHAMPION) != row.version:
+            set_alias(session, CHAMPION, row.version, SEEDER, reason)
         return row
     except IntegrityError:
         session.rollback()
@@ -139,6 +159,17 @@ def ensure_champion(session: Session, blobs: BlobStore, seed_model: Path) -> Mod
         if version is None:
             raise
         return get_version(session, version)
+
+
+def _follows_seed(session: Session, champion: ModelVersion, seed_model: Path) -> bool:
+    """Whether the seed model should replace this champion: it is an earlier seed, only mhogo ever moved the
+    champion, and the seed file holds something else now."""
+    if champion.made_by != SEED_MAKER or not seed_model.is_file():
+        return False
+    stat = seed_model.stat()
+    if _seed_sha256(seed_model, stat.st_mtime_ns, stat.st_size) == champion.sha256:
+        return False
+    return all(change.changed_by == SEEDER for change in history(session, CHAMPION))
 
 
 def load(blobs: BlobStore, row: ModelVersion) -> Checkpoint:

@@ -79,3 +79,21 @@ def test_a_tampered_artifact_is_refused(session: Session, blobs: BlobStore) -> N
     path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="sha256"):
         registry.load(blobs, row)
+
+
+def test_the_champion_follows_a_new_seed_model_until_someone_chooses_one(
+    session: Session, blobs: BlobStore, second_model: Path, tmp_path: Path
+) -> None:
+    seed = tmp_path / "baseline.pt"
+    seed.write_bytes(settings.model_path.read_bytes())
+    first = registry.ensure_champion(session, blobs, seed)
+    seed.write_bytes(second_model.read_bytes())  # an upgrade ships another baseline
+    upgraded = registry.ensure_champion(session, blobs, seed)
+    assert upgraded.version == load_checkpoint(second_model).version != first.version
+    assert registry.alias_version(session, CHAMPION) == upgraded.version
+    assert registry.history(session, CHAMPION)[-1].reason == f"the shipped baseline changed (was {first.version})"
+    assert registry.ensure_champion(session, blobs, seed).version == upgraded.version  # no new move
+    assert len(registry.history(session, CHAMPION)) == 2
+    registry.promote(session, first.version, "ops", "we trust the older one")
+    seed.write_bytes(second_model.read_bytes())
+    assert registry.ensure_champion(session, blobs, seed).version == first.version  # the operator's choice stands
