@@ -31,6 +31,8 @@ from ml.linear import fit_logistic, standardiser
 from ml.predictor import Predictor
 from ml.tensors import model_input, to_tensor
 
+TARGETS = (0.01, 0.02, 0.03, 0.05, 0.08)  # false-rejection targets whose thresholds a fit also records
+
 
 @dataclass(frozen=True)
 class GateConfig:
@@ -159,6 +161,7 @@ def fit_gate(leaves: GateData, others: GateData, config: GateConfig) -> LeafGate
         inside = folds != fold
         oof[~inside] = _score(x[~inside], *_fit(x[inside], is_leaf[inside], config.l2))
     threshold = threshold_at(oof[served & is_leaf], config.false_rejection_target)
+    by_target = {str(t): threshold_at(oof[served & is_leaf], t) for t in TARGETS}
     mean, scale, weight, bias = _fit(x, is_leaf, config.l2)
     oof_served_others = oof[served & ~is_leaf]
     fitted = {
@@ -173,6 +176,7 @@ def fit_gate(leaves: GateData, others: GateData, config: GateConfig) -> LeafGate
             else None,
             "auroc": round(auroc(oof[served & is_leaf], oof_served_others), 4),
         },
+        "threshold_by_target": by_target,
     }
     return LeafGate(config.inputs, mean, scale, weight, bias, threshold, fitted)
 

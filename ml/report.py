@@ -62,6 +62,22 @@ def reliability_png(bins: list[dict[str, float]], ece: float, title: str) -> byt
     return _png(figure)
 
 
+def leaf_scores_png(cassava: list[float], negatives: list[float], thresholds: list[float], title: str) -> bytes:
+    """Histograms of the leaf gate's scores on held-out cassava photos and on the other photos, with the thresholds."""
+    figure, axes = plt.subplots(figsize=(6.0, 3.6))
+    bins = [i / 25 for i in range(26)]
+    axes.hist(negatives, bins=bins, color="#b5523b", alpha=0.75, label=f"not cassava ({len(negatives)})")
+    axes.hist(cassava, bins=bins, color="#4c9a2a", alpha=0.75, label=f"cassava ({len(cassava)})")
+    for i, threshold in enumerate(thresholds):
+        axes.axvline(threshold, color="black", linestyle=":", linewidth=1, label="fold thresholds" if i == 0 else None)
+    axes.set_yscale("log")
+    axes.set_xlabel("leaf gate: probability of a cassava leaf")
+    axes.set_ylabel("photos")
+    axes.set_title(title)
+    axes.legend(loc="upper center", fontsize=8)
+    return _png(figure)
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
@@ -115,14 +131,30 @@ def write_cv_report(report: dict[str, Any], path: Path) -> None:
     views = report["params"]["tta_views"]
     cv = report[f"tta_{views}"]
     title = f"mhogo {report['folds']}-fold cross-validation ({report['photos']} photos, {views} test-time views)"
-    folds = [[i + 1, f["photos"], f["accuracy"], f["macro_f1"]] for i, f in enumerate(cv["per_fold"])]
+    rates = ["false_rejection_rate", "negative_rejection_rate"]
+    gated = all(rate in cv["per_fold"][0] for rate in rates)
+    folds = [[i + 1, f["photos"], f["accuracy"], f["macro_f1"], *([f[r] for r in rates] if gated else [])]
+             for i, f in enumerate(cv["per_fold"])]  # fmt: skip
     means = _table(["test-time views", "mean accuracy", "mean macro-F1"],
                    [[k.removeprefix("tta_"), v["mean_accuracy"], v["mean_macro_f1"]]
                     for k, v in report.items() if k.startswith("tta_")])  # fmt: skip
-    body = means + _table(["fold", "photos", "accuracy", "macro-F1"], folds) + _per_class(cv["pooled"])
+    fold_header = ["fold", "photos", "accuracy", "macro-F1"]
+    fold_header += ["cassava rejected", "negatives rejected"] if gated else []
+    body = means + _table(fold_header, folds) + _per_class(cv["pooled"])
     pooled = cv["pooled"]
     images = {
         "confusion": confusion_png(pooled["confusion_matrix"], "pooled over the folds"),
         "reliability": reliability_png(pooled["reliability"], pooled["expected_calibration_error"], "reliability"),
     }
+    gate = report.get("leaf_gate")
+    if gate:
+        body += _table(["leaf gate inputs", "AUROC", "cassava rejected", "negatives rejected"],
+                       [[name, v["auroc"], v["false_rejection_rate"], v["negative_rejection_rate"]]
+                        for name, v in gate["mean_by_inputs"].items()])  # fmt: skip
+        scores = [f["held_out_scores"] for f in gate["per_fold"] if "held_out_scores" in f]
+        if scores:
+            images["leaf-gate"] = leaf_scores_png(
+                [x for s in scores for x in s["cassava"]], [x for s in scores for x in s["negatives"]],
+                [f["threshold"] for f in gate["per_fold"]], "leaf gate on held-out photos, all folds",
+            )  # fmt: skip
     write_pages(path, title, body, images)

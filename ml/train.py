@@ -491,8 +491,20 @@ def fold_gate(
     test_leaves = gate_data(checkpoint, held_out, config.augment, 0)
     test_others = gate_data(checkpoint, held_out_others, config.augment, 0)
     gate = fit_gate(train_leaves, train_other, gate_cfg)
-    figures = {"threshold": round(gate.threshold, 6), "out_of_fold": gate.fitted["out_of_fold"],
-               "by_inputs": compare_inputs(train_leaves, train_other, test_leaves, test_others, gate_cfg)}  # fmt: skip
+    leaf = gate.probability(test_leaves.embedding, test_leaves.logits)
+    other = gate.probability(test_others.embedding, test_others.logits)
+    figures = {
+        "threshold": round(gate.threshold, 6),
+        "out_of_fold": gate.fitted["out_of_fold"],
+        "by_inputs": compare_inputs(train_leaves, train_other, test_leaves, test_others, gate_cfg),
+        "by_target": {  # the gate alone (no quality gate), on the held-out photos, at each false-rejection target
+            target: {"false_rejection_rate": round(float((leaf < t).float().mean()), 4),
+                     "negative_rejection_rate": round(float((other < t).float().mean()), 4)}
+            for target, t in gate.fitted["threshold_by_target"].items()
+        },
+        "held_out_scores": {"cassava": [round(x, 5) for x in leaf.tolist()],
+                            "negatives": [round(x, 5) for x in other.tolist()]},
+    }  # fmt: skip
     return gate, figures
 
 

@@ -39,6 +39,7 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert 0 <= summary["cross_validation"]["mean_negative_rejection_rate"] <= 1
     assert 0 <= summary["cross_validation"]["mean_false_rejection_rate"] <= 1
     assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
+    assert (tmp_path / "cv-leaf-gate.png").read_bytes().startswith(b"\x89PNG")  # held-out scores drawn
     assert "2-fold cross-validation" in report.read_text()
 
 
