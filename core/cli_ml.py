@@ -56,7 +56,8 @@ def open_model(ref: str | None) -> Checkpoint:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to write the model.")
 @click.option("--cv", "folds", type=int, default=None, help="Cross-validate with this many folds instead.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --cv: also write an HTML report with the confusion matrix drawn.")  # fmt: skip
+              help="With --cv: also write an HTML report with the confusion matrix drawn, and every figure as JSON "
+                   "beside it.")  # fmt: skip
 @click.option("--register", is_flag=True, help="Register the model it writes, as the challenger.")
 @click.option("--all-photos", is_flag=True,
               help="Train the model on every photo, with no validation or test split of its own: use with --cv, "
@@ -111,6 +112,7 @@ def train(
             from ml.report import write_cv_report
 
             write_cv_report(result, report)
+            report.with_suffix(".json").write_text(json.dumps(result, indent=1))  # every figure, for the record
         if out is None:
             click.echo(json.dumps(result))
             return
