@@ -8,7 +8,7 @@ from typing import Any
 from core.errors import BadInput
 from ml.imaging import decode, prepare
 from ml.predictor import Predictor
-from ml.quality import QualityThresholds, quality_gate
+from ml.quality import QualityThresholds, leaf_verdict, quality_gate
 from schemas.reasons import RejectReason
 
 
@@ -34,8 +34,8 @@ def diagnose(data: bytes, predictor: Predictor, limits: QualityThresholds, max_p
     if reason is not None:
         return outcome | {"reason": reason.value, "message": reason.message}
     prediction = predictor.predict([prepared.image])[0]
-    if prediction.not_a_leaf:
-        reason = RejectReason.NOT_CASSAVA_LEAF
+    reason = leaf_verdict(prepared.stats, not prediction.not_a_leaf, limits)
+    if reason is not None:
         score = prediction.leaf_probability
         return outcome | {"reason": reason.value, "message": reason.message, "leaf_probability": score}
     return outcome | {

@@ -21,7 +21,7 @@ from ml.data import Sample, scan, scan_negatives
 from ml.imaging import decode, prepare
 from ml.metrics import expected_calibration_error, reliability, summarize
 from ml.predictor import Predictor
-from ml.quality import QualityThresholds, quality_gate
+from ml.quality import QualityThresholds, leaf_verdict, quality_gate
 from ml.tensors import model_input
 from schemas.reasons import RejectReason
 
@@ -59,9 +59,9 @@ def run_photos(
         leaf = out.leaf.tolist() if out.leaf is not None else [None] * len(pending)
         for (index, _, stats), row, score in zip(pending, out.probabilities, leaf, strict=True):
             sample = samples[index]
-            if predictor.rejects(score):
-                reason = RejectReason.NOT_CASSAVA_LEAF.value
-                outcomes[index] = Outcome(sample.path, sample.label, -1, reason, None, stats, score)
+            verdict = leaf_verdict(stats, not predictor.rejects(score), limits)
+            if verdict is not None:
+                outcomes[index] = Outcome(sample.path, sample.label, -1, verdict.value, None, stats, score)
             else:
                 probs = tuple(row.tolist())
                 outcomes[index] = Outcome(sample.path, sample.label, int(row.argmax()), None, probs, stats, score)

@@ -78,15 +78,15 @@ def preprocessing_spec(checkpoint: Checkpoint, limits: QualityThresholds) -> dic
             "variance of the 4-neighbour Laplacian of luma (sharpness); min(original width, height)",
             "quality gate (reject, with the reason, in this order): too_small if min side < min_side_px; too_dark "
             "if luma_mean < dark_luma; too_bright if luma_mean > bright_luma or share >= 250 above "
-            "bright_clipped_fraction; blurry if sharpness < blur_laplacian_var; leaf_too_small if the share of pixels "
-            "with 2g - r - b > 0.05 (chromaticities of RGB + 1) is below min_green_fraction",
+            "bright_clipped_fraction; blurry if sharpness < blur_laplacian_var",
             f"if luma_mean < {p.target_luma}: apply the curve 255 * (v / 255) ** g to each channel, with "
             f"g = max({p.max_gamma_lift}, ln({p.target_luma} / 255) / ln(luma_mean / 255))",
             f"resize so that the shorter side is {p.input_size} px (bilinear), crop the centre "
             f"{p.input_size} x {p.input_size}",
             "feed as float32 (1, S, S, 3) RGB 0..255; the graph normalises and averages the test-time flips",
             "if the graph has a leaf_probability output and it is below leaf_gate.threshold: reject as "
-            "not_cassava_leaf",
+            "not_cassava_leaf; otherwise, if the share of pixels of the working-size image (before the lift) with "
+            "2g - r - b > 0.05 (chromaticities of RGB + 1) is below min_green_fraction: reject as leaf_too_small",
         ],
         "preprocessing": p.to_dict(),
         "quality_thresholds": limits.__dict__,

@@ -30,6 +30,15 @@ def quality_gate(stats: Mapping[str, float], limits: QualityThresholds) -> Rejec
         return RejectReason.TOO_BRIGHT
     if stats["sharpness"] < limits.blur_laplacian_var:
         return RejectReason.BLURRY
+    return None
+
+
+def leaf_verdict(stats: Mapping[str, float], is_leaf: bool, limits: QualityThresholds) -> RejectReason | None:
+    """After the model: not a cassava leaf at all (the leaf gate), or a cassava leaf too small in the frame (too
+    little of the photo is plant green). The order matters: "come closer to the leaf" is wrong advice for a photo
+    of soil or of a dog, which also have little green."""
+    if not is_leaf:
+        return RejectReason.NOT_CASSAVA_LEAF
     if stats.get("green_fraction", 1.0) < limits.min_green_fraction:
         return RejectReason.LEAF_TOO_SMALL
     return None

@@ -18,8 +18,8 @@ from core import registry
 from core.config import settings
 from core.errors import ModelError
 from ml.imaging import decode, prepare
+from ml.quality import leaf_verdict
 from schemas.queues import QueueName, TaskName
-from schemas.reasons import RejectReason
 from schemas.tasks import PhotoWork
 from workers.app import app
 from workers.base import RETRY_POLICY, TRANSIENT_ERRORS, PhotoTask
@@ -87,8 +87,9 @@ def classify(self: InferenceTask, payload: dict[str, Any]) -> dict[str, Any] | N
     work.timings_ms["infer"] = elapsed_ms(start)
     if prediction.leaf_probability is not None:  # kept with the photo's figures: its drift tells operators a lot
         work.input_stats["leaf_probability"] = prediction.leaf_probability
-    if prediction.not_a_leaf:
-        reject(self, work, RejectReason.NOT_CASSAVA_LEAF)
+    reason = leaf_verdict(work.input_stats, not prediction.not_a_leaf, settings.quality_thresholds)
+    if reason is not None:
+        reject(self, work, reason)
         return None
     work.label = prediction.label
     work.confidence = prediction.confidence

@@ -65,6 +65,11 @@ def test_every_sample_photo_gets_a_diagnosis_or_a_reason(stack: LiveStack) -> No
         assert body["status"] in {"classified", "rejected"}, (path.name, body)
         if path.name.startswith("hand_"):
             assert body["rejection"]["reason"] == "too_small"
+        if path.parent.name == "negatives":  # the leaf gate was fitted on these: every one must be turned away
+            assert body["status"] == "rejected", (path.name, body)
+        if path.name.startswith("banana_leaf"):
+            assert body["rejection"]["reason"] == "not_cassava_leaf"
+            assert "cassava leaf" in body["rejection"]["message"]
         if body["status"] == "classified":
             assert body["result"]["model_version"] == version
             assert set(body["timings_ms"]) == {"preprocess", "filter", "infer", "end_to_end"}
@@ -127,7 +132,8 @@ def test_a_retraining_job_runs_on_its_own_queue(stack: LiveStack) -> None:
     wait_for(model.is_file, 120, "the retraining worker to write its model")
     checkpoint = load_checkpoint(model)
     assert checkpoint.meta["made_by"] == "retraining: test"
-    assert checkpoint.meta["dataset_size"] == 50
+    assert checkpoint.meta["dataset_size"] == 60  # 50 cassava photos and the 10 negatives
+    assert checkpoint.leaf_gate is not None  # a retrained model turns away what is not a cassava leaf too
 
     def registered() -> str | None:
         with Session(stack.engine) as session:

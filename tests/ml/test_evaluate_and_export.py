@@ -29,7 +29,10 @@ def test_evaluate_reports_what_the_field_needs(checkpoint: Checkpoint, tmp_path:
     report, outcomes = evaluate_dir(Predictor(checkpoint), SAMPLES, settings.quality_thresholds, progress=False)
     assert report["photos"] == 50
     assert report["negatives"] == 10
-    assert 0 < report["negative_rejection_rate"] < 1  # the hand is too small; the rest go to the leaf gate
+    assert report["negative_rejection_rate"] == 1.0  # the baseline's leaf gate was fitted on these
+    assert report["negative_rejections"]["too_small"] == 1  # the hand: the quality gate turns it away first
+    assert report["negative_rejections"]["not_cassava_leaf"] == 9  # the rest, a tomato leaf and a dog among them
+    assert report["leaf_gate"]["inputs"] == "embedding+energy"
     assert report["false_rejection_rate"] == 0
     assert {"accuracy", "macro_f1", "per_class", "confusion_matrix", "expected_calibration_error"} <= set(report)
     right = sum(o.predicted == o.truth for o in outcomes if o.truth >= 0)

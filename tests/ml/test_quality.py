@@ -8,7 +8,7 @@ from PIL import Image
 from core.config import settings
 from ml.degrade import blurred, darkened, washed_out
 from ml.imaging import PreprocessConfig, decode, prepare
-from ml.quality import quality_gate
+from ml.quality import leaf_verdict, quality_gate
 from schemas.reasons import RejectReason
 from tests.utils.factories import SAMPLES
 
@@ -63,6 +63,9 @@ def test_a_leaf_small_in_a_frame_of_soil_is_leaf_too_small() -> None:
     frame = Image.fromarray(soil)
     leaf = load(CASSAVA[0])
     frame.paste(leaf.resize((60, 80)), (170, 110))
-    assert verdict(frame) == RejectReason.LEAF_TOO_SMALL
+    stats = prepare(frame, PreprocessConfig()).stats
+    assert quality_gate(stats, LIMITS) is None  # readable: the verdict comes after the model
+    assert leaf_verdict(stats, is_leaf=True, limits=LIMITS) == RejectReason.LEAF_TOO_SMALL
+    assert leaf_verdict(stats, is_leaf=False, limits=LIMITS) == RejectReason.NOT_CASSAVA_LEAF  # no "come closer"
     frame.paste(leaf.resize((300, 400)).crop((0, 50, 300, 350)), (50, 0))  # now the leaf fills most of it
-    assert verdict(frame) is None
+    assert leaf_verdict(prepare(frame, PreprocessConfig()).stats, is_leaf=True, limits=LIMITS) is None
