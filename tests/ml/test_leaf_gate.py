@@ -95,7 +95,7 @@ def gated(baseline: Checkpoint, tmp_path_factory: pytest.TempPathFactory) -> Che
 
 def test_the_gate_travels_in_the_checkpoint_and_turns_away_a_banana_leaf(gated: Checkpoint) -> None:
     assert gated.leaf_gate is not None
-    assert gated.leaf_gate.inputs == "embedding+energy"
+    assert gated.leaf_gate.inputs == GateConfig().inputs
     predictor = Predictor(gated)
     banana = next(p for p in OTHERS if p.path.name.startswith("banana_leaf")).path.read_bytes()
     outcome = diagnose(banana, predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
@@ -112,7 +112,7 @@ def test_evaluate_counts_the_gate_s_rejections(gated: Checkpoint) -> None:
     assert report["negative_rejection_rate"] == round(sum(o.predicted < 0 for o in others) / len(others), 4)
     assert report["negative_rejections"].get("not_cassava_leaf", 0) >= 1  # fitted on them: they must go
     assert report["negative_rejection_rate"] > 0.9  # the hand is too small, the rest were fitted on
-    assert report["leaf_gate"]["inputs"] == "embedding+energy"
+    assert report["leaf_gate"]["inputs"] == GateConfig().inputs
     assert "other" not in report["negative_rejection_by_kind"]  # every sample negative is of a known kind
 
 
