@@ -61,6 +61,12 @@ def scan_negatives(folder: Path) -> list[Sample]:
     return [Sample(p, NEGATIVE) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
+def negatives_beside(data_dir: Path) -> list[Sample]:
+    """The photos of `data_dir`/negatives, laid out like ../shared/data; none when there is no such folder."""
+    folder = data_dir / "negatives"
+    return scan_negatives(folder) if folder.is_dir() else []
+
+
 def dataset_version(samples: Sequence[Sample], classes: Sequence[str]) -> tuple[str, list[dict[str, str]]]:
     """A manifest of (file hash, label), and its hash: the same photos with the same labels give the same version."""
     manifest = sorted(

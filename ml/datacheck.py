@@ -17,7 +17,7 @@ from typing import Any
 from tqdm import tqdm
 
 from core.errors import BadInput
-from ml.data import Sample, label_name, scan, scan_negatives
+from ml.data import Sample, label_name, negatives_beside, scan
 from ml.imaging import PreprocessConfig, decode, prepare
 from ml.quality import QualityThresholds, quality_gate
 from ml.splits import MAX_PIXELS, NEAR_DUPLICATE_BITS, near_duplicate_groups
@@ -26,8 +26,7 @@ from schemas.reasons import RejectReason
 
 def photos_in(data_dir: Path, classes: Sequence[str]) -> list[Sample]:
     """The class folders (DIR/<class>/ or DIR/cassava/<class>/) and DIR/negatives/ if there is one."""
-    negatives = data_dir / "negatives"
-    return scan(data_dir, classes) + (scan_negatives(negatives) if negatives.is_dir() else [])
+    return scan(data_dir, classes) + negatives_beside(data_dir)
 
 
 def check_photos(

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from core.errors import BadInput
-from ml.data import Sample, scan, scan_negatives
+from ml.data import Sample, negatives_beside, scan
 from ml.imaging import decode, prepare
 from ml.metrics import expected_calibration_error, reliability, summarize
 from ml.predictor import Predictor
@@ -99,6 +99,15 @@ def cassava_metrics(outcomes: Sequence[Outcome], classes: Sequence[str]) -> dict
     return metrics
 
 
+def gate_figures(cassava: dict[str, Any], negatives: Sequence[Outcome]) -> dict[str, Any]:
+    """False rejections among cassava photos (from `cassava_metrics`), and rejections among the others."""
+    figures: dict[str, Any] = {"false_rejection_rate": round(cassava["rejected"] / max(cassava["photos"], 1), 4)}
+    if negatives:
+        figures["negatives"] = len(negatives)
+        figures["negative_rejection_rate"] = round(sum(o.predicted < 0 for o in negatives) / len(negatives), 4)
+    return figures
+
+
 def slice_metrics(outcomes: Sequence[Outcome]) -> dict[str, dict[str, float]]:
     """Accuracy where it matters in the field: dark vs bright photos, small vs large leaves in the frame."""
     slices: dict[str, Callable[[dict[str, float]], bool]] = {
@@ -127,24 +136,17 @@ def negative_kind(name: str) -> str:
     return next((kind for kind in NEGATIVE_KINDS if name.startswith(f"{kind}_")), "other")
 
 
-def negative_samples(data_dir: Path) -> list[Sample]:
-    folder = data_dir / "negatives"
-    return scan_negatives(folder) if folder.is_dir() else []
-
-
 def evaluate_dir(
     predictor: Predictor, data_dir: Path, limits: QualityThresholds, progress: bool = True
 ) -> tuple[dict[str, Any], list[Outcome]]:
     classes = list(predictor.classes)
     cassava = run_photos(predictor, scan(data_dir, classes), limits, progress=progress)
     report = cassava_metrics(cassava, classes)
-    report["false_rejection_rate"] = round(report["rejected"] / max(len(cassava), 1), 4)
     report["slices"] = slice_metrics(cassava)
-    negatives = run_photos(predictor, negative_samples(data_dir), limits, progress=progress)
+    negatives = run_photos(predictor, negatives_beside(data_dir), limits, progress=progress)
+    report |= gate_figures(report, negatives)
     report["rejections"] = dict(Counter(o.reason for o in cassava if o.reason))
     if negatives:
-        report["negatives"] = len(negatives)
-        report["negative_rejection_rate"] = round(sum(o.predicted < 0 for o in negatives) / len(negatives), 4)
         report["negative_rejections"] = dict(Counter(o.reason for o in negatives if o.reason))
         kinds: dict[str, list[bool]] = {}
         for o in negatives:

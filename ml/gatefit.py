@@ -65,9 +65,6 @@ class GateData:
     def features(self, inputs: str) -> torch.Tensor:
         return gate_features(inputs, self.embedding, self.logits)
 
-    def take(self, rows: torch.Tensor) -> GateData:
-        return GateData(self.embedding[rows], self.logits[rows], self.photo[rows], self.served[rows])
-
 
 @torch.inference_mode()
 def gate_data(

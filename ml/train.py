@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from ml.augment import AugmentConfig
 from ml.checkpoint import Checkpoint, save_checkpoint
-from ml.data import PhotoDataset, Sample, class_counts, dataset_version, scan, scan_negatives
-from ml.evaluate import cassava_metrics, run_photos
+from ml.data import PhotoDataset, Sample, class_counts, dataset_version, negatives_beside, scan, scan_negatives
+from ml.evaluate import cassava_metrics, gate_figures, run_photos
 from ml.gatefit import GateConfig, attach_gate, compare_inputs, fit_gate, gate_data
 from ml.imaging import PreprocessConfig
 from ml.leafgate import LeafGate
@@ -266,15 +266,6 @@ def evaluate(
     return report | gate_figures(report, run_photos(predictor, negatives, limits, progress=False))
 
 
-def gate_figures(cassava: dict[str, Any], negatives: Sequence[Any]) -> dict[str, Any]:
-    """False rejections among cassava photos, and rejections among the others (when there are any)."""
-    figures: dict[str, Any] = {"false_rejection_rate": round(cassava["rejected"] / max(cassava["photos"], 1), 4)}
-    if negatives:
-        figures["negatives"] = len(negatives)
-        figures["negative_rejection_rate"] = round(sum(o.predicted < 0 for o in negatives) / len(negatives), 4)
-    return figures
-
-
 def code_version() -> str:
     """The git commit of the code that trained, with '+dirty' when it had uncommitted changes."""
     root = Path(__file__).resolve().parent.parent
@@ -306,9 +297,7 @@ def load_dataset(data_dir: Path, negatives_dir: Path | None = None) -> Dataset:
     """The class folders of `data_dir` and, from `negatives_dir` (default: `data_dir`/negatives if it exists),
     the photos that are not cassava leaves. The version hashes both."""
     samples = scan(data_dir, CLASSES)
-    if negatives_dir is None and (data_dir / "negatives").is_dir():
-        negatives_dir = data_dir / "negatives"
-    negatives = scan_negatives(negatives_dir) if negatives_dir else []
+    negatives = scan_negatives(negatives_dir) if negatives_dir else negatives_beside(data_dir)
     version, manifest = dataset_version(samples + negatives, CLASSES)
     groups = near_duplicate_groups(perceptual_hashes(samples))
     negative_groups = near_duplicate_groups(perceptual_hashes(negatives))
