@@ -78,6 +78,9 @@ def api(host: str | None, port: int | None, workers: int) -> None:
     """Serve the HTTP API with uvicorn."""
     import uvicorn
 
+    from core.logs import configure_logging
+
+    configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="api")
     uvicorn.run(
         "producers.api.app:create_app",
         factory=True,
@@ -87,6 +90,7 @@ def api(host: str | None, port: int | None, workers: int) -> None:
         proxy_headers=True,
         log_level=settings.LOG_LEVEL.lower(),
         access_log=settings.LOG_LEVEL.upper() in {"DEBUG", "INFO"},
+        log_config=None,  # uvicorn's loggers propagate to our root handler instead of getting handlers of their own
     )
 
 
@@ -96,11 +100,14 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 @click.option("--name", default=None, help="Worker node name; default QUEUE@HOSTNAME.")
 def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -> None:
     """Run a Celery worker consuming QUEUES."""
+    from core.logs import configure_logging
     from workers.app import app
 
+    configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="worker")  # Celery's setup_logging keeps it
     processes = concurrency or max(WORKER_CONCURRENCY[q] for q in queues)
     app.worker_main(
         [
+            *quiet_when_json(),
             "worker",
             f"--queues={','.join(queues)}",
             f"--hostname={name or '-'.join(queues) + '@%h'}",
@@ -115,10 +122,17 @@ def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -
 @main.command()
 def beat() -> None:
     """Run Celery beat: the periodic sweeper."""
+    from core.logs import configure_logging
     from workers.app import app
 
+    configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="beat")
     settings.HOME.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", f"--loglevel={settings.LOG_LEVEL}"])
+    app.start([*quiet_when_json(), "beat", f"--loglevel={settings.LOG_LEVEL}"])
+
+
+def quiet_when_json() -> list[str]:
+    """Celery's banners are text on stdout: with JSON logs they would be the only lines a log shipper cannot read."""
+    return ["--quiet"] if settings.LOG_JSON else []
 
 
 @main.command()

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     MIN_GREEN_FRACTION: float = 0.15
 
     LOG_LEVEL: str = "INFO"
+    LOG_JSON: bool = True  # one JSON object per line, with the job id; false: plain text for a person at a terminal
 
     # Workers.
     TORCH_THREADS: int = 0  # 0: as many as the machine has cores

@@ -4,11 +4,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_process_init
+from celery import Celery, Task
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
+
+from core.config import settings
+from core.logs import TaskTokens, bind_task, configure_logging, unbind_task
+from workers.base import PhotoTask, _job_id
 
 app = Celery("mhogo", include=["workers.photos", "workers.inference", "workers.events", "workers.retraining"])
 app.config_from_object("workers.config")
+
+# The context each running task set, by task id, to put back when it ends (a list: an eager chain nests tasks).
+_bound: dict[str, list[TaskTokens]] = {}
+
+
+@setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    """Celery installs no handler of its own when this signal has a receiver: its lines (`Task ... succeeded`) go
+    through our root handler, as JSON, in the worker, its pool processes and beat alike."""
+    configure_logging(settings.LOG_LEVEL, settings.LOG_JSON)
+
+
+@task_prerun.connect
+def _bind_task(task_id: str, task: Task, args: tuple[Any, ...] | None = None, **_: Any) -> None:
+    """Every line a task logs, Celery's own included, carries the job id found in its first argument."""
+    _bound.setdefault(task_id, []).append(bind_task(task_job_id(task, tuple(args or ())), task.name, task_id))
+
+
+def task_job_id(task: Task, args: tuple[Any, ...]) -> str | None:
+    """A photo stage names its job first; any other task only inside a payload (a feedback event), since a bare
+    string may be something else (a retraining's reason)."""
+    if isinstance(task, PhotoTask) or (args and isinstance(args[0], dict)):
+        return _job_id(args)
+    return None
+
+
+@task_postrun.connect
+def _unbind_task(task_id: str, **_: Any) -> None:
+    stack = _bound.get(task_id)
+    if not stack:
+        return
+    unbind_task(stack.pop())
+    if not stack:
+        del _bound[task_id]
 
 
 @worker_process_init.connect

@@ -83,9 +83,10 @@ class PhotoTask(MhogoTask):
         redeliveries = self.deliveries.record(self.request.id) - 1 - (self.request.retries or 0)
         if redeliveries < settings.MAX_DELIVERIES:
             return False
-        log.error("job %s: %s delivered %d times, giving up", job_id, self.name, redeliveries + 1)
+        error = f"{self.name} did not complete after {redeliveries + 1} deliveries"
+        log.error("job failed", extra={"error": error})
         with self.session() as session:
-            jobs.fail(session, job_id, f"{self.name} did not complete after {redeliveries + 1} deliveries")
+            jobs.fail(session, job_id, error)
         self.stop_chain()
         return True
 
@@ -95,7 +96,8 @@ class PhotoTask(MhogoTask):
         job_id = _job_id(args)
         if job_id is None:
             return
-        log.error("job %s failed in %s: %r", job_id, self.name, exc)
+        # ERROR, not INFO: the one outcome an operator must see even with MHOGO_LOG_LEVEL=WARNING (`mhogo up`).
+        log.error("job failed", extra={"error": f"{type(exc).__name__}: {exc}"[:500]})
         with self.session() as session:
             jobs.fail(session, job_id, f"{self.name} failed: {type(exc).__name__}")
 

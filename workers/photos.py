@@ -6,6 +6,7 @@ No torch here: these processes stay small and many.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -24,6 +25,8 @@ from schemas.reasons import RejectReason
 from schemas.tasks import PhotoWork
 from workers.app import app
 from workers.base import RETRY_POLICY, MhogoTask, PhotoTask
+
+log = logging.getLogger(__name__)
 
 PREPROCESS = PreprocessConfig()
 SWEEP_LOCK = "mhogo:sweep:lock"
@@ -45,7 +48,9 @@ def prepare_photo(task: PhotoTask, work: PhotoWork, config: PreprocessConfig) ->
 
 def reject(task: PhotoTask, work: PhotoWork, reason: RejectReason) -> None:
     with task.session() as session:
-        jobs.finish(session, work.model_copy(update={"rejection": reason.value}))
+        stored = jobs.finish(session, work.model_copy(update={"rejection": reason.value}))
+    if stored:  # the job id and the task come with the log context
+        log.info("job rejected", extra={"reason": reason.value, "model_version": work.model_version})
     task.stop_chain()
 
 
@@ -85,6 +90,11 @@ def store(self: PhotoTask, payload: dict[str, Any]) -> str:
     work = PhotoWork.model_validate(payload)
     with self.session() as session:
         stored = jobs.finish(session, work)
+    if stored:
+        log.info(
+            "job classified",
+            extra={"label": work.label, "confidence": work.confidence, "model_version": work.model_version},
+        )
     return "stored" if stored else "already stored"
 
 

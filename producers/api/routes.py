@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Annotated
@@ -13,6 +14,7 @@ from starlette.datastructures import UploadFile
 from core import jobs
 from core.db import ping
 from core.errors import BrokerUnavailable, UploadTooLarge
+from core.logs import bind_job
 from producers.api.deps import DeviceDep, ServicesDep, SessionDep
 from producers.intake import accept_photo, check_declared_type, check_idempotency_key
 from schemas.api import (
@@ -30,6 +32,7 @@ from schemas.reasons import RejectReason
 from schemas.tables import Job, JobStatus, utcnow
 from schemas.tasks import FeedbackEvent
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -100,6 +103,8 @@ async def upload_photo(
         data,
         services.settings.MAX_IMAGE_PIXELS,
     )
+    with bind_job(accepted.job.id):  # the first line of the job's story; the workers' lines carry the same id
+        log.info("photo accepted", extra={"replayed": accepted.replayed, "size_bytes": len(data)})
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job.id}"

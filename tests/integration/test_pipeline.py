@@ -4,6 +4,7 @@ results read back; on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -169,3 +170,47 @@ def test_promote_and_rollback_switch_the_running_workers_without_a_restart(stack
     assert mhogo(stack, "models", "rollback") == f"champion: {baseline} (was {challenger})"
     wait_for(lambda: served_by() == baseline, 30, "the workers to serve the model rolled back to")
     assert worker.poll() is None  # the same worker process all along
+
+
+def test_worker_logs_are_json_with_the_job_id(stack: LiveStack) -> None:
+    path = all_samples()[0]
+    with stack.client(stack.new_token()) as client:
+        response = upload(client, path, uuid.uuid4().hex)
+        assert response.status_code == 202, response.text
+        job_id = response.json()["job_id"]
+        assert wait_final(client, [job_id])[job_id]["status"] == "classified"
+
+    def job_lines(log: Path) -> list[dict[str, Any]]:
+        """The records of a service's log about this job. Every record must be JSON; text written straight to the
+        stream by no logger (the retraining's progress bars, Celery's shutdown notice) is passed over."""
+        parsed = []
+        for number, line in enumerate(log.read_text().split("\n"), 1):
+            if not line.startswith("{"):
+                continue
+            try:
+                parsed.append(json.loads(line))
+            except json.JSONDecodeError:
+                pytest.fail(f"{log.name}:{number} is not JSON: {line[:300]}")
+        return [line for line in parsed if line.get("job_id") == job_id]
+
+    accepted = job_lines(stack.home / "api.log")
+    assert [line["message"] for line in accepted] == ["photo accepted"]
+    assert (accepted[0]["level"], accepted[0]["service"]) == ("INFO", "api")
+    assert (accepted[0]["replayed"], accepted[0]["size_bytes"]) == (False, path.stat().st_size)
+
+    stages = {"mhogo.photos.preprocess", "mhogo.photos.filter", "mhogo.inference.classify", "mhogo.photos.store"}
+
+    def succeeded() -> set[str]:  # Celery's own lines, through our handler, with the job id
+        return {
+            line["task"]
+            for line in job_lines(stack.home / "worker.log")
+            if line["logger"] == "celery.app.trace" and "succeeded" in line["message"]
+        }
+
+    # The job is finished before the store task's `succeeded` line is written: wait for it.
+    wait_for(lambda: succeeded() == stages, 10, "a `succeeded` line from every stage")
+    lines = job_lines(stack.home / "worker.log")
+    assert all(line["service"] == "worker" for line in lines)
+    assert all({"time", "level", "logger", "message", "task", "task_id"} <= set(line) for line in lines)
+    outcome = [line for line in lines if line["message"] == "job classified"]
+    assert [(line["level"], line["task"]) for line in outcome] == [("INFO", "mhogo.photos.store")]
