@@ -201,16 +201,30 @@ def devices_list() -> None:
 
 
 @main.command()
-@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Class folders, as seen by the retraining worker; default: MHOGO_TRAIN_DATA_DIR.")  # fmt: skip
-@click.option("--reason", default="asked for by an operator", help="Recorded with the model it makes.")
-@click.option("--dry-run", is_flag=True, help="Two small batches: checks the path end to end.")
-def retrain(data: Path | None, reason: str, dry_run: bool) -> None:
-    """Put a retraining job on the retraining queue; prints its task id. The model it makes is not served yet."""
+@click.option("--reason", default="asked for by an operator", help="Recorded with the run and the model it makes.")
+@click.option("--by", "fired_by", default=lambda: os.environ.get("USER", "operator"), help="Who asks.")
+def retrain(reason: str, fired_by: str) -> None:
+    """Fire a retraining run now (no cooldown; not while another is open); prints its id. The retraining worker
+    builds the dataset from MHOGO_TRAIN_DATA_DIR plus trusted feedback, trains, judges and maybe promotes."""
+    from datetime import timedelta
+
+    import redis
+    from sqlmodel import Session
+
+    from core.db import get_engine, init_db
+    from core.triggers import Firing, fire
     from producers.publisher import Publisher
+    from schemas.tables import utcnow
     from workers.app import app
 
-    click.echo(Publisher(app).publish_retrain(reason, str(data.resolve()) if data else None, dry_run))
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine, expire_on_commit=False) as session:
+        run = fire(session, redis.Redis.from_url(settings.REDIS_URL), Publisher(app).publish_retrain,
+                   Firing("operator", {"reason": reason}), fired_by, timedelta(0), utcnow())  # fmt: skip
+    if run is None:
+        raise click.ClickException("a retraining run is open already: `mhogo status` shows it")
+    click.echo(run.id)
 
 
 @main.command()
@@ -247,3 +261,6 @@ def stats(hours: float) -> None:
     init_db(engine)
     with Session(engine) as session:
         click.echo(json.dumps(jobs.outcome_counts(session, utcnow() - timedelta(hours=hours))))
+
+
+from core import cli_ops  # noqa: E402, F401  (registers status, scenario and the operator switches on `main`)

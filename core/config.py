@@ -67,6 +67,35 @@ class Settings(BaseSettings):
     SWEEP_MAX_ENQUEUES: int = 5
 
     TRAIN_DATA_DIR: Path | None = None  # base data for retraining jobs
+    # Frozen holdout, laid out like ../shared/data (cassava/<class>/, negatives/): challenger and champion are both
+    # evaluated on it before a promotion. Never trained on: feedback photos near-duplicate to one are left out.
+    HOLDOUT_DIR: Path | None = None
+    RETRAIN_DRY_RUN: bool = False  # two small batches per model: for tests and quick rehearsals of the loop
+
+    # Metrics: aggregation workers (the events queue) write a tick of figures to the database this often.
+    METRICS_INTERVAL_S: float = 60.0
+    METRICS_WINDOW_S: float = 900.0  # rates, latency percentiles and drift are over the jobs finished this far back
+    METRICS_FEEDBACK_LAST_N: int = 200  # accuracy, macro-F1 and calibration: over each version's last N labels
+    METRICS_RETENTION_DAYS: float = 30.0
+    # Fewer photos in the window than this: no drift figure. The PSI of two samples of one population is about
+    # 9 * (1/n + 1/m) over ten bins: with 1000 reference photos and 100 in the window, about 0.1 of pure noise.
+    DRIFT_MIN_PHOTOS: int = 100
+
+    # Trigger rules: any one of them enqueues a retraining job (one at a time, then a cooldown).
+    AUTO_RETRAIN: bool = True
+    TRIGGER_ACCURACY_BELOW: float = 0.6  # accuracy of the champion on its last N trusted labels below this...
+    TRIGGER_ACCURACY_LAST_N: int = 30  # ... once there are N of them
+    TRIGGER_NEW_LABELS: int = 500  # this many trusted labels since the champion took over (or the last run)
+    TRIGGER_DRIFT_PSI: float = 0.25  # the largest drift score above this ...
+    TRIGGER_DRIFT_TICKS: int = 5  # ... on this many ticks in a row
+    RETRAIN_COOLDOWN_S: float = 6 * 3600.0  # after a run fired, no rule fires again for this long
+    FARMERS_TO_AGREE: int = 2  # farmers' labels count as trusted when this many agree and nobody disagrees
+    FEEDBACK_HOLDOUT_SHARE: float = 0.3  # share of labelled photos kept out of training to evaluate on
+
+    # Promotion: the challenger must beat the champion on the holdout plus held-out feedback by this much accuracy,
+    # and lose at most this much recall on any class (and on turning away photos that are not cassava leaves).
+    PROMOTION_MIN_GAIN: float = 0.02
+    PROMOTION_MAX_CLASS_DROP: float = 0.10
 
     @field_validator("HOME", mode="after")
     @classmethod

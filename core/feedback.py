@@ -1,14 +1,19 @@
-"""Storage of feedback events and the per-model-version counts of confirmed and corrected predictions."""
+"""Storage of feedback events, the per-model-version counts of confirmed and corrected predictions, and the labels
+feedback gives photos (which of them are trusted enough to train and judge a model on)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from schemas.tables import Feedback, Job, ModelFeedbackCount
+from schemas.tables import Feedback, FeedbackSource, Job, JobStatus, ModelFeedbackCount
 from schemas.tasks import FeedbackEvent
 
 
@@ -57,3 +62,81 @@ def _bump(session: Session, model_version: str, source: str, agrees: bool) -> No
         index_elements=["model_version", "source"], set_={column: table.c[column] + 1}
     )
     session.execute(statement)
+
+
+@dataclass(frozen=True)
+class LabelledPhoto:
+    """A classified photo with the label feedback gives it: `label` is the trusted one (an agronomist's, or farmers
+    agreeing), `farmer_label` the latest farmer's word whether or not it is trusted."""
+
+    job_id: str
+    blob_key: str
+    model_version: str | None
+    predicted: str
+    confidence: float
+    label: str | None
+    farmer_label: str | None
+    agronomist_label: str | None
+    labelled_at: datetime  # the latest feedback on it
+
+    def label_from(self, source: str) -> str | None:
+        return {"trusted": self.label, "farmer": self.farmer_label, "agronomist": self.agronomist_label}[source]
+
+
+def trusted_label(feedback: Sequence[Feedback], farmers_to_agree: int) -> str | None:
+    """An agronomist's latest label; else the farmers' label when enough of them agree and none disagrees."""
+    ordered = sorted(feedback, key=lambda row: row.created_at)
+    agronomists = [row.label for row in ordered if row.source == FeedbackSource.AGRONOMIST]
+    if agronomists:
+        return agronomists[-1]
+    farmers = {row.label for row in ordered if row.source == FeedbackSource.FARMER}
+    count = sum(row.source == FeedbackSource.FARMER for row in ordered)
+    return farmers.pop() if len(farmers) == 1 and count >= farmers_to_agree else None
+
+
+def labelled_photos(
+    session: Session,
+    farmers_to_agree: int,
+    model_version: str | None = None,
+    since: datetime | None = None,
+    last: int | None = None,
+) -> list[LabelledPhoto]:
+    """Classified photos with feedback, newest feedback first; of one model version, labelled since a time, or the
+    `last` N photos."""
+    statement = (
+        select(Feedback, Job)
+        .join(Job, col(Feedback.job_id) == col(Job.id))
+        .where(col(Job.status) == JobStatus.CLASSIFIED.value)
+        .order_by(col(Feedback.created_at).desc())
+    )
+    if model_version is not None:
+        statement = statement.where(col(Job.model_version) == model_version)
+    if since is not None:
+        statement = statement.where(col(Feedback.created_at) >= since)
+    if last is not None:
+        statement = statement.limit(last * 4)  # a photo may carry a few labels; enough rows for `last` photos
+    by_job: dict[str, list[Feedback]] = {}
+    jobs: dict[str, Job] = {}
+    for feedback, job in session.exec(statement).all():
+        by_job.setdefault(job.id, []).append(feedback)
+        jobs[job.id] = job
+    photos = []
+    for job_id, rows in by_job.items():
+        job = jobs[job_id]
+        farmer = [row for row in rows if row.source == FeedbackSource.FARMER]
+        agronomist = [row for row in rows if row.source == FeedbackSource.AGRONOMIST]
+        photos.append(
+            LabelledPhoto(
+                job_id=job_id,
+                blob_key=job.blob_key,
+                model_version=job.model_version,
+                predicted=job.label or "",
+                confidence=job.confidence or 0.0,
+                label=trusted_label(rows, farmers_to_agree),
+                farmer_label=max(farmer, key=lambda row: row.created_at).label if farmer else None,
+                agronomist_label=max(agronomist, key=lambda row: row.created_at).label if agronomist else None,
+                labelled_at=max(row.created_at for row in rows),
+            )
+        )
+    photos.sort(key=lambda photo: photo.labelled_at, reverse=True)
+    return photos[:last] if last is not None else photos

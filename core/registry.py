@@ -26,7 +26,8 @@ CHALLENGER = ModelAliasName.CHALLENGER
 
 
 def _metrics(meta: dict[str, Any]) -> dict[str, Any]:
-    keys = ("val_metrics", "test_metrics", "cross_validation", "seconds", "dataset_size", "split")
+    keys = ("val_metrics", "test_metrics", "cross_validation", "seconds", "dataset_size", "split", "class_counts",
+            "input_reference")  # fmt: skip
     return {key: meta[key] for key in keys if key in meta}
 
 

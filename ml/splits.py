@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import imagehash
+import numpy as np
 
 from ml.data import Sample
 from ml.imaging import decode
@@ -21,6 +22,25 @@ MAX_PIXELS = 100_000_000
 
 def perceptual_hashes(samples: Sequence[Sample]) -> list[imagehash.ImageHash]:
     return [imagehash.phash(decode(s.path.read_bytes(), MAX_PIXELS)) for s in samples]
+
+
+def hash_words(hashes: Sequence[imagehash.ImageHash]) -> np.ndarray:
+    """64-bit perceptual hashes as one unsigned integer each, for fast vectorised distances."""
+    if not hashes:
+        return np.zeros(0, dtype=np.uint64)
+    bits = np.stack([np.asarray(h.hash, dtype=bool).reshape(-1) for h in hashes])
+    return np.packbits(bits, axis=1).view(">u8").reshape(-1).astype(np.uint64)
+
+
+def near_any(candidates: np.ndarray, others: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS) -> np.ndarray:
+    """For each candidate hash, whether any of `others` lies within `max_bits` of it."""
+    if not len(candidates) or not len(others):
+        return np.zeros(len(candidates), dtype=bool)
+    found = np.zeros(len(candidates), dtype=bool)
+    for start in range(0, len(others), 4096):  # bounded memory against tens of thousands of photos
+        distance = np.bitwise_count(candidates[:, None] ^ others[None, start : start + 4096])
+        found |= (distance <= max_bits).any(axis=1)
+    return found
 
 
 def near_duplicate_groups(hashes: Sequence[imagehash.ImageHash], max_bits: int = NEAR_DUPLICATE_BITS) -> list[int]:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -33,10 +33,20 @@ from tqdm import tqdm
 
 from ml.augment import AugmentConfig
 from ml.checkpoint import Checkpoint, save_checkpoint
-from ml.data import PhotoDataset, Sample, class_counts, dataset_version, negatives_beside, scan, scan_negatives
+from ml.data import (
+    MAX_TRAIN_PIXELS,
+    PhotoDataset,
+    Sample,
+    class_counts,
+    dataset_version,
+    negatives_beside,
+    scan,
+    scan_negatives,
+)
+from ml.drift import reference
 from ml.evaluate import cassava_metrics, gate_figures, run_photos
 from ml.gatefit import GateConfig, attach_gate, compare_inputs, fit_gate, gate_data
-from ml.imaging import PreprocessConfig
+from ml.imaging import PreprocessConfig, decode, prepare
 from ml.leafgate import LeafGate
 from ml.model import CassavaNet, ModelConfig, load_imagenet_backbone
 from ml.predictor import Predictor
@@ -45,6 +55,7 @@ from ml.splits import group_folds, near_duplicate_groups, perceptual_hashes, tra
 from schemas.labels import LABELS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CLASSES = [label.value for label in LABELS]
 
 
@@ -74,6 +85,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """The recipe of an earlier run (a checkpoint's `params`), so a retraining repeats it on new data. Keys this
+        code does not know are dropped; missing ones take today's defaults."""
+        config = _from_fields(cls, raw)
+        return dataclasses.replace(
+            config,
+            model=ModelConfig.from_dict(raw["model"]) if "model" in raw else ModelConfig(),
+            preprocess=_from_fields(PreprocessConfig, raw.get("preprocess", {})),
+            augment=_from_fields(AugmentConfig, raw.get("augment", {})),
+            gate=_from_fields(GateConfig, raw.get("gate", {})),
+        )
+
+
+def _from_fields(cls: type[T], raw: dict[str, Any]) -> T:
+    """A flat dataclass from a JSON-like dict: unknown keys dropped, nested ones left to the caller, lists made
+    tuples where the field holds a tuple."""
+    defaults = cls()
+    values = {}
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if item.name not in raw or dataclasses.is_dataclass(getattr(defaults, item.name)):
+            continue
+        value = raw[item.name]
+        values[item.name] = tuple(value) if isinstance(getattr(defaults, item.name), tuple) else value
+    return cls(**values)
 
 
 @dataclass
@@ -350,6 +387,7 @@ def train(
             "seed": config.seed,
             "negatives": [len(part) for part in others],
         },
+        "input_reference": input_reference(train_set, config),
         "leaf_gate": gate.fitted if gate else None,
         "params": config.to_dict(),
         "history": history,
@@ -362,6 +400,15 @@ def train(
                             leaf_gate=gate)  # fmt: skip
     sha = save_checkpoint(checkpoint, out)
     return TrainResult(checkpoint, sha, out)
+
+
+def input_reference(samples: Sequence[Sample], config: TrainConfig, limit: int = 1000) -> dict[str, Any]:
+    """What the training photos look like (image statistics, class mix): live photos are compared with it for drift.
+    At most `limit` photos, drawn with the run's seed: enough for decile bins."""
+    chosen = list(samples) if len(samples) <= limit else random.Random(config.seed).sample(list(samples), limit)
+    stats = [prepare(decode(s.path.read_bytes(), MAX_TRAIN_PIXELS), config.preprocess).stats for s in chosen]
+    counts = class_counts(samples, len(CLASSES))
+    return reference(stats, dict(zip(CLASSES, counts, strict=True)))
 
 
 def gate_config(config: TrainConfig) -> GateConfig:

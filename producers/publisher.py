@@ -15,7 +15,7 @@ from core import jobs
 from core.errors import BrokerUnavailable
 from schemas.queues import TaskName
 from schemas.tables import Job
-from schemas.tasks import FeedbackEvent
+from schemas.tasks import ClientEvents, FeedbackEvent
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,13 @@ class Publisher:
     def publish_feedback(self, event: FeedbackEvent) -> None:
         self._send(lambda: self.app.send_task(TaskName.FEEDBACK.value, args=(event.model_dump(mode="json"),)))
 
-    def publish_retrain(self, reason: str, data_dir: str | None = None, dry_run: bool = False) -> str:
-        kwargs = {"data_dir": data_dir, "dry_run": dry_run}
-        result = self._send(lambda: self.app.send_task(TaskName.RETRAIN.value, args=(reason,), kwargs=kwargs))
+    def publish_retrain(self, run_id: int) -> str:
+        """Send the job of a retraining run (see core.triggers.fire); returns its task id."""
+        result = self._send(lambda: self.app.send_task(TaskName.RETRAIN.value, args=(run_id,)))
         return str(result.id)
+
+    def publish_client_events(self, events: ClientEvents) -> None:
+        self._send(lambda: self.app.send_task(TaskName.CLIENT_EVENTS.value, args=(events.model_dump(mode="json"),)))
 
     def ping(self) -> None:
         """Raise unless the broker answers."""

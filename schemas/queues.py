@@ -19,6 +19,8 @@ class TaskName(StrEnum):
     STORE = "mhogo.photos.store"
     SWEEP = "mhogo.photos.sweep"
     FEEDBACK = "mhogo.events.feedback"
+    CLIENT_EVENTS = "mhogo.events.client"
+    AGGREGATE = "mhogo.events.aggregate"
     RETRAIN = "mhogo.retraining.train"
 
 
@@ -29,5 +31,7 @@ TASK_QUEUES: dict[TaskName, QueueName] = {
     TaskName.STORE: QueueName.PHOTOS,
     TaskName.SWEEP: QueueName.PHOTOS,
     TaskName.FEEDBACK: QueueName.EVENTS,
+    TaskName.CLIENT_EVENTS: QueueName.EVENTS,
+    TaskName.AGGREGATE: QueueName.EVENTS,
     TaskName.RETRAIN: QueueName.RETRAINING,
 }

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -162,6 +162,88 @@ class AliasChange(SQLModel, table=True):
     alias: ModelAliasName = Field(sa_column=Column(String(20), nullable=False, index=True))
     version: str = Field(foreign_key="model_versions.version", max_length=100)
     previous_version: str | None = Field(default=None, max_length=100)
+    changed_by: str = Field(max_length=200)
+    reason: str | None = Field(default=None, max_length=500)
+    changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ClientEvent(SQLModel, table=True):
+    """Something the phone app reports (an upload retried, an offline answer shown): counted, kept for a while."""
+
+    __tablename__ = "client_events"
+
+    id: str = Field(primary_key=True, max_length=64)  # the phone's event id: a redelivered event is stored once
+    device_id: int = Field(foreign_key="devices.id", index=True)
+    kind: str = Field(max_length=60)
+    job_id: str | None = Field(default=None, max_length=32)
+    at: datetime = Field(sa_type=UTCDateTime)
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class MetricPoint(SQLModel, table=True):
+    """One figure of one aggregation tick: the time series the dashboard draws and the trigger rules read.
+
+    `name` is what is measured (accuracy, drift_psi, latency_ms, ...), `key` which part of it (a feedback source, an
+    image statistic, a stage and percentile, a queue, a reason code), `model_version` whose figure it is, if any."""
+
+    __tablename__ = "metric_points"
+    __table_args__ = (Index("ix_metric_points_name_at", "name", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    name: str = Field(max_length=40)
+    key: str = Field(default="", max_length=80)
+    model_version: str | None = Field(default=None, max_length=100)
+    value: float
+
+
+class RetrainStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PROMOTED = "promoted"  # the challenger won and serves
+    KEPT = "kept"  # the challenger did not win, or promotion is paused: it stays challenger, with the reason
+    FAILED = "failed"
+
+    @property
+    def open(self) -> bool:
+        return self in (RetrainStatus.QUEUED, RetrainStatus.RUNNING)
+
+
+OPEN_SLOT = "open"
+
+
+class RetrainRun(SQLModel, table=True):
+    """One retraining job: the rule that fired it with its figures, the dataset it built, the evaluation of the
+    challenger against the champion, and the decision. `open_slot` is "open" while the run is queued or running and
+    NULL after: its unique index lets the database itself refuse a second open run, whatever races above it."""
+
+    __tablename__ = "retrain_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    rule: str = Field(max_length=60)
+    figures: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    fired_by: str = Field(max_length=200)  # the aggregation worker or the operator
+    fired_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    status: RetrainStatus = Field(default=RetrainStatus.QUEUED, sa_column=Column(String(20), nullable=False))
+    open_slot: str | None = Field(default=OPEN_SLOT, max_length=10, unique=True)
+    task_id: str | None = Field(default=None, max_length=64)
+    champion_version: str | None = Field(default=None, max_length=100)
+    challenger_version: str | None = Field(default=None, max_length=100)
+    dataset_version: str | None = Field(default=None, max_length=100)
+    dataset: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # what went in and what was left out, why
+    evaluation: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    decision: str | None = Field(default=None, max_length=500)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class OperatorSwitch(SQLModel, table=True):
+    """A switch an operator flips at run time, e.g. `auto_promotion` off; every worker reads it from here."""
+
+    __tablename__ = "operator_switches"
+
+    name: str = Field(primary_key=True, max_length=40)
+    enabled: bool
     changed_by: str = Field(max_length=200)
     reason: str | None = Field(default=None, max_length=500)
     changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

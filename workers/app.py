@@ -11,7 +11,10 @@ from core.config import settings
 from core.logs import TaskTokens, bind_task, configure_logging, unbind_task
 from workers.base import PhotoTask, _job_id
 
-app = Celery("mhogo", include=["workers.photos", "workers.inference", "workers.events", "workers.retraining"])
+app = Celery(
+    "mhogo",
+    include=["workers.photos", "workers.inference", "workers.events", "workers.retraining", "workers.telemetry"],
+)
 app.config_from_object("workers.config")
 
 # The context each running task set, by task id, to put back when it ends (a list: an eager chain nests tasks).

@@ -57,6 +57,11 @@ task_track_started = True
 
 beat_schedule = {
     "sweep-unqueued-jobs": {"task": TaskName.SWEEP.value, "schedule": settings.SWEEP_INTERVAL_S},
+    "aggregate-metrics": {
+        "task": TaskName.AGGREGATE.value,
+        "schedule": settings.METRICS_INTERVAL_S,
+        "options": {"expires": settings.METRICS_INTERVAL_S},  # a tick nobody took in time is skipped, not stacked
+    },
 }
 beat_schedule_filename = str(settings.HOME / "celerybeat-schedule")
 timezone = "UTC"

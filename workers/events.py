@@ -1,17 +1,40 @@
-"""Tasks of the events queue: feedback from farmers and agronomists, kept off the inference path."""
+"""Tasks of the events queue: feedback, events the phones report, and the aggregation tick. Kept off the inference
+path, so a burst of feedback never slows a diagnosis. After each feedback event and each tick, the trigger rules are
+checked; at most one retraining run is ever open (core.triggers)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from typing import Any
 
+from redis.exceptions import LockError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from core import monitoring, telemetry, triggers
+from core.config import settings
 from core.feedback import record_feedback
+from producers.publisher import Publisher
 from schemas.queues import TaskName
-from schemas.tasks import FeedbackEvent
+from schemas.tables import ClientEvent, utcnow
+from schemas.tasks import ClientEvents, FeedbackEvent
 from workers.app import app
 from workers.base import RETRY_POLICY, MhogoTask
 
 log = logging.getLogger(__name__)
+
+AGGREGATE_LOCK = "mhogo:aggregate:lock"
+WORKER = f"aggregation worker on {socket.gethostname()}"
+
+
+def check_triggers(task: MhogoTask) -> int | None:
+    """Fire a retraining run if a rule holds; the run's id, or None."""
+    publisher = Publisher(app)
+    with task.session() as session:
+        run = triggers.maybe_retrain(session, task.deliveries.redis, publisher.publish_retrain, settings, WORKER)
+        return run.id if run is not None else None
 
 
 @app.task(name=TaskName.FEEDBACK, bind=True, base=MhogoTask, **RETRY_POLICY)
@@ -23,4 +46,42 @@ def feedback(self: MhogoTask, payload: dict[str, Any]) -> str:
         except LookupError as exc:  # the API checked the job; a message for a missing job is dropped, not looped
             log.error("dropping feedback %s: %s", event.event_id, exc)
             return "dropped"
+    if stored:
+        check_triggers(self)
     return "stored" if stored else "duplicate"
+
+
+@app.task(name=TaskName.CLIENT_EVENTS, bind=True, base=MhogoTask, **RETRY_POLICY)
+def client_events(self: MhogoTask, payload: dict[str, Any]) -> int:
+    """Store what a phone reported, once per event id, and count it by kind."""
+    batch = ClientEvents.model_validate(payload)
+    rows = [
+        {"id": e.event_id, "device_id": batch.device_id, "kind": e.kind, "job_id": e.job_id, "at": e.at, "data": e.data}
+        for e in batch.events
+    ]
+    if not rows:
+        return 0
+    insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+    with self.session() as session:
+        result = session.execute(insert(ClientEvent.__table__).values(rows).on_conflict_do_nothing())  # type: ignore[attr-defined]
+        session.commit()
+    telemetry.add(
+        self.deliveries.redis,
+        {("mhogo_client_events_total", frozenset({"kind": e.kind}.items())): 1.0 for e in batch.events},
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+@app.task(name=TaskName.AGGREGATE, bind=True, base=MhogoTask, **RETRY_POLICY)
+def aggregate(self: MhogoTask) -> dict[str, Any]:
+    """One tick of metrics (core.monitoring), then the trigger rules. One tick at a time across all workers."""
+    lock = self.deliveries.redis.lock(AGGREGATE_LOCK, timeout=max(60, int(settings.METRICS_INTERVAL_S)), blocking=False)
+    if not lock.acquire():
+        return {"skipped": True}
+    try:
+        with self.session() as session:
+            points = monitoring.tick(session, self.deliveries.redis, settings, utcnow())
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+    return {"points": len(points), "retraining_run": check_triggers(self)}

@@ -1,38 +1,39 @@
-"""Task of the retraining queue: train a challenger from the base data and register it. Promotion is decided
-elsewhere (an operator, or the loop of issue 5)."""
+"""Task of the retraining queue: carry a fired run (core.triggers) through dataset, training, evaluation and the
+promotion decision (core.retraining). One at a time: the queue's worker runs with concurrency 1."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from core import registry
+from core import triggers
 from core.config import settings
+from core.retraining import run_retraining
 from schemas.queues import TaskName
-from schemas.tables import ModelAliasName
+from schemas.tables import RetrainRun, RetrainStatus
 from workers.app import app
 from workers.base import MhogoTask
+
+
+class RetrainTask(MhogoTask):
+    def on_failure(
+        self, exc: Exception, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        """A run that failed is closed with the error, so the next rule can fire after the cooldown."""
+        with self.session() as session:
+            run = session.get(RetrainRun, args[0]) if args else None
+            if run is not None and RetrainStatus(run.status).open:
+                triggers.finish_run(session, run, RetrainStatus.FAILED, f"{type(exc).__name__}: {exc}")
 
 
 @app.task(
     name=TaskName.RETRAIN,
     bind=True,
-    base=MhogoTask,
+    base=RetrainTask,
     soft_time_limit=settings.RETRAIN_TIME_LIMIT_S - 60,
     time_limit=settings.RETRAIN_TIME_LIMIT_S,
 )
-def retrain(self: MhogoTask, reason: str, data_dir: str | None = None, dry_run: bool = False) -> dict[str, Any]:
-    from ml.train import TrainConfig, train
-
-    source = Path(data_dir) if data_dir else settings.TRAIN_DATA_DIR
-    if source is None:
-        raise ValueError("no training data: set MHOGO_TRAIN_DATA_DIR or pass data_dir")
-    out = settings.model_dir / f"challenger-{self.request.id}.pt"
-    config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
-    made_by = f"retraining: {reason}"
-    result = train(source, out, config, settings.quality_thresholds, made_by=made_by)
+def retrain(self: RetrainTask, run_id: int) -> dict[str, Any]:
     with self.session() as session:
-        champion = registry.ensure_champion(session, self.blobs, settings.model_path)
-        row = registry.register(session, self.blobs, out, made_by=made_by, parent=champion.version)
-        registry.set_alias(session, ModelAliasName.CHALLENGER, row.version, made_by, "trained")
-    return {"version": row.version, "sha256": result.sha256, "parent": champion.version}
+        run = run_retraining(session, self.blobs, settings, run_id, settings.torch_threads, settings.model_path)
+        return {"run": run.id, "status": str(run.status), "challenger": run.challenger_version,
+                "decision": run.decision}  # fmt: skip

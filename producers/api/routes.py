@@ -30,7 +30,7 @@ from schemas.api import (
 from schemas.labels import Label
 from schemas.reasons import RejectReason
 from schemas.tables import Job, JobStatus, utcnow
-from schemas.tasks import FeedbackEvent
+from schemas.tasks import ClientEventIn, ClientEvents, FeedbackEvent
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -192,6 +192,27 @@ def send_feedback(
             headers={"Retry-After": "30"},
         ) from exc
     return FeedbackAccepted(event_id=event_id)
+
+
+MAX_CLIENT_EVENTS = 500
+
+
+@router.post(
+    "/v1/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=ERRORS,
+    summary="Report what happened on the phone (retries, offline answers, errors), up to 500 events at once",
+)
+def report_events(events: list[ClientEventIn], device: DeviceDep, services: ServicesDep) -> dict[str, int]:
+    if len(events) > MAX_CLIENT_EVENTS:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"Send at most {MAX_CLIENT_EVENTS} events at once.")
+    assert device.id is not None
+    try:
+        services.publisher.publish_client_events(ClientEvents(device_id=device.id, events=events))
+    except BrokerUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Events cannot be taken right now. Try again later.",
+                            headers={"Retry-After": "30"}) from exc  # fmt: skip
+    return {"accepted": len(events)}
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, summary="Redis and database")

@@ -20,6 +20,7 @@ from sqlmodel import Session
 from core.config import settings
 from core.db import init_db, make_engine
 from core.devices import add_device
+from tests.utils.factories import SAMPLES
 from tests.utils.postgres import postgres_database
 from tests.utils.processes import ensure_default_redis, free_port, start_mhogo, stop, wait_for
 from workers.app import app as celery_app
@@ -66,6 +67,8 @@ def live_stack(
             "MHOGO_REDIS_URL": redis_url,
             "MHOGO_API_PORT": str(port),
             "MHOGO_LOG_LEVEL": "INFO",
+            "MHOGO_TRAIN_DATA_DIR": str(SAMPLES),  # retraining runs train on the repo's sample, two batches a model
+            "MHOGO_RETRAIN_DRY_RUN": "true",
         }
         | (extra_env or {})
     )

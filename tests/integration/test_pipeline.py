@@ -20,9 +20,9 @@ from sqlmodel import Session, col, select
 from core import registry
 from core.config import settings
 from ml.checkpoint import load_checkpoint
-from schemas.tables import Feedback, Job, ModelAliasName, ModelFeedbackCount
+from schemas.tables import Feedback, Job, ModelAliasName, ModelFeedbackCount, RetrainRun, RetrainStatus
 from tests.integration.conftest import LiveStack
-from tests.utils.factories import SAMPLES, all_samples
+from tests.utils.factories import all_samples
 from tests.utils.models import tiny_model
 from tests.utils.processes import wait_for
 
@@ -123,28 +123,33 @@ def test_feedback_travels_the_events_queue_into_the_counts(stack: LiveStack) -> 
     assert count.corrected >= 1
 
 
-def test_a_retraining_job_runs_on_its_own_queue(stack: LiveStack) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "core", "retrain", "--data", str(SAMPLES), "--dry-run", "--reason", "test"],
-        env=stack.env, capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    task_id = done.stdout.strip().splitlines()[-1]
-    model = stack.home / "models" / f"challenger-{task_id}.pt"
-    wait_for(model.is_file, 120, "the retraining worker to write its model")
-    checkpoint = load_checkpoint(model)
-    assert checkpoint.meta["made_by"] == "retraining: test"
+def test_an_operator_run_trains_a_challenger_on_its_own_queue(stack: LiveStack) -> None:
+    run_id = int(mhogo(stack, "retrain", "--reason", "test", "--by", "ops"))
+
+    def finished() -> RetrainRun | None:
+        with Session(stack.engine) as session:
+            run = session.get(RetrainRun, run_id)
+            return run if run is not None and not RetrainStatus(run.status).open else None
+
+    run = wait_for(finished, 180, "the retraining run to finish")
+    assert isinstance(run, RetrainRun)
+    assert run.status == RetrainStatus.KEPT
+    assert run.decision == "nothing to judge on: set MHOGO_HOLDOUT_DIR"
+    assert run.rule == "operator"
+    assert run.fired_by == "ops"
+    assert run.dataset["base_photos"] == 50
+    checkpoint = load_checkpoint(stack.home / "models" / f"challenger-run{run_id}.pt")
+    assert checkpoint.meta["made_by"] == f"retraining run {run_id} (operator)"
     assert checkpoint.meta["dataset_size"] == 60  # 50 cassava photos and the 10 negatives
     assert checkpoint.leaf_gate is not None  # a retrained model turns away what is not a cassava leaf too
-
-    def registered() -> str | None:
-        with Session(stack.engine) as session:
-            return registry.alias_version(session, ModelAliasName.CHALLENGER)
-
-    wait_for(lambda: registered() == checkpoint.version, 30, "the challenger to be registered")
+    assert checkpoint.meta["input_reference"]["photos"] > 0  # and knows its inputs, for drift
     with Session(stack.engine) as session:
+        assert (
+            registry.alias_version(session, ModelAliasName.CHALLENGER) == checkpoint.version == run.challenger_version
+        )
         row = registry.get_version(session, checkpoint.version)
-        assert row.parent_version == registry.alias_version(session, ModelAliasName.CHAMPION)
-        assert row.made_by == "retraining: test"
+        assert row.parent_version == registry.alias_version(session, ModelAliasName.CHAMPION) == run.champion_version
+        assert row.made_by == f"retraining run {run_id} (operator)"
 
 
 def mhogo(stack: LiveStack, *args: str) -> str:

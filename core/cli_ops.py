@@ -1,0 +1,80 @@
+"""The operators' side of the `mhogo` command: status, the retraining scenario, and the switches."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import click
+from sqlmodel import Session
+
+from core.cli import main
+from core.config import settings
+from core.db import get_engine, init_db
+
+# The names of core.triggers.AUTO_PROMOTION and AUTO_RETRAIN, written out: importing core.triggers loads numpy and
+# the monitoring code, and this module is imported by every `mhogo` command.
+SWITCHES = {"promotion": ("auto_promotion", "automatic promotion"),
+            "retraining": ("auto_retrain", "automatic retraining")}  # fmt: skip
+
+
+def operator_session() -> Session:
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    return Session(engine, expire_on_commit=False)
+
+
+@main.command()
+@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+              help="The period looked at: the last tick in it, champion moves and retraining runs.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+def status(hours: float, as_json: bool) -> None:
+    """What the dashboard (/ops) shows, for a terminal: the last tick's figures, the queues, the models and switches,
+    the champion's moves and the retraining runs."""
+    import redis
+
+    from core.status import render_text, status_report
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        with operator_session() as session:
+            report = status_report(session, client, settings, hours)
+    finally:
+        client.close()
+    click.echo(json.dumps(report, indent=2) if as_json else render_text(report), nl=as_json)
+
+
+def flip(group: str, enabled: bool, changed_by: str, reason: str | None) -> None:
+    """Set one switch and print its new state, as `mhogo status` shows it."""
+    from core import triggers
+    from core.status import switches
+
+    name, what = SWITCHES[group]
+    with operator_session() as session:
+        triggers.set_switch(session, name, enabled, changed_by, reason)
+        state = switches(session, settings)[name]
+    because = f": {state['reason']}" if state["reason"] else ""
+    click.echo(f"{what}: {'on' if state['on'] else 'paused'} (by {state['changed_by']}{because})")
+    if enabled and not state["setting"]:
+        click.echo("it stays off: MHOGO_AUTO_RETRAIN is false in this environment", err=True)
+
+
+def switch_command(group: str, verb: str, enabled: bool) -> click.Command:
+    what = SWITCHES[group][1]
+
+    @click.command(name=verb, help=f"{verb.capitalize()} {what}; every worker reads the switch at its next decision.")
+    @click.option("--by", "changed_by", default=lambda: os.environ.get("USER", "operator"), help="Who flips it.")
+    @click.option("--reason", default=None, help="Why; `mhogo status` and the dashboard show it.")
+    def command(changed_by: str, reason: str | None) -> None:
+        flip(group, enabled, changed_by, reason)
+
+    return command
+
+
+def switch_group(group: str) -> click.Group:
+    commands = [switch_command(group, "pause", enabled=False), switch_command(group, "resume", enabled=True)]
+    return click.Group(group, commands=commands, help=f"Pause or resume {SWITCHES[group][1]}.")
+
+
+main.add_command(switch_group("promotion"))
+main.add_command(switch_group("retraining"))

@@ -1,0 +1,343 @@
+"""`mhogo scenario retrain`: the whole loop on the real stack, as an operator would watch it.
+
+A champion trained on part of the photos serves; the other photos arrive from a phone; agronomists label them with
+their true class, several at once; a trigger rule fires; exactly one retraining run builds a dataset with the
+trusted labels, trains a challenger, judges both on a frozen holdout and on held-out feedback, and promotes the
+challenger or keeps it out with the reason; photos keep arriving across the switch, and every one of them gets
+exactly one result. The run prints its timeline and writes it, with every figure, to `scenario.json`.
+
+The photos are split by near-duplicate group with a fixed seed: holdout (frozen, never trained on), base (the
+champion's training data and the retraining base) and stream (what the phone sends); negatives likewise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import redis
+from sqlmodel import Session, col, select
+
+from core import registry, telemetry
+from core.config import Settings
+from core.db import get_engine, init_db
+from core.devices import add_device
+from core.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
+from schemas.queues import TaskName
+from schemas.tables import Job, JobStatus, ModelAliasName, RetrainRun, RetrainStatus, utcnow
+
+PARTS = ("holdout", "base", "stream")
+FRACTIONS = (0.2, 0.4, 0.4)
+SEED = 7
+MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+FINAL = {"classified", "rejected", "failed"}
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    label: str | None  # its class, or None for a photo that is not a cassava leaf
+
+
+def split_data(data: Path, out: Path) -> dict[str, list[Photo]]:
+    """Lay out holdout/ and base/ like ../shared/data (symlinks) and return every part's photos."""
+    from ml.data import class_root, negatives_beside, scan
+    from ml.splits import assign_groups, near_duplicate_groups, perceptual_hashes
+    from ml.train import CLASSES
+
+    parts: dict[str, list[Photo]] = {name: [] for name in PARTS}
+    for samples in (scan(data, CLASSES), negatives_beside(data) or negatives_beside(class_root(data, CLASSES).parent)):
+        groups = near_duplicate_groups(perceptual_hashes(samples))
+        for sample, part in zip(samples, assign_groups(samples, groups, FRACTIONS, SEED), strict=True):
+            parts[PARTS[part]].append(Photo(sample.path, CLASSES[sample.label] if sample.label >= 0 else None))
+    for name in ("holdout", "base"):
+        for label in CLASSES:
+            (out / name / "cassava" / label).mkdir(parents=True, exist_ok=True)
+        (out / name / "negatives").mkdir(parents=True, exist_ok=True)
+        for photo in parts[name]:
+            folder = out / name / ("cassava/" + photo.label if photo.label else "negatives")
+            (folder / photo.path.name).symlink_to(photo.path.resolve())
+    return parts
+
+
+@dataclass
+class Timeline:
+    started: float = field(default_factory=time.monotonic)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    out: Callable[[str], None] = print
+
+    def mark(self, what: str, **figures: Any) -> None:
+        seconds = round(time.monotonic() - self.started, 1)
+        self.events.append({"t_s": seconds, "at": utcnow().isoformat(), "event": what, **figures})
+        extra = "  ".join(f"{k}={v}" for k, v in figures.items())
+        self.out(f"[{seconds:7.1f} s] {what}{'  ' + extra if extra else ''}")
+
+
+@dataclass
+class Phone:
+    """A phone that uploads photos and sends feedback; remembers every job it was given."""
+
+    client: httpx.Client
+    jobs: dict[str, Photo] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def upload(self, photo: Photo) -> str:
+        data = photo.path.read_bytes()
+        headers = {"Content-Type": MEDIA[photo.path.suffix.lower()], "Idempotency-Key": uuid.uuid4().hex}
+        for attempt in range(5):  # the phone retries with the same key: one job however often it tries
+            response = self.client.post("/v1/photos", content=data, headers=headers)
+            if response.status_code == 202:
+                break
+            time.sleep(0.5 * 2**attempt)
+        response.raise_for_status()
+        job_id = str(response.json()["job_id"])
+        with self.lock:
+            self.jobs[job_id] = photo
+            self.sent_at[job_id] = time.monotonic()
+        return job_id
+
+    def results(self, job_ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+        done: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(job_ids) and time.monotonic() < deadline:
+            for job_id in job_ids:
+                if job_id not in done:
+                    body = self.client.get(f"/v1/jobs/{job_id}").json()
+                    if body["status"] in FINAL:
+                        done[job_id] = body
+            time.sleep(0.5)
+        return done
+
+    def feedback(self, job_id: str, label: str) -> None:
+        body = {"label": label, "source": "agronomist"}
+        headers = {"Idempotency-Key": f"truth-{job_id}"}
+        self.client.post(f"/v1/jobs/{job_id}/feedback", json=body, headers=headers).raise_for_status()
+
+
+def train_champion(base: Path, out: Path, quick: bool, settings: Settings) -> str:
+    """The champion: the shipped model's recipe, trained on the base part only."""
+    from ml.checkpoint import load_checkpoint
+    from ml.train import TrainConfig, train
+
+    params = load_checkpoint(settings.model_path).meta.get("params")
+    recipe = TrainConfig.from_dict(params) if params else TrainConfig()
+    recipe = dataclasses.replace(recipe, dry_run=quick, threads=settings.torch_threads)
+    result = train(base, out, recipe, settings.quality_thresholds, made_by="scenario: champion on the base part")
+    return result.checkpoint.version
+
+
+@dataclass
+class ScenarioConfig:
+    data: Path
+    home: Path
+    quick: bool = False  # two batches a model: checks the loop, not the models
+    redis_url: str | None = None  # default: a redis-server of its own, so nothing mixes with a running stack
+    extra_env: dict[str, str] = field(default_factory=dict)
+    stream_during_retraining_s: float = 1.0  # one photo this often while the challenger trains and takes over
+
+
+def scenario_env(config: ScenarioConfig, champion: Path) -> dict[str, str]:
+    data = config.home / "data"
+    return {
+        "MHOGO_HOME": str(config.home),
+        "MHOGO_DATABASE_URL": f"sqlite:///{config.home / 'mhogo.db'}",
+        "MHOGO_MODEL_PATH": str(champion),
+        "MHOGO_TRAIN_DATA_DIR": str(data / "base"),
+        "MHOGO_HOLDOUT_DIR": str(data / "holdout"),
+        "MHOGO_RETRAIN_DRY_RUN": "true" if config.quick else "false",
+        "MHOGO_METRICS_INTERVAL_S": "5",
+        "MHOGO_TRIGGER_ACCURACY_LAST_N": "20",
+        "MHOGO_TRIGGER_ACCURACY_BELOW": "0.8",
+        "MHOGO_TRIGGER_NEW_LABELS": "30",
+        "MHOGO_FEEDBACK_HOLDOUT_SHARE": "0.3",
+        "MHOGO_DRIFT_MIN_PHOTOS": "20",
+        "MHOGO_RETRAIN_TIME_LIMIT_S": "3600",
+        "MHOGO_API_PORT": str(free_port()),
+        "MHOGO_FLOWER_PORT": str(free_port()),
+    } | config.extra_env
+
+
+# Two aggregation workers: feedback lands on both at once, and still one run is enqueued.
+SCENARIO_SERVICES = (*SERVICES, Service("worker-events-2", ("worker", "events", "--name", "events2@%h")))
+
+
+def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str], None] = print) -> dict[str, Any]:
+    import os
+
+    from ml.train import code_version
+
+    config.home.mkdir(parents=True, exist_ok=True)
+    timeline = Timeline(out=out)
+    parts = split_data(config.data, config.home / "data")
+    timeline.mark("data split", **{name: len(photos) for name, photos in parts.items()})
+    champion_path = config.home / "champion.pt"
+    champion = train_champion(config.home / "data" / "base", champion_path, config.quick, settings)
+    timeline.mark("champion trained on the base part", version=champion)
+    env = scenario_env(config, champion_path)
+    stack_settings = Settings(**{k.removeprefix("MHOGO_"): v for k, v in env.items()})  # type: ignore[arg-type]
+    engine = get_engine(stack_settings.database_url)
+    init_db(engine)
+    stack = Stack(stack_settings, services=SCENARIO_SERVICES, out=sys.stdout)
+    stack.env |= env | {"MHOGO_LOG_LEVEL": os.environ.get("MHOGO_LOG_LEVEL", "WARNING")}
+    report: dict[str, Any] = {"home": str(config.home), "code_version": code_version(), "quick": config.quick}
+    try:
+        redis_url = config.redis_url or _own_redis(stack, config.home)
+        stack.settings = stack_settings = stack_settings.model_copy(update={"REDIS_URL": redis_url})
+        stack.env["MHOGO_REDIS_URL"] = redis_url
+        stack.start(explicit_redis_url=True)
+        if not wait_until_healthy(stack_settings.public_url):
+            raise RuntimeError("the API did not become healthy")
+        report |= _drive(stack, stack_settings, engine, parts, timeline, config)
+    finally:
+        stack.stop()
+    report["timeline"] = timeline.events
+    (config.home / "scenario.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def _drive(
+    stack: Stack, settings: Settings, engine: Any, parts: dict[str, list[Photo]], timeline: Timeline,
+    config: ScenarioConfig,
+) -> dict[str, Any]:  # fmt: skip
+    client = redis.Redis.from_url(stack.env["MHOGO_REDIS_URL"])
+    with Session(engine) as session:
+        _, token = add_device(session, "scenario phone")
+    http = httpx.Client(base_url=settings.public_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    phone = Phone(http)
+    with ThreadPoolExecutor(4) as pool:
+        first = list(pool.map(phone.upload, parts["stream"]))
+    timeline.mark("stream photos uploaded", photos=len(first))
+    results = phone.results(first, timeout_s=600)
+    served = Counter(body["result"]["model_version"] for body in results.values() if body.get("result"))
+    right = sum(body["result"]["label"] == phone.jobs[j].label for j, body in results.items() if body.get("result"))
+    classified = [j for j, body in results.items() if body["status"] == "classified" and phone.jobs[j].label]
+    timeline.mark("first results stored", results=len(results), served_by=dict(served),
+                  correct=f"{right}/{len(classified)}")  # fmt: skip
+    with ThreadPoolExecutor(8) as pool:  # a burst: both aggregation workers take feedback at once
+        list(pool.map(lambda j: phone.feedback(j, str(phone.jobs[j].label)), classified))
+    timeline.mark("agronomists' labels sent", feedback=len(classified))
+
+    def run_row() -> RetrainRun | None:
+        with Session(engine) as session:
+            return session.exec(select(RetrainRun).order_by(col(RetrainRun.id))).first()
+
+    run = _wait(run_row, 120)
+    if run is None:
+        raise RuntimeError("no rule fired: see `mhogo status`")
+    timeline.mark("rule fired", rule=run.rule, figures=run.figures, run=run.id, by=run.fired_by)
+    stop = threading.Event()
+    streamed: list[str] = []
+
+    def keep_sending() -> None:  # photos keep arriving while the challenger trains and takes over
+        while not stop.is_set():
+            streamed.append(phone.upload(parts["stream"][len(streamed) % len(parts["stream"])]))
+            stop.wait(config.stream_during_retraining_s)
+
+    sender = threading.Thread(target=keep_sending, daemon=True)
+    sender.start()
+
+    def started_run() -> RetrainRun | None:
+        row = run_row()
+        return row if row is not None and row.started_at is not None else None
+
+    def finished_run() -> RetrainRun | None:
+        row = run_row()
+        return row if row is not None and not RetrainStatus(row.status).open else None
+
+    if _wait(started_run, 600) is not None:
+        timeline.mark("retraining started", run=run.id)
+    finished = _wait(finished_run, 3600)
+    if finished is None:
+        stop.set()
+        raise RuntimeError("the retraining run did not finish within an hour")
+    evaluation = {who: finished.evaluation.get(who, {}).get("pooled", {}) for who in ("champion", "challenger")}
+    timeline.mark("retraining done", status=str(finished.status), challenger=finished.challenger_version,
+                  accuracy={who: e.get("accuracy") for who, e in evaluation.items()}, decision=finished.decision,
+                  dataset={k: v for k, v in finished.dataset.items() if not k.endswith("_dir")})  # fmt: skip
+    new_version = finished.challenger_version if finished.status == RetrainStatus.PROMOTED else None
+    if new_version is not None:
+        first_new = _wait(lambda: _first_result_of(engine, new_version), 120)
+        timeline.mark("new champion serving", version=new_version, first_job=first_new)
+        time.sleep(5 * config.stream_during_retraining_s)  # a few more photos after the switch
+    stop.set()
+    sender.join()
+    timeline.mark("stream stopped", photos_during_retraining=len(streamed))
+    all_jobs = list(phone.jobs)
+    final = phone.results(all_jobs, timeout_s=300)
+    with Session(engine) as session:
+        runs = session.exec(select(RetrainRun)).all()
+        rows = session.exec(select(Job).where(col(Job.id).in_(all_jobs))).all()
+        aliases = registry.aliases(session)
+        switch = next((c for c in registry.history(session, ModelAliasName.CHAMPION) if c.version == new_version), None)
+    versions = Counter(row.model_version for row in rows if row.status == JobStatus.CLASSIFIED)
+    # Jobs uploaded once every worker has looked for the new champion must all carry it.
+    settled = switch.changed_at + timedelta(seconds=2 * settings.MODEL_REFRESH_S) if switch else None
+    after = [row for row in rows if settled and row.created_at > settled and row.status == JobStatus.CLASSIFIED]
+    reached_model = sum(1 for row in rows if row.model_version is not None)
+    counters = {(name, labels.get("task"), labels.get("state")): v for name, labels, v in telemetry.read(client)}
+    classify = ("mhogo_tasks_total", TaskName.INFER.value, "success")
+    classify_runs = sum(v for key, v in counters.items() if key == classify)
+    checks = {
+        "uploads": len(all_jobs),
+        "jobs": len(rows),
+        "finished": len(final),
+        "failed": sum(row.status == JobStatus.FAILED for row in rows),
+        "retraining_runs": len(runs),
+        "classified_by_version": dict(versions),
+        "jobs_that_reached_the_model": reached_model,
+        "classify_tasks_succeeded": int(classify_runs),
+        "champion": aliases.get("champion"),
+        "uploaded_after_the_switch": len(after),
+        "of_them_served_by_the_old_champion": sum(row.model_version != new_version for row in after),
+    }
+    times = {"fired": finished.fired_at, "started": finished.started_at, "finished": finished.finished_at,
+             "promoted": switch.changed_at if switch else None,
+             "first_result_of_the_new_champion": min((r.finished_at for r in rows if r.finished_at
+                                                      and new_version and r.model_version == new_version),
+                                                     default=None)}  # fmt: skip
+    checks["times"] = {key: value.isoformat() if value else None for key, value in times.items()}
+    timeline.mark("all results in", **checks)
+    return {"run": {"id": finished.id, "rule": finished.rule, "figures": finished.figures,
+                    "status": str(finished.status), "decision": finished.decision,
+                    "evaluation": finished.evaluation, "dataset": finished.dataset,
+                    "champion": finished.champion_version, "challenger": finished.challenger_version},
+            "checks": checks, "dashboard": f"{settings.public_url}/ops"}  # fmt: skip
+
+
+def _own_redis(stack: Stack, home: Path) -> str:
+    port = free_port()
+    stack.spawn("redis", embedded_redis_command(port, home / "redis"))
+    url = f"redis://127.0.0.1:{port}/0"
+    if _wait(lambda: redis_answers(url), 10) is None:
+        raise RuntimeError("the scenario's redis-server did not start")
+    return url
+
+
+def _first_result_of(engine: Any, version: str) -> str | None:
+    with Session(engine) as session:
+        statement = select(Job.id).where(col(Job.model_version) == version).order_by(col(Job.finished_at)).limit(1)
+        return session.exec(statement).first()
+
+
+def _wait(check: Callable[[], T | None], timeout_s: float) -> T | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    return None

@@ -1,0 +1,41 @@
+"""Counters every worker process adds to, kept in one Redis hash so that `/metrics` on any API process reports the
+whole fleet, whichever machine a worker runs on. Prometheus sees them as counters; a Redis restart resets them,
+which Prometheus' rate() takes as a counter reset."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import redis
+
+log = logging.getLogger(__name__)
+
+COUNTERS = "mhogo:metrics:counters"
+SEPARATOR = "|"
+
+
+def field_name(name: str, labels: Mapping[str, str]) -> str:
+    return SEPARATOR.join([name, *(f"{key}={labels[key]}" for key in sorted(labels))])
+
+
+def parse_field(field: str) -> tuple[str, dict[str, str]]:
+    name, *pairs = field.split(SEPARATOR)
+    return name, dict(pair.split("=", 1) for pair in pairs)
+
+
+def add(client: redis.Redis, increments: Mapping[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
+    """Add to several counters in one round trip. Losing a count is better than failing a task: errors are logged."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for (name, labels), amount in increments.items():
+            pipe.hincrbyfloat(COUNTERS, field_name(name, dict(labels)), amount)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("counters not updated: %s", exc)
+
+
+def read(client: redis.Redis) -> list[tuple[str, dict[str, str], float]]:
+    raw: dict[bytes, bytes] = client.hgetall(COUNTERS)  # type: ignore[assignment]
+    rows = [(*parse_field(key.decode()), float(value)) for key, value in raw.items()]
+    return sorted(rows, key=lambda row: (row[0], sorted(row[1].items())))
