@@ -2,12 +2,16 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install up demo test lint clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	# Chromium and its driver, from Debian, for the dashboard's browser test (as root, or through sudo).
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: this version is the CPU build; anything else pulls a multi-GB CUDA build.

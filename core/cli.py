@@ -263,4 +263,4 @@ def stats(hours: float) -> None:
         click.echo(json.dumps(jobs.outcome_counts(session, utcnow() - timedelta(hours=hours))))
 
 
-from core import cli_ops  # noqa: E402, F401  (registers status, scenario and the operator switches on `main`)
+from core import cli_ops, cli_scenario  # noqa: E402, F401  (status, switches, scenarios)

@@ -148,6 +148,8 @@ class ScenarioConfig:
     redis_url: str | None = None  # default: a redis-server of its own, so nothing mixes with a running stack
     extra_env: dict[str, str] = field(default_factory=dict)
     stream_during_retraining_s: float = 1.0  # one photo this often while the challenger trains and takes over
+    # Called with the live stack's settings and operator password before it stops (a dashboard screenshot, say).
+    before_stop: Callable[[Settings, str], None] | None = None
 
 
 def scenario_env(config: ScenarioConfig, champion: Path) -> dict[str, str]:
@@ -202,6 +204,8 @@ def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str]
         if not wait_until_healthy(stack_settings.public_url):
             raise RuntimeError("the API did not become healthy")
         report |= _drive(stack, stack_settings, engine, parts, timeline, config)
+        if config.before_stop is not None:
+            config.before_stop(stack_settings, stack.env["MHOGO_FLOWER_PASSWORD"])
     finally:
         stack.stop()
     report["timeline"] = timeline.events
@@ -213,11 +217,21 @@ def _drive(
     stack: Stack, settings: Settings, engine: Any, parts: dict[str, list[Photo]], timeline: Timeline,
     config: ScenarioConfig,
 ) -> dict[str, Any]:  # fmt: skip
-    client = redis.Redis.from_url(stack.env["MHOGO_REDIS_URL"])
     with Session(engine) as session:
         _, token = add_device(session, "scenario phone")
-    http = httpx.Client(base_url=settings.public_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    phone = Phone(http)
+    client = redis.Redis.from_url(stack.env["MHOGO_REDIS_URL"])
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=settings.public_url, headers=headers, timeout=30) as http:
+            return _exercise(client, Phone(http), settings, engine, parts, timeline, config)
+    finally:
+        client.close()
+
+
+def _exercise(
+    client: redis.Redis, phone: Phone, settings: Settings, engine: Any, parts: dict[str, list[Photo]],
+    timeline: Timeline, config: ScenarioConfig,
+) -> dict[str, Any]:  # fmt: skip
     with ThreadPoolExecutor(4) as pool:
         first = list(pool.map(phone.upload, parts["stream"]))
     timeline.mark("stream photos uploaded", photos=len(first))

@@ -26,7 +26,7 @@ from core.errors import (
     UnsupportedMediaType,
     UploadTooLarge,
 )
-from producers.api import ops
+from producers.api import dashboard, ops
 from producers.api.deps import Services
 from producers.api.limits import BodySizeLimit
 from producers.api.routes import router
@@ -104,4 +104,5 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.include_router(router)
     app.include_router(ops.router)
+    app.include_router(dashboard.router)
     return app

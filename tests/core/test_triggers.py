@@ -98,7 +98,8 @@ def test_drift_rule_needs_every_one_of_the_last_ticks_above_the_threshold(sessio
         session.add(MetricPoint(at=at, name="drift_psi", key="max", model_version=CHAMPION, value=value))
         session.commit()
 
-    tick(4, 0.9), tick(3, 0.1), tick(2, 0.4), tick(1, 0.5)
+    for minutes_ago, value in ((4, 0.9), (3, 0.1), (2, 0.4), (1, 0.5)):
+        tick(minutes_ago, value)
     assert triggers.check_rules(session, RULES, now) is None
     tick(0, 0.3)
     firing = triggers.check_rules(session, RULES, now)

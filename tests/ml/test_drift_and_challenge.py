@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from PIL import ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageOps
 
 from ml.challenge import decide
 from ml.drift import drift_scores, psi, reference
@@ -15,11 +16,11 @@ from tests.utils.factories import SAMPLES, jpeg_bytes
 
 
 @pytest.fixture(scope="module")
-def photos() -> list:
+def photos() -> list[Image.Image]:
     return [decode(path.read_bytes(), 50_000_000) for path in sorted(SAMPLES.glob("cassava/*/*.jpg"))]
 
 
-def stats_of(images: list) -> list[dict[str, float]]:
+def stats_of(images: list[Image.Image]) -> list[dict[str, float]]:
     return [prepare(image, PreprocessConfig()).stats for image in images]
 
 
@@ -28,7 +29,7 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_the_shift() -> Non
     assert 0 < psi([0.5, 0.5], [0.6, 0.4]) < psi([0.5, 0.5], [0.9, 0.1])
 
 
-def test_the_same_scenes_sent_again_do_not_drift_and_dusk_photos_do(photos: list) -> None:
+def test_the_same_scenes_sent_again_do_not_drift_and_dusk_photos_do(photos: list[Image.Image]) -> None:
     """Reference and window of the same 50 scenes, mirrored and recompressed by the phone: no alarm (recompression
     moves sharpness a little, brightness not at all). The same scenes at dusk: the brightness statistics drift far
     past the 0.25 alarm line; a window of one class moves the mix."""
@@ -44,7 +45,7 @@ def test_the_same_scenes_sent_again_do_not_drift_and_dusk_photos_do(photos: list
     assert dusk["class_mix"] > 0.25, dusk
 
 
-def figures(accuracy: float, recall: dict[str, float], nrr: float = 0.95) -> dict:
+def figures(accuracy: float, recall: dict[str, float], nrr: float = 0.95) -> dict[str, Any]:
     return {"pooled": {"accuracy": accuracy, "photos": 40, "recall": recall, "negative_rejection_rate": nrr}}
 
 

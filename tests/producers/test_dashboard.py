@@ -16,14 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
+from core import browser
+from core.browser import chart_boxes, screenshot_dashboard, screenshot_problems
 from core.db import init_db, make_engine
 from producers.api import dashboard
 from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.tables import utcnow
 from tests.core.test_status import DECISION, NEW, OLD, seed
-from tests.utils import browser
-from tests.utils.browser import chart_boxes, screenshot_dashboard, screenshot_problems
 from tests.utils.processes import free_port, start_mhogo, stop, wait_for
 
 USER, PASSWORD = "operator", os.environ["MHOGO_FLOWER_PASSWORD"]

@@ -1,0 +1,55 @@
+"""`mhogo scenario retrain`: the feedback -> trigger -> retraining -> promotion loop, run on a stack of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from core.cli import main
+from core.config import Settings, settings
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@main.group()
+def scenario() -> None:
+    """Scenarios an operator can run end to end on the real stack."""
+
+
+@scenario.command("retrain")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=SHARED_DATA,
+              show_default=True, help="Photos laid out like ../shared/data: cassava/<class>/, negatives/.")  # fmt: skip
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the scenario keeps its stack's state; default MHOGO_HOME/scenarios/<time>.")  # fmt: skip
+@click.option("--quick", is_flag=True, help="Two batches a model: checks the loop in a few minutes, not the models.")
+@click.option("--screenshot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Before stopping, save the dashboard as headless Chromium shows it (dev extras).")  # fmt: skip
+def scenario_retrain(data: Path, home: Path | None, quick: bool, screenshot: Path | None) -> None:
+    """A champion trained on 40 % of the photos serves; the stream part (40 %) arrives; agronomists label it with
+    the true classes; a rule fires; exactly one retraining run trains a challenger on the base part plus trusted
+    feedback, judges it against the champion on the frozen holdout (20 %) and held-out feedback, and promotes it or
+    keeps it out with the reason. Prints the timeline; writes every figure to HOME/scenario.json."""
+    from core.scenario import ScenarioConfig, run_scenario
+
+    home = home or settings.HOME / "scenarios" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+
+    def save_screenshot(live: Settings, password: str) -> None:
+        from core.browser import screenshot_dashboard
+
+        assert screenshot is not None
+        path = screenshot_dashboard(f"{live.public_url}/ops", live.FLOWER_USER, password, screenshot.resolve())
+        click.echo(f"dashboard screenshot: {path}")
+
+    config = ScenarioConfig(data.resolve(), home.resolve(), quick=quick,
+                            before_stop=save_screenshot if screenshot else None)  # fmt: skip
+    report = run_scenario(config, settings, out=lambda line: click.echo(line))
+    click.echo(json.dumps({"run": {k: v for k, v in report["run"].items() if k in ("id", "rule", "status", "decision",
+                                                                                   "champion", "challenger")},
+                           "checks": report["checks"], "report": str(home / "scenario.json")}, indent=2))  # fmt: skip
+    run, checks = report["run"], report["checks"]
+    ok = checks["retraining_runs"] == 1 and checks["failed"] == 0 and checks["uploads"] == checks["finished"]
+    sys.exit(0 if ok and run["status"] in ("promoted", "kept") else 1)
