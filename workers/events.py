@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections import Counter
 from typing import Any
 
 from redis.exceptions import LockError
@@ -65,10 +66,9 @@ def client_events(self: MhogoTask, payload: dict[str, Any]) -> int:
     with self.session() as session:
         result = session.execute(insert(ClientEvent.__table__).values(rows).on_conflict_do_nothing())  # type: ignore[attr-defined]
         session.commit()
-    telemetry.add(
-        self.deliveries.redis,
-        {("mhogo_client_events_total", frozenset({"kind": e.kind}.items())): 1.0 for e in batch.events},
-    )
+    kinds = Counter(e.kind for e in batch.events)
+    telemetry.add(self.deliveries.redis, {("mhogo_client_events_total", frozenset({"kind": k}.items())): float(n)
+                                          for k, n in kinds.items()})  # fmt: skip
     return int(getattr(result, "rowcount", 0) or 0)
 
 

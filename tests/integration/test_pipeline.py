@@ -15,12 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlmodel import Session, col, select
 
-from core import registry
+from core import registry, telemetry
 from core.config import settings
 from ml.checkpoint import load_checkpoint
-from schemas.tables import Feedback, Job, ModelAliasName, ModelFeedbackCount, RetrainRun, RetrainStatus
+from schemas.tables import ClientEvent, Feedback, Job, ModelAliasName, ModelFeedbackCount, RetrainRun, RetrainStatus
 from tests.integration.conftest import LiveStack
 from tests.utils.factories import all_samples
 from tests.utils.models import tiny_model
@@ -219,3 +220,24 @@ def test_worker_logs_are_json_with_the_job_id(stack: LiveStack) -> None:
     assert all({"time", "level", "logger", "message", "task", "task_id"} <= set(line) for line in lines)
     outcome = [line for line in lines if line["message"] == "job classified"]
     assert [(line["level"], line["task"]) for line in outcome] == [("INFO", "mhogo.photos.store")]
+
+
+def client_events_counted(redis_url: str) -> float:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sum(v for name, _, v in telemetry.read(client) if name == "mhogo_client_events_total")
+    finally:
+        client.close()
+
+
+def test_phone_events_are_stored_once_per_event_id(stack: LiveStack) -> None:
+    events = [{"event_id": f"evt-{uuid.uuid4().hex}", "kind": "upload_retried", "at": "2026-11-29T10:00:00Z",
+               "data": {"attempt": n}} for n in range(3)]  # fmt: skip
+    counted = client_events_counted(stack.env["MHOGO_REDIS_URL"])
+    with stack.client(stack.new_token()) as client:
+        for _ in range(2):  # the phone did not hear the first answer and sends the batch again
+            assert client.post("/v1/events", json=events).status_code == 202
+    wait_for(lambda: client_events_counted(stack.env["MHOGO_REDIS_URL"]) >= counted + 6, 30, "both batches handled")
+    ids = [e["event_id"] for e in events]
+    with Session(stack.engine) as session:
+        assert len(session.exec(select(ClientEvent).where(col(ClientEvent.id).in_(ids))).all()) == 3

@@ -6,7 +6,7 @@ from celery import Celery
 
 from core.errors import BrokerUnavailable
 from producers.publisher import Publisher
-from schemas.tasks import FeedbackEvent
+from schemas.tasks import ClientEvents, FeedbackEvent
 
 
 class RecordingPublisher(Publisher):
@@ -17,6 +17,7 @@ class RecordingPublisher(Publisher):
         self.down = False
         self.photos: list[tuple[str, str]] = []
         self.feedback: list[FeedbackEvent] = []
+        self.client_events: list[ClientEvents] = []
 
     def _check(self) -> None:
         if self.down:
@@ -29,6 +30,10 @@ class RecordingPublisher(Publisher):
     def publish_feedback(self, event: FeedbackEvent) -> None:
         self._check()
         self.feedback.append(event)
+
+    def publish_client_events(self, events: ClientEvents) -> None:
+        self._check()
+        self.client_events.append(events)
 
     def ping(self) -> None:
         self._check()

@@ -48,7 +48,15 @@ def test_events_are_on_for_flower() -> None:
     assert app.conf.task_send_sent_event is True
 
 
-def test_sweeper_is_scheduled() -> None:
-    [entry] = app.conf.beat_schedule.values()
-    assert entry["task"] == TaskName.SWEEP.value
-    assert entry["schedule"] == settings.SWEEP_INTERVAL_S
+def test_sweeper_and_metrics_tick_are_scheduled() -> None:
+    schedule = {entry["task"]: entry for entry in app.conf.beat_schedule.values()}
+    assert set(schedule) == {TaskName.SWEEP.value, TaskName.AGGREGATE.value}
+    assert schedule[TaskName.SWEEP.value]["schedule"] == settings.SWEEP_INTERVAL_S
+    tick = schedule[TaskName.AGGREGATE.value]
+    assert tick["schedule"] == settings.METRICS_INTERVAL_S
+    assert tick["options"]["expires"] == settings.METRICS_INTERVAL_S  # a late tick is dropped, never stacked up
+
+
+def test_the_loop_runs_on_the_events_and_retraining_queues() -> None:
+    for task in (TaskName.CLIENT_EVENTS, TaskName.AGGREGATE):
+        assert TASK_QUEUES[task] == TASK_QUEUES[TaskName.FEEDBACK]
