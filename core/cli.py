@@ -36,6 +36,8 @@ def up(demo: bool, once: bool, verbose: bool) -> None:
     stack = Stack(settings)
     if not verbose and "MHOGO_LOG_LEVEL" not in os.environ:
         stack.env["MHOGO_LOG_LEVEL"] = "WARNING"
+    if "MHOGO_LOG_JSON" not in os.environ:  # a person reads this terminal; services run elsewhere log JSON
+        stack.env["MHOGO_LOG_JSON"] = "false"
     stopping = threading.Event()
 
     def on_signal(signum: int, _: FrameType | None) -> None:

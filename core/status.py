@@ -44,7 +44,7 @@ def status_report(session: Session, client: redis.Redis | None, config: Settings
         "queues": queues,
         **figures,
         "champion_history": [change_record(change) for change in champion_changes(session, since)],
-        "runs": [row | {"fired_by": run.fired_by} for run, row in zip(runs, triggers.summaries(runs), strict=True)],
+        "runs": triggers.summaries(runs),
     }
 
 

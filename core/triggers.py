@@ -177,7 +177,7 @@ def summaries(runs: Sequence[RetrainRun]) -> list[dict[str, Any]]:
     for run in runs:
         pooled = {who: run.evaluation.get(who, {}).get("pooled", {}) for who in ("champion", "challenger")}
         out.append({
-            "id": run.id, "rule": run.rule, "figures": run.figures, "status": str(run.status),
+            "id": run.id, "rule": run.rule, "figures": run.figures, "status": str(run.status), "fired_by": run.fired_by,
             "fired_at": run.fired_at.isoformat(),
             "finished_at": run.finished_at.isoformat() if run.finished_at else None,
             "champion": run.champion_version, "challenger": run.challenger_version,
