@@ -107,6 +107,8 @@ def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="worker")  # Celery's setup_logging keeps it
     processes = concurrency or max(WORKER_CONCURRENCY[q] for q in queues)
+    if set(queues) == {"retraining"}:  # training yields the cores to serving when they share a machine
+        os.nice(settings.RETRAIN_NICE)
     app.worker_main(
         [
             *quiet_when_json(),

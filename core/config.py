@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     # evaluated on it before a promotion. Never trained on: feedback photos near-duplicate to one are left out.
     HOLDOUT_DIR: Path | None = None
     RETRAIN_DRY_RUN: bool = False  # two small batches per model: for tests and quick rehearsals of the loop
+    RETRAIN_NICE: int = Field(default=10, ge=0, le=19)  # a retraining-only worker runs at this lower CPU priority
 
     # Metrics: aggregation workers (the events queue) write a tick of figures to the database this often.
     METRICS_INTERVAL_S: float = 60.0

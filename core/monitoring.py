@@ -107,7 +107,9 @@ def drift_figures(
     ref = champion.metrics.get("input_reference") if champion is not None else None
     if not ref or champion is None:
         return []
-    served = [job for job in jobs if job.input_stats and job.model_version in (None, champion.version)]
+    # The photos the champion answered on: what the gates turned away is counted by the rejection rates, and a
+    # flood of banana leaves is not a reason to retrain the cassava model.
+    served = [job for job in jobs if job.input_stats and job.label and job.model_version == champion.version]
     if len(served) < min_photos:
         return []
     stats = [job.input_stats for job in served if job.input_stats]
