@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -46,6 +48,10 @@ def scenario_retrain(data: Path, home: Path | None, quick: bool, screenshot: Pat
 
     config = ScenarioConfig(data.resolve(), home.resolve(), quick=quick,
                             before_stop=save_screenshot if screenshot else None)  # fmt: skip
+    def stop(signum: int, _: FrameType | None) -> None:
+        raise KeyboardInterrupt  # unwinds through run_scenario, which stops its stack
+
+    signal.signal(signal.SIGTERM, stop)
     report = run_scenario(config, settings, out=lambda line: click.echo(line))
     click.echo(json.dumps({"run": {k: v for k, v in report["run"].items() if k in ("id", "rule", "status", "decision",
                                                                                    "champion", "challenger")},

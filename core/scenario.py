@@ -147,7 +147,7 @@ class ScenarioConfig:
     quick: bool = False  # two batches a model: checks the loop, not the models
     redis_url: str | None = None  # default: a redis-server of its own, so nothing mixes with a running stack
     extra_env: dict[str, str] = field(default_factory=dict)
-    stream_during_retraining_s: float = 1.0  # one photo this often while the challenger trains and takes over
+    stream_during_retraining_s: float = 2.0  # one photo this often while the challenger trains and takes over
     # Called with the live stack's settings and operator password before it stops (a dashboard screenshot, say).
     before_stop: Callable[[Settings, str], None] | None = None
 
