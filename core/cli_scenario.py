@@ -48,6 +48,7 @@ def scenario_retrain(data: Path, home: Path | None, quick: bool, screenshot: Pat
 
     config = ScenarioConfig(data.resolve(), home.resolve(), quick=quick,
                             before_stop=save_screenshot if screenshot else None)  # fmt: skip
+
     def stop(signum: int, _: FrameType | None) -> None:
         raise KeyboardInterrupt  # unwinds through run_scenario, which stops its stack
 
