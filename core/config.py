@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     HOLDOUT_DIR: Path | None = None
     RETRAIN_DRY_RUN: bool = False  # two small batches per model: for tests and quick rehearsals of the loop
     RETRAIN_NICE: int = Field(default=10, ge=0, le=19)  # a retraining-only worker runs at this lower CPU priority
+    # Torch threads of a retraining run; 0: as TORCH_THREADS. Where training shares a machine with inference, give
+    # each its own cores: two thread pools on the same cores wait on each other at every parallel region.
+    RETRAIN_TORCH_THREADS: int = Field(default=0, ge=0)
 
     # Metrics: aggregation workers (the events queue) write a tick of figures to the database this often.
     METRICS_INTERVAL_S: float = 60.0

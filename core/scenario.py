@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ SEED = 7
 MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 FINAL = {"classified", "rejected", "failed"}
 T = TypeVar("T")
+CORES = os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,9 @@ def scenario_env(config: ScenarioConfig, champion: Path) -> dict[str, str]:
         "MHOGO_FEEDBACK_HOLDOUT_SHARE": "0.3",
         "MHOGO_DRIFT_MIN_PHOTOS": "20",
         "MHOGO_RETRAIN_TIME_LIMIT_S": "3600",
+        # Serving and training share this machine's cores: each gets its own half (README, RETRAIN_TORCH_THREADS).
+        "MHOGO_TORCH_THREADS": str(max(1, CORES // 2)),
+        "MHOGO_RETRAIN_TORCH_THREADS": str(max(1, CORES - CORES // 2)),
         "MHOGO_API_PORT": str(free_port()),
         "MHOGO_FLOWER_PORT": str(free_port()),
     } | config.extra_env
@@ -178,8 +183,6 @@ SCENARIO_SERVICES = (*SERVICES, Service("worker-events-2", ("worker", "events", 
 
 
 def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str], None] = print) -> dict[str, Any]:
-    import os
-
     from ml.train import code_version
 
     config.home.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ class RetrainTask(MhogoTask):
 )
 def retrain(self: RetrainTask, run_id: int) -> dict[str, Any]:
     with self.session() as session:
-        run = run_retraining(session, self.blobs, settings, run_id, settings.torch_threads, settings.model_path)
+        threads = settings.RETRAIN_TORCH_THREADS or settings.torch_threads
+        run = run_retraining(session, self.blobs, settings, run_id, threads, settings.model_path)
         return {"run": run.id, "status": str(run.status), "challenger": run.challenger_version,
                 "decision": run.decision}  # fmt: skip
