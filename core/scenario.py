@@ -168,7 +168,6 @@ def scenario_env(config: ScenarioConfig, champion: Path) -> dict[str, str]:
         "MHOGO_TRIGGER_ACCURACY_BELOW": "0.8",
         "MHOGO_TRIGGER_NEW_LABELS": "30",
         "MHOGO_FEEDBACK_HOLDOUT_SHARE": "0.3",
-        "MHOGO_DRIFT_MIN_PHOTOS": "20",
         "MHOGO_RETRAIN_TIME_LIMIT_S": "3600",
         # Serving and training share this machine's cores: each gets its own half (README, RETRAIN_TORCH_THREADS).
         "MHOGO_TORCH_THREADS": str(max(1, CORES // 2)),

@@ -23,6 +23,7 @@ from matplotlib import dates as mdates
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core.config import Settings
@@ -105,6 +106,13 @@ def date_numbers(times: list[datetime]) -> list[float]:
     return list(mdates.date2num(times)) if times else []  # type: ignore[no-untyped-call]
 
 
+def data_start(session: Session, since: datetime, now: datetime) -> datetime:
+    """Where the charts begin: `since`, or a little before the first point if the data starts later (a stack up for
+    ten minutes draws ten minutes wide, not squeezed into the right edge of six hours)."""
+    first = session.exec(select(func.min(MetricPoint.at)).where(col(MetricPoint.at) >= since)).one()
+    return since if first is None else max(since, first - (now - first) * 0.05)
+
+
 def charts(
     session: Session, report: dict[str, Any], config: Settings, since: datetime, now: datetime
 ) -> dict[str, str]:
@@ -116,7 +124,7 @@ def charts(
         lambda _, version: f"{version}\n(champion)" if version == champion else str(version),
     )
     drift = [*points(session, "drift_psi", since, key="max"), *points(session, "drift_psi", since, key="class_mix")]
-    window = (since, now)
+    window = (data_start(session, since, now), now)
     return {
         "photos_per_minute": line_chart(lines_by(points(session, "photos_per_minute", since), by_key), window,
                                         "photos per minute", styles={"all": TOTAL}),
