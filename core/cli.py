@@ -267,4 +267,4 @@ def stats(hours: float) -> None:
         click.echo(json.dumps(jobs.outcome_counts(session, utcnow() - timedelta(hours=hours))))
 
 
-from core import cli_ops, cli_scenario  # noqa: E402, F401  (status, switches, scenarios)
+from core import cli_ops, cli_phone, cli_scenario  # noqa: E402, F401  (status, switches, phone, scenarios)

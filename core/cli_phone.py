@@ -1,0 +1,81 @@
+"""`mhogo phone`: the reference phone client from the command line (see producers/phone.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from core.cli import main
+from core.config import settings
+
+
+def outbox_option(function: click.decorators.FC) -> click.decorators.FC:
+    return click.option("--outbox", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="The phone's outbox folder; default MHOGO_HOME/phone.")(function)  # fmt: skip
+
+
+def outbox_folder(outbox: Path | None) -> Path:
+    return outbox or settings.HOME / "phone"
+
+
+@main.group()
+def phone() -> None:
+    """A phone: take photos into a durable outbox, send them when the network allows, fetch the results."""
+
+
+@phone.command("take")
+@click.argument("photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@outbox_option
+@click.option("--max-side", type=int, default=1024, show_default=True, help="Longer side after downscaling.")
+@click.option("--quality", type=click.IntRange(30, 95), default=85, show_default=True, help="JPEG quality.")
+def phone_take(photos: tuple[Path, ...], outbox: Path | None, max_side: int, quality: int) -> None:
+    """Put photos in the outbox, shrunk and with their Idempotency-Key; prints each key."""
+    from producers.phone import Outbox
+
+    box = Outbox(outbox_folder(outbox))
+    try:
+        taken = [box.take(path, max_side, quality) for path in photos]
+    finally:
+        box.close()
+    for photo in taken:
+        click.echo(f"{photo.key}  {photo.source}")
+    before, after = sum(p.original_bytes for p in taken), sum(p.sent_bytes for p in taken)
+    click.echo(f"{len(taken)} photos: {before} bytes taken, {after} to send ({1 - after / before:.0%} saved)", err=True)
+
+
+@phone.command("sync")
+@outbox_option
+@click.option("--api-url", default=None, help="Default: MHOGO_PUBLIC_URL.")
+@click.option("--token", envvar="MHOGO_PHONE_TOKEN", required=True, help="The device token (or MHOGO_PHONE_TOKEN).")
+@click.option("--timeout", type=float, default=300.0, show_default=True, help="Give up after this many seconds.")
+def phone_sync(outbox: Path | None, api_url: str | None, token: str, timeout: float) -> None:
+    """Send what waits, fetch what was sent, print each result as it comes (one JSON line each). Exit 0 when every
+    photo is done; run it again later for the rest: nothing is sent twice."""
+    from producers.phone import open_phone
+
+    with open_phone(outbox_folder(outbox), api_url or settings.public_url, token) as device:
+        for photo in device.sync(timeout):
+            click.echo(json.dumps({"key": photo.key, "source": photo.source, "job_id": photo.job_id,
+                                   "error": photo.error, "result": photo.result}))  # fmt: skip
+        left = len(device.outbox.photos("waiting")) + len(device.outbox.photos("sent"))
+    if left:
+        click.echo(f"{left} photos not done yet: run `mhogo phone sync` again", err=True)
+    sys.exit(1 if left else 0)
+
+
+@phone.command("list")
+@outbox_option
+def phone_list(outbox: Path | None) -> None:
+    """Every photo in the outbox with its state, attempts, job and outcome."""
+    from producers.phone import Outbox
+
+    box = Outbox(outbox_folder(outbox))
+    try:
+        for photo in box.photos():
+            outcome = (photo.result or {}).get("status") or photo.error or ""
+            click.echo(f"{photo.key}  {photo.state:8} {photo.attempts:3}  {photo.job_id or '-':32}  {outcome}")
+    finally:
+        box.close()

@@ -1,0 +1,125 @@
+"""The reference phone client against the real API in-process: responses lost after the server acted, connections
+refused, Retry-After, a photo the server refuses for good; and the outbox's bytes and keys."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlmodel import Session, col, select
+
+from producers.api.deps import Services
+from producers.phone import Backoff, Outbox, Phone, shrink
+from schemas.tables import Job
+from tests.utils.factories import all_samples, jpeg_bytes, sample_bytes
+
+
+class Flaky:
+    """The in-process API behind a bad link: it loses the response of some requests after the server handled them,
+    and refuses others before they leave. Raises what httpx raises on a real network."""
+
+    def __init__(self, inner: TestClient, lose: float, refuse: float, seed: int = 1) -> None:
+        self.inner, self.lose, self.refuse, self.rng = inner, lose, refuse, random.Random(seed)
+        self.requests = 0
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.requests += 1
+        draw = self.rng.random()
+        request = httpx.Request(method, url)
+        if draw < self.refuse:
+            raise httpx.ConnectError("connection refused", request=request)
+        response = self.inner.request(method, url, **kwargs)
+        if draw < self.refuse + self.lose:
+            raise httpx.ReadError("connection cut mid-response", request=request)
+        return cast(httpx.Response, response)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._send("POST", url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._send("GET", url, **kwargs)
+
+
+def phone_over(http: object, folder: Path) -> Phone:
+    return Phone(Outbox(folder), cast(httpx.Client, http), backoff=Backoff(base_s=0.0), rng=random.Random(3))
+
+
+def test_lost_responses_and_refused_connections_make_one_job_per_photo(
+    client: TestClient, auth: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    client.headers.update(auth)
+    flaky = Flaky(client, lose=0.3, refuse=0.1)
+    phone = phone_over(flaky, tmp_path)
+    photos = [phone.outbox.take(path) for path in all_samples()[:20]]
+    for _ in range(100):
+        phone.step()
+        if not phone.outbox.photos("waiting"):
+            break
+    sent = phone.outbox.photos("sent")
+    assert len(sent) == 20
+    assert flaky.requests > 20  # some uploads were tried more than once
+    with Session(services.engine) as session:
+        jobs = session.exec(select(Job).where(col(Job.idempotency_key).in_([p.key for p in photos]))).all()
+    assert len(jobs) == 20  # one job per photo however often it was sent
+    assert {job.idempotency_key: job.id for job in jobs} == {p.key: p.job_id for p in sent}
+    phone.outbox.close()
+
+
+def test_retry_after_is_honoured(tmp_path: Path, samples: Path) -> None:
+    now = [1000.0]
+
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, headers={"Retry-After": "7"}, json={"detail": "Slow down."})
+
+    http = httpx.Client(transport=httpx.MockTransport(server), base_url="http://api")
+    phone = Phone(Outbox(tmp_path), http, clock=lambda: now[0])
+    photo = phone.outbox.take(all_samples()[0])
+    phone.step()
+    later = phone.outbox.get(photo.key)
+    assert later.state == "waiting"
+    assert later.next_try_at == 1007.0
+    assert later.error == "HTTP 429"
+    phone.outbox.close()
+
+
+def test_a_photo_the_server_refuses_for_good_is_kept_with_the_reason_not_retried(
+    client: TestClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    client.headers.update(auth)
+    phone = phone_over(client, tmp_path)
+    photo = phone.outbox.take(all_samples()[0])
+    phone.outbox.photo_path(photo.key).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # damaged on the phone
+    phone.step()
+    done = phone.outbox.get(photo.key)
+    assert done.state == "done"
+    assert done.error is not None
+    assert done.error.startswith("HTTP 422")
+    assert phone.step() == 0  # nothing left to try
+    phone.outbox.close()
+
+
+def test_photos_are_shrunk_once_and_uprighted_before_they_are_sent(tmp_path: Path) -> None:
+    with Image.open(io.BytesIO(sample_bytes("cmd"))) as image:
+        big = image.convert("RGB").resize((2400, 1800))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the camera held sideways: rotate 90 degrees to show it upright
+    camera = io.BytesIO()
+    big.save(camera, format="JPEG", quality=95, exif=exif)
+    source = tmp_path / "camera.jpg"
+    source.write_bytes(camera.getvalue())
+    outbox = Outbox(tmp_path / "outbox")
+    photo = outbox.take(source, max_side=1024, quality=85)
+    sent = outbox.photo_path(photo.key).read_bytes()
+    with Image.open(io.BytesIO(sent)) as image:
+        assert image.size == (768, 1024)  # upright, longer side 1024
+    assert photo.sent_bytes == len(sent) < photo.original_bytes / 3
+    assert shrink(jpeg_bytes(big), 1024, 85) != sent  # the rotation is in the pixels, not left to the server
+    outbox.close()
+    reopened = Outbox(tmp_path / "outbox")
+    assert reopened.get(photo.key) == photo  # the key and the bytes survive the app being closed
+    reopened.close()
