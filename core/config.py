@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     FLOWER_PASSWORD: SecretStr | None = None  # `mhogo up` makes one up and prints it when unset
 
     # Upload limits.
+    MAX_QUEUE_DEPTH: int = Field(default=5000, gt=0)  # photos waiting beyond this: uploads get 503 + Retry-After
+    QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)
     MAX_IMAGE_PIXELS: int = Field(default=50_000_000, gt=0)  # above this a photo is a decompression bomb
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlmodel import Session
@@ -27,6 +28,7 @@ from core.errors import (
     UploadTooLarge,
 )
 from producers.api import dashboard, ops
+from producers.api.backlog import Backlog
 from producers.api.deps import Services
 from producers.api.limits import BodySizeLimit
 from producers.api.routes import router
@@ -68,6 +70,7 @@ def default_services(config: Settings) -> Services:
         engine=get_engine(config.database_url),
         blobs=BlobStore(config.blob_dir),
         publisher=Publisher(celery_app),
+        backlog=Backlog(redis.Redis.from_url(config.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)),
     )
 
 

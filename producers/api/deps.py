@@ -14,6 +14,7 @@ from sqlmodel import Session
 from core.blobs import BlobStore
 from core.config import Settings
 from core.devices import device_for_token
+from producers.api.backlog import Backlog
 from producers.publisher import Publisher
 from schemas.tables import Device
 
@@ -26,6 +27,7 @@ class Services:
     engine: Engine
     blobs: BlobStore
     publisher: Publisher
+    backlog: Backlog | None = None  # the photo queues' depth, for backpressure; None: never refuse for it
 
 
 def get_services(request: Request) -> Services:

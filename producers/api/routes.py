@@ -15,7 +15,8 @@ from core import jobs
 from core.db import ping
 from core.errors import BrokerUnavailable, UploadTooLarge
 from core.logs import bind_job
-from producers.api.deps import DeviceDep, ServicesDep, SessionDep
+from producers.api.backlog import retry_after_s
+from producers.api.deps import DeviceDep, Services, ServicesDep, SessionDep
 from producers.intake import accept_photo, check_declared_type, check_idempotency_key
 from schemas.api import (
     Diagnosis,
@@ -29,7 +30,7 @@ from schemas.api import (
 )
 from schemas.labels import Label
 from schemas.reasons import RejectReason
-from schemas.tables import Job, JobStatus, utcnow
+from schemas.tables import Device, Job, JobStatus, utcnow
 from schemas.tasks import ClientEventIn, ClientEvents, FeedbackEvent
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,10 @@ async def read_photo(request: Request, max_bytes: int) -> tuple[bytes, str | Non
     if len(data) > max_bytes:
         raise UploadTooLarge(f"The photo is larger than {max_bytes // (1024 * 1024)} MB. Send a smaller photo.")
     if not data:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "The request carried no photo.")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "The request carried no photo. Send the photo's bytes as the body, or in the multipart field 'photo'.",
+        )
     return data, declared
 
 
@@ -91,6 +95,7 @@ async def upload_photo(
     idempotency_key: Annotated[str | None, Header(description="Unique per photo, the same on every retry")] = None,
 ) -> PhotoAccepted:
     key = check_idempotency_key(idempotency_key)
+    await run_in_threadpool(refuse_when_backlogged, services, device, key, session)  # Redis and the database block
     data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
     check_declared_type(declared)
     accepted = await run_in_threadpool(
@@ -110,6 +115,18 @@ async def upload_photo(
     status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job.id}"
     response.headers["Location"] = status_url
     return PhotoAccepted(job_id=accepted.job.id, status=accepted.job.status, status_url=status_url)
+
+
+def refuse_when_backlogged(services: Services, device: Device, key: str, session: SessionDep) -> None:
+    """503 with Retry-After when the photo queues are over their limit, unless this key was accepted before (its
+    replay is answered as always)."""
+    depth = services.backlog.depth() if services.backlog is not None else None
+    limit = services.settings.MAX_QUEUE_DEPTH
+    if depth is None or depth <= limit or (device.id is not None and jobs.find_job(session, device.id, key)):
+        return
+    wait = retry_after_s(depth, limit, services.settings.QUEUE_DRAIN_PER_S)
+    raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "mhogo is busy. Keep the photo and send it again later.",
+                        headers={"Retry-After": str(wait)})  # fmt: skip
 
 
 def job_view(job: Job) -> JobView:
