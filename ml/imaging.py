@@ -7,7 +7,9 @@ statistics (for the quality gate and drift checks) -> brightness normalisation.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -64,18 +66,54 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-PILLOW_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+PILLOW_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    zlib.error,  # our own look at a PNG's pixel data, for a stream Pillow let through
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 
 @contextmanager
 def _read_errors() -> Iterator[None]:
     """Pillow fails on bad bytes in many ways; each becomes one UnreadableImage with a reason."""
     with warnings.catch_warnings():
+        # Damaged metadata (EXIF pointing past its end) is only warned about, and the pixels are fine; a process
+        # run with warnings as errors would otherwise refuse a good photo with a 500.
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             yield
         except PILLOW_ERRORS as exc:
             raise UnreadableImage(f"The photo is damaged or incomplete ({exc}). Take it again.") from exc
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def _png_rows_missing(data: bytes) -> bool:
+    """True when the compressed pixel data ends before the rows the header announces. Pillow does not notice:
+    it paints the missing rows black, and a photo whose header lies about its height would reach the model."""
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    bits = PNG_CHANNELS.get(colour, 4) * depth
+    passes = ADAM7 if interlace else [(0, 0, 1, 1)]
+    expected = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            expected += rows * (1 + -(-columns * bits // 8))  # a filter byte, then the packed row
+    stream, found, offset = zlib.decompressobj(), 0, 8
+    while offset + 8 <= len(data) and found < expected:
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        chunk = data[offset + 8 : offset + 8 + length] if kind == b"IDAT" else b""
+        while chunk and found < expected:  # inflated in slices, never more than needed: memory stays small
+            found += len(stream.decompress(chunk, min(expected - found, 1 << 20)))
+            chunk = stream.unconsumed_tail
+        offset += 12 + length
+    return found < expected
 
 
 def validate(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
@@ -84,13 +122,15 @@ def validate(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
     with _read_errors():
         image = _open(data, max_pixels)
         size = image.size
-        fmt = str(image.format)
+        fmt = sniff_format(data)  # not image.format: Pillow names a multi-picture JPEG (some phone cameras) "MPO"
         if fmt == "JPEG":
             image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
         else:
             image.verify()  # chunk checksums and the end marker; verify() leaves the image unusable, so reopen
             image = _open(data, max_pixels)
         image.load()
+        if fmt == "PNG" and _png_rows_missing(data):
+            raise UnreadableImage("The photo is incomplete: it has fewer rows than its header says. Take it again.")
     return fmt, size
 
 
@@ -100,7 +140,16 @@ def decode(data: bytes, max_pixels: int) -> Image.Image:
         image = _open(data, max_pixels)
         image.load()
         image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+        return to_8_bit(image).convert("RGB")
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale PNG ("I;16", "I") scaled to 8 bits. Pillow's own conversion clips every value above 255,
+    which turns a well exposed 16-bit photo white."""
+    if not image.mode.startswith("I"):
+        return image
+    pixels = np.asarray(image).astype(np.float32) / 257.0
+    return Image.fromarray(np.clip(pixels.round(), 0, 255).astype(np.uint8))
 
 
 def to_working_size(image: Image.Image, config: PreprocessConfig) -> Image.Image:
@@ -122,6 +171,8 @@ def luma(pixels: np.ndarray) -> np.ndarray:
 
 def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low when the photo has no sharp edges."""
+    if min(gray.shape) < 3:  # a strip one or two pixels high has no interior: NaN and warnings otherwise
+        return 0.0
     lap = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4.0 * gray[1:-1, 1:-1]
     return float(lap.var())
 

@@ -46,8 +46,8 @@ def check_declared_type(content_type: str | None) -> None:
     declared = (content_type or "").split(";")[0].strip().lower()
     if declared not in ACCEPTED_DECLARED_TYPES:
         raise UnsupportedMediaType(
-            "Photos must be sent as image/jpeg or image/png (or a multipart field 'photo'), "
-            f"not {declared or 'nothing'}."
+            "Send the photo as a JPEG or PNG: Content-Type image/jpeg or image/png (or in the multipart field "
+            f"'photo'), not {declared or 'nothing'}."
         )
 
 
