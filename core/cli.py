@@ -231,6 +231,53 @@ def retrain(reason: str, fired_by: str) -> None:
     click.echo(run.id)
 
 
+@main.group("jobs")
+def jobs_group() -> None:
+    """Jobs that failed for good (the dead letters), and giving them another try."""
+
+
+@jobs_group.command("failed")
+@click.option("--limit", type=int, default=100, show_default=True)
+def jobs_failed(limit: int) -> None:
+    """Failed jobs, newest first: id, when, and why."""
+    from sqlmodel import Session
+
+    from core import jobs
+    from core.db import get_engine, init_db
+
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine) as session:
+        for job in jobs.failed_jobs(session, limit):
+            click.echo(f"{job.id}  {job.updated_at:%Y-%m-%d %H:%M:%S}  {job.reason}")
+
+
+@jobs_group.command("requeue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all-failed", is_flag=True, help="Every failed job (up to 10,000).")
+def jobs_requeue(job_ids: tuple[str, ...], all_failed: bool) -> None:
+    """Send failed jobs through the pipeline again, once their cause is fixed; prints each job requeued."""
+    from sqlmodel import Session
+
+    from core import jobs
+    from core.db import get_engine, init_db
+    from producers.publisher import Publisher, enqueue_photo
+    from workers.app import app
+
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    publisher = Publisher(app)
+    with Session(engine, expire_on_commit=False) as session:
+        ids = [job.id for job in jobs.failed_jobs(session, 10_000)] if all_failed else list(job_ids)
+        for job_id in ids:
+            job = jobs.requeue(session, job_id)
+            if job is None:
+                click.echo(f"{job_id}: not a failed job, left as it is", err=True)
+                continue
+            queued = enqueue_photo(publisher, session, job)
+            click.echo(f"{job_id}  {'queued' if queued else 'received (the sweeper will queue it)'}")
+
+
 @main.command()
 def sweep() -> None:
     """Enqueue now every job that is waiting for the queue."""

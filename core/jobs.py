@@ -170,3 +170,24 @@ def outcome_counts(session: Session, since: datetime) -> dict[str, Any]:
         "by_status": {str(status): count for status, count in by_status},
         "rejected_by_reason": {str(reason): count for reason, count in by_reason},
     }
+
+
+def failed_jobs(session: Session, limit: int = 100) -> list[Job]:
+    """The dead letters: jobs that failed for good (a poison message, a stage that kept failing), newest first."""
+    statement = (
+        select(Job).where(col(Job.status) == JobStatus.FAILED.value).order_by(col(Job.updated_at).desc()).limit(limit)
+    )
+    return list(session.exec(statement).all())
+
+
+def requeue(session: Session, job_id: str) -> Job | None:
+    """Give a failed job another life once an operator fixed the cause: back to `received`, its enqueue count and
+    error cleared. None when the job is not failed (only dead letters are requeued)."""
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.FAILED.value)
+        .values(status=JobStatus.RECEIVED.value, enqueue_count=0, reason=None, finished_at=None, updated_at=utcnow())
+    )
+    if not _changed(session, statement):
+        return None
+    return session.get(Job, job_id, populate_existing=True)

@@ -1,5 +1,6 @@
-"""The phone client killed with SIGKILL in the middle of sending, then started again: every photo it took gets
-exactly one job and one result. Real processes: the API, a Celery worker, `mhogo phone sync`."""
+"""Faults on the real stack (the API, a Celery worker, SQLite): the phone client killed with SIGKILL in the middle of
+sending, then started again, gets exactly one job and one result per photo; a job that cannot succeed ends `failed`
+with its reason after a bounded number of tries, waits among the dead letters, and goes through once requeued."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlmodel import Session, col, select
 
+from core.devices import add_device
 from producers.phone import Outbox
 from schemas.tables import Job
 from tests.integration.conftest import LiveStack, live_stack
-from tests.utils.factories import all_samples
+from tests.utils.factories import all_samples, make_job
 from tests.utils.processes import wait_for
 
 pytestmark = pytest.mark.integration
@@ -74,3 +78,35 @@ def test_a_phone_killed_mid_sync_sends_each_photo_once(stack: LiveStack, tmp_pat
     assert {p.job_id for p in done} == {job.id for job in jobs}
     assert all(p.result is not None for p in done)
     assert len(results) >= len(photos) - 10  # the second run reports what it finished
+
+
+def mhogo(stack: LiveStack, *args: str, **env: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "core", *args], env=stack.env | env, capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    return done.stdout
+
+
+def test_a_job_that_cannot_succeed_becomes_a_dead_letter_and_is_requeued_once_fixed(stack: LiveStack) -> None:
+    photo = all_samples()[0].read_bytes()
+    with Session(stack.engine, expire_on_commit=False) as session:
+        device, _ = add_device(session, "dead letters")
+        job = make_job(session, device, key=uuid.uuid4().hex, data=photo)  # its photo never reached the blob store
+        job_id, blob = job.id, stack.home / "blobs" / job.blob_key
+    assert not blob.exists()
+    mhogo(stack, "sweep", MHOGO_SWEEP_RECEIVED_AFTER_S="0")  # as the sweeper would, a little later
+
+    def status() -> str:
+        with Session(stack.engine) as session:
+            found = session.get(Job, job_id)
+            assert found is not None
+            return str(found.status)
+
+    wait_for(lambda: status() == "failed", 60, "the job to fail")
+    time.sleep(2)
+    assert status() == "failed"  # it stays failed: no loop
+    assert job_id in mhogo(stack, "jobs", "failed")
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(photo)  # the operator restores the photo
+    assert f"{job_id}  queued" in mhogo(stack, "jobs", "requeue", job_id)
+    wait_for(lambda: status() in ("classified", "rejected"), 60, "the requeued job to finish")
+    assert mhogo(stack, "jobs", "requeue", job_id) == ""  # not failed any more: left as it is
