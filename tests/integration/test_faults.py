@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -13,18 +14,22 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import Session, col, select
 
 from core.devices import add_device
-from producers.phone import Outbox
+from producers.phone import Backoff, Outbox, Phone
 from schemas.tables import Job
 from tests.integration.conftest import LiveStack, live_stack
 from tests.utils.factories import all_samples, make_job
+from tests.utils.faultproxy import FaultProxy
 from tests.utils.processes import wait_for
 
 pytestmark = pytest.mark.integration
+PHOTOS_THROUGH_PROXY = 100  # bench/faults.py sends 500
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +115,48 @@ def test_a_job_that_cannot_succeed_becomes_a_dead_letter_and_is_requeued_once_fi
     assert f"{job_id}  queued" in mhogo(stack, "jobs", "requeue", job_id)
     wait_for(lambda: status() in ("classified", "rejected"), 60, "the requeued job to finish")
     assert mhogo(stack, "jobs", "requeue", job_id) == ""  # not failed any more: left as it is
+
+
+def send_through(stack: LiveStack, proxy: FaultProxy, photos: list[Path], folder: Path) -> tuple[list[Any], list[Job]]:
+    """Every photo taken into a fresh outbox and synced through the proxy until done: the outbox and the jobs."""
+    token = stack.new_token("phone on a bad link")
+    outbox = Outbox(folder)
+    try:
+        taken = [outbox.take(path) for path in photos]
+        headers = {"Authorization": f"Bearer {token}"}
+        # A new connection per request, as on a link where none lives long: each one takes its chance with the proxy.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        url = f"http://127.0.0.1:{proxy.port}"
+        with httpx.Client(base_url=url, headers=headers, timeout=10, limits=limits) as client:
+            device = Phone(outbox, client, backoff=Backoff(base_s=0.2, cap_s=2.0), rng=random.Random(5))
+            for _ in device.sync(timeout_s=600, tick_s=0.1):
+                pass
+        done = outbox.photos("done")
+    finally:
+        outbox.close()
+    with Session(stack.engine) as session:
+        jobs = session.exec(select(Job).where(col(Job.idempotency_key).in_([p.key for p in taken]))).all()
+    return done, list(jobs)
+
+
+def test_photos_through_a_link_that_cuts_a_third_of_connections_make_one_job_and_one_result_each(
+    stack: LiveStack, tmp_path: Path
+) -> None:
+    photos = [all_samples()[i % 60] for i in range(PHOTOS_THROUGH_PROXY)]
+    with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), cut=0.3) as proxy:
+        done, jobs = send_through(stack, proxy, photos, tmp_path / "outbox")
+    print(f"proxy: {dict(proxy.stats)}")
+    assert proxy.stats["cut_request"] > 0
+    assert proxy.stats["cut_response"] > 0
+    assert len(done) == len(photos)  # every photo has its result on the phone
+    assert len(jobs) == len(photos)  # one job each: nothing lost, nothing twice
+    assert {p.job_id for p in done} == {job.id for job in jobs}
+    assert all(job.status in ("classified", "rejected") for job in jobs)
+
+
+def test_a_2g_link_that_stalls_still_delivers(stack: LiveStack, tmp_path: Path) -> None:
+    """50 kbit/s, and some connections silent for longer than the phone waits."""
+    photos = all_samples()[:4]
+    with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), stall=0.3, stall_s=12, rate_bytes_s=6250) as proxy:
+        done, jobs = send_through(stack, proxy, photos, tmp_path / "outbox")
+    assert len(done) == len(jobs) == len(photos)
