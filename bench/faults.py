@@ -1,0 +1,80 @@
+"""Faults at full size, on a stack of its own (API + one Celery worker, SQLite, the Redis on localhost db 10):
+photos sent by the reference phone client through a proxy that cuts a share of connections in the middle of a
+request or an answer. Prints (and writes as JSON) photos sent, jobs, results, duplicates, lost.
+
+    .venv/bin/python bench/faults.py --photos ../shared/data --count 500 --cut 0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import os  # noqa: E402
+
+os.environ.setdefault("MHOGO_REDIS_URL", "redis://127.0.0.1:6379/10")
+os.environ.setdefault("MHOGO_FLOWER_PASSWORD", "bench")
+
+from collections import Counter  # noqa: E402
+
+import redis  # noqa: E402
+
+from ml.data import IMAGE_SUFFIXES  # noqa: E402
+from tests.integration.conftest import live_stack  # noqa: E402
+from tests.integration.test_faults import send_through  # noqa: E402
+from tests.utils.faultproxy import FaultProxy  # noqa: E402
+from tests.utils.processes import ensure_default_redis  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=REPO / "samples")
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--cut", type=float, default=0.3)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
+    args = parser.parse_args()
+    pool = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    photos = [pool[i % len(pool)] for i in range(args.count)]
+    ensure_default_redis()
+    redis.Redis.from_url(os.environ["MHOGO_REDIS_URL"]).flushdb()
+    with tempfile.TemporaryDirectory(prefix="mhogo-faults-") as tmp:
+        home = Path(tmp)
+        print(
+            f"{len(photos)} photos ({len(pool)} distinct files) through a proxy cutting {args.cut:.0%} of connections"
+        )
+        with live_stack(home, f"sqlite:///{home / 'mhogo.db'}", os.environ["MHOGO_REDIS_URL"]) as stack:
+            started = time.monotonic()
+            with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), cut=args.cut) as proxy:
+                done, jobs = send_through(stack, proxy, photos, home / "outbox")
+            seconds = time.monotonic() - started
+    keys = Counter(job.idempotency_key for job in jobs)
+    figures = {
+        "photos_sent": len(photos),
+        "jobs": len(jobs),
+        "results_on_the_phone": len(done),
+        "duplicates": sum(n - 1 for n in keys.values()),
+        "lost": len(photos) - len(keys),
+        "jobs_by_status": dict(Counter(str(job.status) for job in jobs)),
+        "connections": proxy.stats["connections"],
+        "cut_in_request": proxy.stats["cut_request"],
+        "cut_in_answer": proxy.stats["cut_response"],
+        "cut_share": round((proxy.stats["cut_request"] + proxy.stats["cut_response"]) / proxy.stats["connections"], 3),
+        "seconds": round(seconds, 1),
+    }
+    for name, value in figures.items():
+        print(f"{name:>22}: {value}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1))
+    ok = figures["duplicates"] == 0 and figures["lost"] == 0 and len(done) == len(photos)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
