@@ -30,6 +30,7 @@ from tests.utils.processes import wait_for
 
 pytestmark = pytest.mark.integration
 PHOTOS_THROUGH_PROXY = 100  # bench/faults.py sends 500
+KILL_RUN_PHOTOS = 120
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,40 @@ def test_a_2g_link_that_stalls_still_delivers(stack: LiveStack, tmp_path: Path) 
     with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), stall=0.3, stall_s=12, rate_bytes_s=6250) as proxy:
         done, jobs = send_through(stack, proxy, photos, tmp_path / "outbox")
     assert len(done) == len(jobs) == len(photos)
+
+
+def pool_children(worker: subprocess.Popen[bytes]) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_worker_processes_killed_mid_run_lose_no_photo_and_process_none_twice(stack: LiveStack) -> None:
+    """SIGKILL a pool process ten times while photos flow: the task it held goes back to the queue (acks late,
+    reject on worker lost), the pool starts a new process, and every photo still gets exactly one result."""
+    photos = [all_samples()[i % 60] for i in range(KILL_RUN_PHOTOS)]
+    with Session(stack.engine, expire_on_commit=False) as session:
+        _, token = add_device(session, "phone during kills")
+    rng = random.Random(11)
+    with stack.client(token) as client:
+        ids = []
+        for path in photos:
+            headers = {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "image/jpeg"}
+            ids.append(client.post("/v1/photos", content=path.read_bytes(), headers=headers).json()["job_id"])
+        kills = 0
+        while kills < 10:
+            children = pool_children(stack.processes[0])
+            if children:
+                os.kill(rng.choice(children), signal.SIGKILL)
+                kills += 1
+            time.sleep(rng.uniform(0.5, 2.0))
+
+    def finished() -> list[Job]:
+        with Session(stack.engine) as session:
+            return list(session.exec(select(Job).where(col(Job.id).in_(ids))).all())
+
+    wait_for(lambda: all(job.status in ("classified", "rejected", "failed") for job in finished()), 300,
+             "every photo to finish after the kills")  # fmt: skip
+    jobs = finished()
+    assert len(jobs) == len(photos)
+    assert [job.id for job in jobs if job.status == "failed"] == []  # a redelivery is not a failure
+    assert stack.processes[0].poll() is None  # the worker itself lives on
