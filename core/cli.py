@@ -195,13 +195,36 @@ def devices_list() -> None:
     from sqlmodel import Session
 
     from core.db import get_engine, init_db
-    from core.devices import list_devices
+    from core.devices import list_devices, revoked
 
     engine = get_engine(settings.database_url)
     init_db(engine)
     with Session(engine) as session:
+        gone = revoked(session)
         for device in list_devices(session):
-            click.echo(f"{device.id}\t{device.name}\t{device.created_at:%Y-%m-%d %H:%M}")
+            mark = f"\trevoked {gone[device.id].revoked_at:%Y-%m-%d %H:%M}" if device.id in gone else ""
+            click.echo(f"{device.id}\t{device.name}\t{device.created_at:%Y-%m-%d %H:%M}{mark}")
+
+
+@devices.command("revoke")
+@click.argument("device_id", type=int)
+@click.option("--by", default=lambda: os.environ.get("USER", "operator"), help="Who revokes it.")
+@click.option("--reason", default=None, help="Why (a lost phone, a leaked token).")
+def devices_revoke(device_id: int, by: str, reason: str | None) -> None:
+    """Revoke a device's token: it stops working at once everywhere; the device's jobs and results stay."""
+    from sqlmodel import Session
+
+    from core.db import get_engine, init_db
+    from core.devices import revoke_device
+
+    engine = get_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine) as session:
+        try:
+            device = revoke_device(session, device_id, by, reason)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"device {device.id} '{device.name}': token revoked")
 
 
 @main.command()

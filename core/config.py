@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     FLOWER_PASSWORD: SecretStr | None = None  # `mhogo up` makes one up and prints it when unset
 
     # Upload limits.
+    RATE_LIMIT: str = "120/minute"  # per device, for uploads, feedback and events each ("limits" notation; "": none)
     MAX_QUEUE_DEPTH: int = Field(default=5000, gt=0)  # photos waiting beyond this: uploads get 503 + Retry-After
     QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)

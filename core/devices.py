@@ -7,7 +7,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from schemas.tables import Device
+from schemas.tables import Device, DeviceRevocation
 
 
 def hash_token(token: str) -> str:
@@ -31,3 +31,20 @@ def device_for_token(session: Session, token: str) -> Device | None:
 
 def list_devices(session: Session) -> list[Device]:
     return list(session.exec(select(Device).order_by(Device.id)).all())  # type: ignore[arg-type]
+
+
+def revoke_device(session: Session, device_id: int, revoked_by: str, reason: str | None = None) -> Device:
+    """Its token stops working at once, on every API process (each request looks the hash up). Its jobs stay."""
+    device = session.get(Device, device_id)
+    if device is None:
+        raise LookupError(f"no device {device_id}")
+    device.token_hash = hash_token(secrets.token_urlsafe(32))  # a hash no token that was ever given out has
+    session.add(device)
+    if session.get(DeviceRevocation, device_id) is None:
+        session.add(DeviceRevocation(device_id=device_id, revoked_by=revoked_by, reason=reason))
+    session.commit()
+    return device
+
+
+def revoked(session: Session) -> dict[int, DeviceRevocation]:
+    return {row.device_id: row for row in session.exec(select(DeviceRevocation)).all()}

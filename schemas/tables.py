@@ -67,6 +67,18 @@ class Device(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class DeviceRevocation(SQLModel, table=True):
+    """A device whose token was revoked (lost or stolen phone): who did it, when and why. Its token no longer opens
+    anything (the stored hash was replaced by one no token has)."""
+
+    __tablename__ = "device_revocations"
+
+    device_id: int = Field(foreign_key="devices.id", primary_key=True)
+    revoked_by: str = Field(max_length=200)
+    reason: str | None = Field(default=None, max_length=500)
+    revoked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 class Job(SQLModel, table=True):
     """One photo a device sent, from upload to diagnosis. The idempotency key is unique per device."""
 

@@ -31,6 +31,7 @@ from producers.api import dashboard, ops
 from producers.api.backlog import Backlog
 from producers.api.deps import Services
 from producers.api.limits import BodySizeLimit
+from producers.api.ratelimit import DeviceLimiter
 from producers.api.routes import router
 from producers.publisher import Publisher
 from producers.sweeper import sweep_once
@@ -71,6 +72,7 @@ def default_services(config: Settings) -> Services:
         blobs=BlobStore(config.blob_dir),
         publisher=Publisher(celery_app),
         backlog=Backlog(redis.Redis.from_url(config.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)),
+        limiter=DeviceLimiter.from_settings(config.REDIS_URL, config.RATE_LIMIT),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,6 +15,7 @@ from core.blobs import BlobStore
 from core.config import Settings
 from core.devices import device_for_token
 from producers.api.backlog import Backlog
+from producers.api.ratelimit import DeviceLimiter
 from producers.publisher import Publisher
 from schemas.tables import Device
 
@@ -28,6 +29,7 @@ class Services:
     blobs: BlobStore
     publisher: Publisher
     backlog: Backlog | None = None  # the photo queues' depth, for backpressure; None: never refuse for it
+    limiter: DeviceLimiter | None = None  # per-device rate limits; None: no limit
 
 
 def get_services(request: Request) -> Services:
@@ -62,3 +64,21 @@ def get_device(
 
 
 DeviceDep = Annotated[Device, Depends(get_device)]
+
+
+def rate_limited(action: str) -> Callable[[Device, Services], Device]:
+    """A dependency: the device, unless it has used up its rate for `action` (429 with Retry-After)."""
+
+    def check(device: DeviceDep, services: ServicesDep) -> Device:
+        wait = services.limiter.wait_s(device.id or 0, action) if services.limiter is not None else None
+        if wait is not None:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Too many requests from this phone. Wait a "
+                                "little and send again.", headers={"Retry-After": str(int(wait + 0.999))})  # fmt: skip
+        return device
+
+    return check
+
+
+UploadingDevice = Annotated[Device, Depends(rate_limited("upload"))]
+FeedbackDevice = Annotated[Device, Depends(rate_limited("feedback"))]
+ReportingDevice = Annotated[Device, Depends(rate_limited("events"))]

@@ -16,7 +16,15 @@ from core.db import ping
 from core.errors import BrokerUnavailable, UploadTooLarge
 from core.logs import bind_job
 from producers.api.backlog import retry_after_s
-from producers.api.deps import DeviceDep, Services, ServicesDep, SessionDep
+from producers.api.deps import (
+    DeviceDep,
+    FeedbackDevice,
+    ReportingDevice,
+    Services,
+    ServicesDep,
+    SessionDep,
+    UploadingDevice,
+)
 from producers.intake import accept_photo, check_declared_type, check_idempotency_key
 from schemas.api import (
     Diagnosis,
@@ -89,7 +97,7 @@ async def read_photo(request: Request, max_bytes: int) -> tuple[bytes, str | Non
 async def upload_photo(
     request: Request,
     response: Response,
-    device: DeviceDep,
+    device: UploadingDevice,
     services: ServicesDep,
     session: SessionDep,
     idempotency_key: Annotated[str | None, Header(description="Unique per photo, the same on every retry")] = None,
@@ -182,7 +190,7 @@ def send_feedback(
     job_id: str,
     body: FeedbackIn,
     session: SessionDep,
-    device: DeviceDep,
+    device: FeedbackDevice,
     services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(description="Optional: the same key on retries")] = None,
 ) -> FeedbackAccepted:
@@ -220,7 +228,7 @@ MAX_CLIENT_EVENTS = 500
     responses=ERRORS,
     summary="Report what happened on the phone (retries, offline answers, errors), up to 500 events at once",
 )
-def report_events(events: list[ClientEventIn], device: DeviceDep, services: ServicesDep) -> dict[str, int]:
+def report_events(events: list[ClientEventIn], device: ReportingDevice, services: ServicesDep) -> dict[str, int]:
     if len(events) > MAX_CLIENT_EVENTS:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"Send at most {MAX_CLIENT_EVENTS} events at once.")
     assert device.id is not None
