@@ -1,5 +1,7 @@
 """Redis down at upload time: the photo is still accepted (durable on disk and in the database), and once Redis is
-back the periodic sweeper enqueues it and the worker classifies it. Its own redis-server, so it can be stopped."""
+back the periodic sweeper enqueues it and the worker classifies it. Redis restarted in the middle of a run, with its
+append-only file (as in production) and without (the queues lost): every photo still gets its one result. Its own
+redis-server, so it can be stopped."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import Session, col, select
 
+from schemas.tables import Job
 from tests.integration.conftest import LiveStack, live_stack
-from tests.utils.factories import sample_bytes
+from tests.utils.factories import all_samples, sample_bytes
 from tests.utils.processes import RedisServer, free_port, start_mhogo, stop, wait_for
 
 pytestmark = pytest.mark.integration
@@ -59,3 +63,49 @@ def test_upload_while_redis_is_down_is_processed_once_it_is_back(outage: tuple[L
         server.start()
         wait_for(lambda: status(client, job_id) == "classified", 90, "the photo accepted during the outage")
         assert send(client, "healthy", "during-outage").json()["job_id"] == job_id
+
+
+@pytest.fixture(params=["aof", "no persistence"])
+def restartable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
+    aof = request.param == "aof"
+    server = RedisServer(free_port(), tmp_path / "redis.log", tmp_path / "redis-data" if aof else None)
+    server.start()
+    # Without persistence the queued messages are gone after the restart: the sweeper finds their jobs stale.
+    sweeps = {"MHOGO_SWEEP_INTERVAL_S": "1", "MHOGO_SWEEP_RECEIVED_AFTER_S": "1", "MHOGO_SWEEP_STALE_AFTER_S": "20"}
+    try:
+        with live_stack(tmp_path, f"sqlite:///{tmp_path / 'mhogo.db'}", server.url, sweeps) as stack:
+            beat = start_mhogo(["beat"], stack.env, tmp_path / "beat.log")
+            try:
+                yield stack, server
+            finally:
+                stop(beat)
+    finally:
+        server.stop()
+
+
+def test_redis_restarted_mid_run_loses_no_photo(restartable: tuple[LiveStack, RedisServer]) -> None:
+    stack, server = restartable
+    photos = all_samples()
+    ids = []
+    with stack.client(stack.new_token()) as client:
+        for index, path in enumerate(photos):
+            if index == 20:  # a backlog waits in the queues: restart Redis under it
+                server.stop()
+            if index == 30:
+                server.start()
+            headers = {"Content-Type": "image/jpeg", "Idempotency-Key": uuid.uuid4().hex}
+            response = client.post("/v1/photos", content=path.read_bytes(), headers=headers)
+            assert response.status_code == 202  # accepted even while Redis is away: durable first
+            ids.append(response.json()["job_id"])
+
+        def unfinished() -> list[str]:
+            return [job_id for job_id in ids if status(client, job_id) not in ("classified", "rejected", "failed")]
+
+        wait_for(lambda: not unfinished(), 180, "every photo to finish after the restart")
+        assert [job_id for job_id in ids if status(client, job_id) == "failed"] == []
+        assert client.get("/healthz").status_code == 200  # the API reconnected by itself
+    with Session(stack.engine) as session:
+        enqueued = [job.enqueue_count for job in session.exec(select(Job).where(col(Job.id).in_(ids))).all()]
+    assert len(enqueued) == len(photos)
+    if server.data_dir is None:  # the restart emptied the queues: the sweeper sent those jobs again
+        assert max(enqueued) >= 2

