@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     RETRAIN_TIME_LIMIT_S: int = 3600
     VISIBILITY_TIMEOUT_S: int = 7200  # longer than any task's hard time limit, so nothing is redelivered early
     MAX_DELIVERIES: int = 5  # a message delivered more often than this is a poison message: the job fails
-    TASK_MAX_RETRIES: int = 5
+    TASK_MAX_RETRIES: int = 10  # with backoff capped at 60 s and full jitter: minutes of outage, not seconds
     PUBLISH_TIMEOUT_S: float = 2.0
 
     # Sweeper: re-enqueues jobs that never reached the queue, or whose message was lost.

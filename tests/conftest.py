@@ -12,7 +12,9 @@ from pathlib import Path
 
 _HOME = Path(tempfile.mkdtemp(prefix="mhogo-test-"))
 os.environ["MHOGO_HOME"] = str(_HOME)
-os.environ.setdefault("MHOGO_REDIS_URL", "redis://127.0.0.1:6379/9")
+# A Redis database number of its own per run (1..15 by process id): two runs on one machine (CI and a person, say)
+# would otherwise share queues, and each one's workers would take the other's tasks.
+os.environ.setdefault("MHOGO_REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
 os.environ.setdefault("MHOGO_FLOWER_PASSWORD", "test-password")
 os.environ["MHOGO_TORCH_THREADS"] = "1"
 os.environ.pop("MHOGO_DATABASE_URL", None)

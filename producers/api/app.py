@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from sqlmodel import Session
 
 from core.blobs import BlobStore
@@ -63,6 +64,13 @@ async def mhogo_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
 
+async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The database did not answer: nothing was accepted, so the phone must keep the photo and send it again."""
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse({"detail": "mhogo cannot store photos right now. Keep the photo and send it again soon."},
+                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "10"})  # fmt: skip
+
+
 def default_services(config: Settings) -> Services:
     from workers.app import app as celery_app  # the one Celery app, used here only to send tasks by name
 
@@ -106,6 +114,7 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     )
     app.state.services = services
     app.add_exception_handler(MhogoError, mhogo_error)
+    app.add_exception_handler(DatabaseOperationalError, database_unavailable)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.include_router(router)
     app.include_router(ops.router)

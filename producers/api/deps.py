@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from sqlmodel import Session
 
 from core.blobs import BlobStore
@@ -18,6 +20,8 @@ from producers.api.backlog import Backlog
 from producers.api.ratelimit import DeviceLimiter
 from producers.publisher import Publisher
 from schemas.tables import Device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,8 +45,14 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def get_session(services: ServicesDep) -> Iterator[Session]:
-    with Session(services.engine, expire_on_commit=False) as session:
+    session = Session(services.engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        try:
+            session.close()
+        except DatabaseOperationalError as exc:  # the database went away after the answer was decided: nothing to undo
+            log.warning("closing a session on a lost database connection: %s", exc)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -3,6 +3,7 @@ connection, cuts it in the middle of the request body or of the response, stalls
 
     with FaultProxy(upstream_port, cut=0.3) as proxy:   # clients connect to proxy.port
         ...
+    # leaving the block drops every connection and the port: the upstream is unreachable until a new proxy opens
     proxy.stats  # connections, cut_request, cut_response, stalled
 """
 
@@ -33,6 +34,7 @@ class FaultProxy:
     stats: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
+        self.open: set[asyncio.StreamWriter] = set()
         self.rng = random.Random(self.seed)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -50,7 +52,9 @@ class FaultProxy:
             assert self.server is not None
             self.server.close()
             others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in others:  # connections still open: drop them, as a link going down would
+            for writer in self.open:  # connections still open: drop them, as a link going down would
+                writer.transport.abort()
+            for task in others:
                 task.cancel()
             await asyncio.gather(*others, return_exceptions=True)
             await self.server.wait_closed()
@@ -72,6 +76,7 @@ class FaultProxy:
             client_writer.close()
             return
         writers = (client_writer, server_writer)
+        self.open.update(writers)
         upstream = self.pipe(
             client_reader, server_writer, cut_at if fate == "cut_request" else None, stall, fate, writers
         )
@@ -80,6 +85,7 @@ class FaultProxy:
         await asyncio.gather(upstream, downstream, return_exceptions=True)
         for writer in writers:
             writer.close()
+            self.open.discard(writer)
 
     async def pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut_at: float | None, stall: bool,
