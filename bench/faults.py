@@ -1,8 +1,10 @@
-"""Faults at full size, on a stack of its own (API + one Celery worker, SQLite, the Redis on localhost db 10):
-photos sent by the reference phone client through a proxy that cuts a share of connections in the middle of a
-request or an answer. Prints (and writes as JSON) photos sent, jobs, results, duplicates, lost.
+"""Faults at full size, on a stack of its own (API + one Celery worker, SQLite, the Redis on localhost db 10).
+Prints (and writes as JSON) photos sent, jobs, results, duplicates, lost, failed.
 
+    # photos sent by the reference phone client through a proxy that cuts 30 % of connections mid-transfer
     .venv/bin/python bench/faults.py --photos ../shared/data --count 500 --cut 0.3
+    # photos uploaded while worker pool processes are killed with SIGKILL ten times
+    .venv/bin/python bench/faults.py --photos ../shared/data --count 1000 --kill 10
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=REPO / "samples")
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--cut", type=float, default=0.3)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "faults.json")
+    parser.add_argument("--kill", type=int, default=0, help="Instead of the proxy: SIGKILL pool processes this often.")
+    parser.add_argument("--out", type=Path, default=None, help="Default: bench/results/faults[-kill].json")
     args = parser.parse_args()
+    if args.kill:
+        return kill_run(args)
     pool = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     photos = [pool[i % len(pool)] for i in range(args.count)]
     ensure_default_redis()
@@ -70,9 +75,77 @@ def main() -> int:
     }
     for name, value in figures.items():
         print(f"{name:>22}: {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=1))
+    out = args.out or REPO / "bench" / "results" / "faults.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1))
     ok = figures["duplicates"] == 0 and figures["lost"] == 0 and len(done) == len(photos)
+    return 0 if ok else 1
+
+
+def kill_run(args: argparse.Namespace) -> int:
+    import random
+    import signal
+    import uuid
+
+    from sqlmodel import Session, col, select
+
+    from schemas.tables import Job
+    from tests.integration.test_faults import pool_children
+
+    pool = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    photos = [pool[i % len(pool)] for i in range(args.count)]
+    ensure_default_redis()
+    redis.Redis.from_url(os.environ["MHOGO_REDIS_URL"]).flushdb()
+    rng = random.Random(11)
+    with tempfile.TemporaryDirectory(prefix="mhogo-kills-") as tmp:
+        home = Path(tmp)
+        print(f"{len(photos)} photos while worker pool processes are killed {args.kill} times")
+        with live_stack(home, f"sqlite:///{home / 'mhogo.db'}", os.environ["MHOGO_REDIS_URL"]) as stack:
+            started = time.monotonic()
+            ids: list[str] = []
+            with stack.client(stack.new_token("bench")) as client:
+                for path in photos:
+                    headers = {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "image/jpeg"}
+                    ids.append(client.post("/v1/photos", content=path.read_bytes(), headers=headers).json()["job_id"])
+            kills = 0
+
+            def rows() -> list[Job]:
+                with Session(stack.engine) as session:
+                    return list(session.exec(select(Job).where(col(Job.id).in_(ids))).all())
+
+            while True:
+                unfinished = sum(j.status not in ("classified", "rejected", "failed") for j in rows())
+                if kills < args.kill and unfinished > len(photos) // 10:
+                    children = pool_children(stack.processes[0])
+                    if children:
+                        os.kill(rng.choice(children), signal.SIGKILL)
+                        kills += 1
+                        print(f"  kill {kills}: {unfinished} photos still in the pipeline", flush=True)
+                elif not unfinished or time.monotonic() - started > 1800:
+                    break
+                time.sleep(rng.uniform(2.0, 6.0))
+            jobs = rows()
+            alive = stack.processes[0].poll() is None
+            seconds = time.monotonic() - started
+    keys = Counter(job.idempotency_key for job in jobs)
+    figures = {
+        "photos_sent": len(photos),
+        "kills": kills,
+        "jobs": len(jobs),
+        "results": sum(j.status in ("classified", "rejected") for j in jobs),
+        "failed": sum(j.status == "failed" for j in jobs),
+        "stuck": sum(j.status not in ("classified", "rejected", "failed") for j in jobs),
+        "duplicates": sum(n - 1 for n in keys.values()),
+        "lost": len(photos) - len(keys),
+        "worker_alive": alive,
+        "seconds": round(seconds, 1),
+    }
+    for name, value in figures.items():
+        print(f"{name:>22}: {value}")
+    out = args.out or REPO / "bench" / "results" / "faults-kill.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1))
+    ok = figures["results"] == len(photos) and not figures["duplicates"] and not figures["lost"]
     return 0 if ok else 1
 
 
