@@ -25,6 +25,7 @@ os.environ.setdefault("MHOGO_REDIS_URL", "redis://127.0.0.1:6379/10")
 os.environ.setdefault("MHOGO_FLOWER_PASSWORD", "bench")
 
 from collections import Counter  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
 
 import redis  # noqa: E402
 
@@ -45,14 +46,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.kill:
         return kill_run(args)
-    pool = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    photos = [pool[i % len(pool)] for i in range(args.count)]
-    ensure_default_redis()
-    redis.Redis.from_url(os.environ["MHOGO_REDIS_URL"]).flushdb()
+    photos = photos_to_send(args.photos, args.count)
     with tempfile.TemporaryDirectory(prefix="mhogo-faults-") as tmp:
         home = Path(tmp)
         print(
-            f"{len(photos)} photos ({len(pool)} distinct files) through a proxy cutting {args.cut:.0%} of connections"
+            f"{len(photos)} photos ({len(set(photos))} distinct files) through a proxy cutting {args.cut:.0%} "
+            "of connections"
         )
         with live_stack(home, f"sqlite:///{home / 'mhogo.db'}", os.environ["MHOGO_REDIS_URL"]) as stack:
             started = time.monotonic()
@@ -73,13 +72,24 @@ def main() -> int:
         "cut_share": round((proxy.stats["cut_request"] + proxy.stats["cut_response"]) / proxy.stats["connections"], 3),
         "seconds": round(seconds, 1),
     }
-    for name, value in figures.items():
-        print(f"{name:>22}: {value}")
-    out = args.out or REPO / "bench" / "results" / "faults.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=1))
+    report(figures, args.out or REPO / "bench" / "results" / "faults.json")
     ok = figures["duplicates"] == 0 and figures["lost"] == 0 and len(done) == len(photos)
     return 0 if ok else 1
+
+
+def photos_to_send(folder: Path, count: int) -> list[Path]:
+    """`count` photos from `folder`, its files repeated in turn; the bench's Redis database emptied for them."""
+    pool = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    ensure_default_redis()
+    redis.Redis.from_url(os.environ["MHOGO_REDIS_URL"]).flushdb()
+    return [pool[i % len(pool)] for i in range(count)]
+
+
+def report(figures: Mapping[str, object], out: Path) -> None:
+    for name, value in figures.items():
+        print(f"{name:>22}: {value}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1))
 
 
 def kill_run(args: argparse.Namespace) -> int:
@@ -92,10 +102,7 @@ def kill_run(args: argparse.Namespace) -> int:
     from schemas.tables import Job
     from tests.integration.test_faults import pool_children
 
-    pool = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    photos = [pool[i % len(pool)] for i in range(args.count)]
-    ensure_default_redis()
-    redis.Redis.from_url(os.environ["MHOGO_REDIS_URL"]).flushdb()
+    photos = photos_to_send(args.photos, args.count)
     rng = random.Random(11)
     with tempfile.TemporaryDirectory(prefix="mhogo-kills-") as tmp:
         home = Path(tmp)
@@ -140,11 +147,7 @@ def kill_run(args: argparse.Namespace) -> int:
         "worker_alive": alive,
         "seconds": round(seconds, 1),
     }
-    for name, value in figures.items():
-        print(f"{name:>22}: {value}")
-    out = args.out or REPO / "bench" / "results" / "faults-kill.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=1))
+    report(figures, args.out or REPO / "bench" / "results" / "faults-kill.json")
     ok = figures["results"] == len(photos) and not figures["duplicates"] and not figures["lost"]
     return 0 if ok else 1
 

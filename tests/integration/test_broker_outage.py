@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,13 +22,18 @@ from tests.utils.processes import RedisServer, free_port, start_mhogo, stop, wai
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def outage(tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
-    server = RedisServer(free_port(), tmp_path / "redis.log")
+FAST_SWEEPS = {"MHOGO_SWEEP_INTERVAL_S": "1", "MHOGO_SWEEP_RECEIVED_AFTER_S": "1"}
+
+
+@contextmanager
+def stack_on_own_redis(
+    tmp_path: Path, sweeps: dict[str, str], data_dir: Path | None = None
+) -> Iterator[tuple[LiveStack, RedisServer]]:
+    """A live stack and beat on a redis-server of the test's own (persisting to `data_dir` if given)."""
+    server = RedisServer(free_port(), tmp_path / "redis.log", data_dir)
     server.start()
-    fast_sweeps = {"MHOGO_SWEEP_INTERVAL_S": "1", "MHOGO_SWEEP_RECEIVED_AFTER_S": "1"}
     try:
-        with live_stack(tmp_path, f"sqlite:///{tmp_path / 'mhogo.db'}", server.url, fast_sweeps) as stack:
+        with live_stack(tmp_path, f"sqlite:///{tmp_path / 'mhogo.db'}", server.url, sweeps) as stack:
             beat = start_mhogo(["beat"], stack.env, tmp_path / "beat.log")
             try:
                 yield stack, server
@@ -35,6 +41,12 @@ def outage(tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
                 stop(beat)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def outage(tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
+    with stack_on_own_redis(tmp_path, FAST_SWEEPS) as live:
+        yield live
 
 
 def send(client: httpx.Client, kind: str, key: str) -> httpx.Response:
@@ -67,20 +79,10 @@ def test_upload_while_redis_is_down_is_processed_once_it_is_back(outage: tuple[L
 
 @pytest.fixture(params=["aof", "no persistence"])
 def restartable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
-    aof = request.param == "aof"
-    server = RedisServer(free_port(), tmp_path / "redis.log", tmp_path / "redis-data" if aof else None)
-    server.start()
+    data_dir = tmp_path / "redis-data" if request.param == "aof" else None
     # Without persistence the queued messages are gone after the restart: the sweeper finds their jobs stale.
-    sweeps = {"MHOGO_SWEEP_INTERVAL_S": "1", "MHOGO_SWEEP_RECEIVED_AFTER_S": "1", "MHOGO_SWEEP_STALE_AFTER_S": "20"}
-    try:
-        with live_stack(tmp_path, f"sqlite:///{tmp_path / 'mhogo.db'}", server.url, sweeps) as stack:
-            beat = start_mhogo(["beat"], stack.env, tmp_path / "beat.log")
-            try:
-                yield stack, server
-            finally:
-                stop(beat)
-    finally:
-        server.stop()
+    with stack_on_own_redis(tmp_path, FAST_SWEEPS | {"MHOGO_SWEEP_STALE_AFTER_S": "20"}, data_dir) as live:
+        yield live
 
 
 def test_redis_restarted_mid_run_loses_no_photo(restartable: tuple[LiveStack, RedisServer]) -> None:
