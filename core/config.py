@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)
     MAX_IMAGE_PIXELS: int = Field(default=50_000_000, gt=0)  # above this a photo is a decompression bomb
+    UPLOAD_EXPIRE_S: int = Field(default=24 * 3600, gt=0)  # a resumable upload not finished by then is dropped
 
     # Quality gate, measured on the working-size image (see ml/preprocess.py); set from ../shared/data.
     MIN_SIDE_PX: int = 160

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from core import jobs
+from core import jobs, uploads
 from core.config import Settings
 from producers.publisher import Publisher, enqueue_photo
 from schemas.tables import utcnow
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, settings: Settings) -> dict[str, int]:
-    counts = {"enqueued": 0, "failed": 0, "unreachable": 0}
+    counts = {"enqueued": 0, "failed": 0, "unreachable": 0, "uploads_expired": 0}
     with session_factory() as session:
         candidates = jobs.jobs_to_sweep(
             session,
@@ -35,6 +35,7 @@ def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, set
             else:
                 counts["unreachable"] += 1
                 break  # the broker is down: the next sweep tries again
+        counts["uploads_expired"] = uploads.remove_expired(session)
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -105,6 +105,37 @@ class Job(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     input_stats: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     timings_ms: dict[str, float] | None = Field(default=None, sa_type=JSON)
+
+
+class Upload(SQLModel, table=True):
+    """A resumable upload (tus 1.0) of one photo: how long it is, how much has arrived, and, once complete, its job.
+
+    The key is the photo's Idempotency-Key, unique per device like a job's, so a creation request retried after its
+    answer was lost finds this upload again instead of starting a second one."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (UniqueConstraint("device_id", "idempotency_key", name="uq_uploads_device_key"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    device_id: int = Field(foreign_key="devices.id", index=True)
+    idempotency_key: str = Field(max_length=255)
+    length: int
+    received: int = 0  # the tus Upload-Offset: bytes stored, in whole chunks
+    meta: dict[str, str] = Field(default_factory=dict, sa_type=JSON)  # the Upload-Metadata pairs, decoded
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    job_id: str | None = Field(default=None, max_length=32)  # set when the last byte arrived and the job exists
+
+
+class UploadChunk(SQLModel, table=True):
+    """The bytes of one PATCH of an upload, kept until the upload completes. (upload, start) is the primary key, so
+    of two PATCH requests racing for the same offset exactly one is stored, on SQLite and PostgreSQL alike."""
+
+    __tablename__ = "upload_chunks"
+
+    upload_id: str = Field(foreign_key="uploads.id", primary_key=True, max_length=32)
+    start: int = Field(primary_key=True)
+    data: bytes = Field(sa_type=LargeBinary)
 
 
 class Feedback(SQLModel, table=True):

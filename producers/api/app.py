@@ -28,7 +28,7 @@ from core.errors import (
     UnsupportedMediaType,
     UploadTooLarge,
 )
-from producers.api import dashboard, ops
+from producers.api import dashboard, ops, tus
 from producers.api.backlog import Backlog
 from producers.api.deps import Services
 from producers.api.limits import BodySizeLimit
@@ -116,7 +116,9 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.add_exception_handler(MhogoError, mhogo_error)
     app.add_exception_handler(DatabaseOperationalError, database_unavailable)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
+    app.add_middleware(tus.TusResumableHeader)
     app.include_router(router)
+    app.include_router(tus.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)
     return app

@@ -1,0 +1,256 @@
+"""Resumable uploads (tus 1.0 core, creation, checksum, expiration, termination) at /v1/uploads."""
+
+import base64
+import hashlib
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlmodel import Session, select
+
+from core import jobs, uploads
+from producers.api.deps import Services
+from producers.sweeper import sweep_once
+from schemas.tables import Job, Upload, UploadChunk, utcnow
+from tests.producers.conftest import new_token
+from tests.utils.factories import sample_bytes
+from tests.utils.fakes import RecordingPublisher
+from tests.utils.hostile import html_as_jpeg
+
+TUS = {"Tus-Resumable": "1.0.0"}
+CHUNK = 8 * 1024
+
+
+def create(client: TestClient, auth: dict[str, str], length: int, key: str = "photo-1", **headers: str) -> Response:
+    return client.post("/v1/uploads", headers={**auth, **TUS, "Upload-Length": str(length), "Idempotency-Key": key,
+                                                **headers})  # fmt: skip
+
+
+def patch(client: TestClient, auth: dict[str, str], url: str, offset: int, body: bytes, **headers: str) -> Response:
+    sha1 = base64.b64encode(hashlib.sha1(body).digest()).decode()
+    return client.patch(url, content=body, headers={**auth, **TUS, "Upload-Offset": str(offset),
+                        "Content-Type": "application/offset+octet-stream", "Upload-Checksum": f"sha1 {sha1}",
+                        **headers})  # fmt: skip
+
+
+def head(client: TestClient, auth: dict[str, str], url: str) -> Response:
+    return client.head(url, headers={**auth, **TUS})
+
+
+def send_all(client: TestClient, auth: dict[str, str], url: str, data: bytes, start: int = 0) -> Response:
+    offset, response = start, None
+    while offset < len(data):
+        response = patch(client, auth, url, offset, data[offset : offset + CHUNK])
+        assert response.status_code == 204, response.text
+        offset = int(response.headers["Upload-Offset"])
+    assert response is not None
+    return response
+
+
+def test_options_advertise_the_protocol_and_its_extensions(client: TestClient, services: Services) -> None:
+    response = client.options("/v1/uploads")
+    assert response.status_code == 204
+    assert response.headers["Tus-Version"] == "1.0.0"
+    assert set(response.headers["Tus-Extension"].split(",")) == {"creation", "checksum", "expiration", "termination"}
+    assert "sha1" in response.headers["Tus-Checksum-Algorithm"].split(",")
+    assert int(response.headers["Tus-Max-Size"]) == services.settings.MAX_UPLOAD_BYTES
+
+
+def test_a_photo_in_chunks_becomes_one_job_with_exactly_its_bytes(
+    client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher
+) -> None:
+    data = sample_bytes("cbsd")
+    meta = f"filename {base64.b64encode(b'leaf.jpg').decode()},filetype {base64.b64encode(b'image/jpeg').decode()}"
+    created = create(client, auth, len(data), **{"Upload-Metadata": meta})
+    assert created.status_code == 201, created.text
+    assert created.headers["Tus-Resumable"] == "1.0.0"
+    url = created.headers["Location"]
+    assert url.startswith("https://mhogo.example/v1/uploads/")
+    assert "GMT" in created.headers["Upload-Expires"]
+
+    first = patch(client, auth, url, 0, data[:CHUNK])
+    assert (first.status_code, first.headers["Upload-Offset"]) == (204, str(CHUNK))
+    assert "Mhogo-Job-Id" not in first.headers
+    probe = head(client, auth, url)
+    assert (probe.status_code, probe.headers["Upload-Offset"], probe.headers["Upload-Length"]) == (
+        200, str(CHUNK), str(len(data)))  # fmt: skip
+    assert probe.headers["Cache-Control"] == "no-store"
+
+    last = send_all(client, auth, url, data, start=CHUNK)
+    job_id = last.headers["Mhogo-Job-Id"]
+    assert last.headers["Mhogo-Job-Url"] == f"https://mhogo.example/v1/jobs/{job_id}"
+    assert head(client, auth, url).headers["Mhogo-Job-Id"] == job_id
+    with Session(services.engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.idempotency_key == "photo-1"
+        assert services.blobs.get(job.blob_key) == data
+        assert session.exec(select(UploadChunk)).all() == []  # freed once the job exists
+    assert publisher.photos == [(job_id, job.blob_key)]
+    assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "queued"
+
+
+def test_retried_creation_finds_the_same_upload_and_a_key_is_one_photo(
+    client: TestClient, auth: dict[str, str], publisher: RecordingPublisher
+) -> None:
+    data = sample_bytes("cmd")
+    first = create(client, auth, len(data))
+    again = create(client, auth, len(data))
+    assert again.status_code == 201
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert create(client, auth, len(data) + 1).status_code == 409  # same key, another photo
+    job_id = send_all(client, auth, first.headers["Location"], data).headers["Mhogo-Job-Id"]
+    # The same photo sent again in one request with the same key: the same job, nothing enqueued twice.
+    plain = client.post("/v1/photos", content=data, headers={**auth, "Idempotency-Key": "photo-1",
+                                                               "Content-Type": "image/jpeg"})  # fmt: skip
+    assert plain.json()["job_id"] == job_id
+    assert len(publisher.photos) == 1
+
+
+def test_a_key_already_accepted_in_one_request_gives_a_complete_upload(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    data = sample_bytes("cgm")
+    plain = client.post("/v1/photos", content=data, headers={**auth, "Idempotency-Key": "k9",
+                                                               "Content-Type": "image/jpeg"})  # fmt: skip
+    url = create(client, auth, len(data), key="k9").headers["Location"]
+    probe = head(client, auth, url)
+    assert probe.headers["Upload-Offset"] == str(len(data))
+    assert probe.headers["Mhogo-Job-Id"] == plain.json()["job_id"]
+
+
+def test_wrong_offset_is_409_and_a_bad_checksum_is_460_and_neither_moves_the_upload(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    data = sample_bytes("cmd")
+    url = create(client, auth, len(data)).headers["Location"]
+    assert patch(client, auth, url, 0, data[:CHUNK]).status_code == 204
+    replayed = patch(client, auth, url, 0, data[:CHUNK])  # the answer was lost and the client sent it again
+    assert (replayed.status_code, replayed.headers["Upload-Offset"]) == (409, str(CHUNK))
+    wrong = "sha1 " + base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    corrupt = patch(client, auth, url, CHUNK, data[CHUNK : 2 * CHUNK], **{"Upload-Checksum": wrong})
+    assert corrupt.status_code == 460
+    assert head(client, auth, url).headers["Upload-Offset"] == str(CHUNK)
+    too_much = patch(client, auth, url, CHUNK, data[CHUNK:] + b"extra")
+    assert too_much.status_code == 413
+    sha256 = base64.b64encode(hashlib.sha256(data[CHUNK:]).digest()).decode()
+    rest = patch(client, auth, url, CHUNK, data[CHUNK:], **{"Upload-Checksum": f"sha256 {sha256}"})
+    assert rest.status_code == 204
+    assert rest.headers["Mhogo-Job-Id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"Tus-Resumable": "0.2.2"}, 412),
+        ({"Content-Type": "application/octet-stream"}, 415),
+        ({"Upload-Offset": "-1"}, 400),
+        ({"Upload-Checksum": "crc32 AAAA"}, 400),
+        ({"Upload-Checksum": "sha1 not base64!"}, 400),
+    ],
+)
+def test_malformed_patch_requests_get_4xx(
+    client: TestClient, auth: dict[str, str], change: dict[str, str], status: int
+) -> None:
+    data = sample_bytes("cmd")
+    url = create(client, auth, len(data)).headers["Location"]
+    response = patch(client, auth, url, 0, data[:CHUNK], **change)
+    assert response.status_code == status, response.text
+    assert response.headers["Tus-Resumable"] == "1.0.0"
+    assert head(client, auth, url).headers["Upload-Offset"] == "0"
+
+
+def test_creation_is_checked(client: TestClient, auth: dict[str, str], services: Services) -> None:
+    assert create(client, auth, 0).status_code == 422
+    assert create(client, auth, services.settings.MAX_UPLOAD_BYTES + 1).status_code == 413
+    assert create(client, auth, 10, **{"Upload-Length": "ten"}).status_code == 400
+    assert create(client, auth, 10, key="").status_code == 400
+    assert create(client, auth, 10, **{"Upload-Metadata": "filename %%%"}).status_code == 400
+    svg = f"filetype {base64.b64encode(b'image/svg+xml').decode()}"
+    assert create(client, auth, 10, **{"Upload-Metadata": svg}).status_code == 415
+    missing_version = client.post("/v1/uploads", headers={**auth, "Upload-Length": "10", "Idempotency-Key": "a"})
+    assert missing_version.status_code == 412
+    assert missing_version.headers["Tus-Version"] == "1.0.0"
+    anonymous = client.post("/v1/uploads", headers={**TUS, "Upload-Length": "10", "Idempotency-Key": "a"})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["Tus-Resumable"] == "1.0.0"
+
+
+def test_a_completed_upload_that_is_not_a_photo_is_refused_with_its_reason(
+    client: TestClient, auth: dict[str, str], services: Services
+) -> None:
+    page = html_as_jpeg().data
+    url = create(client, auth, len(page)).headers["Location"]
+    refused = patch(client, auth, url, 0, page)
+    assert refused.status_code == 415, refused.text
+    assert "JPEG or PNG" in refused.json()["detail"]
+    assert head(client, auth, url).status_code == 404  # dropped: the phone keeps the refusal, nothing is left over
+    with Session(services.engine) as session:
+        assert session.exec(select(Job)).all() == []
+
+
+def test_the_last_answer_lost_is_recovered_with_an_empty_patch(
+    client: TestClient, auth: dict[str, str], services: Services
+) -> None:
+    """The last chunk is stored but the API dies before the job exists: HEAD says complete without a job, and an
+    empty PATCH at the end finishes it."""
+    data = sample_bytes("healthy")
+    url = create(client, auth, len(data)).headers["Location"]
+    upload_id = url.rsplit("/", 1)[1]
+    with Session(services.engine) as session:
+        upload = session.get(Upload, upload_id)
+        assert upload is not None
+        uploads.append_chunk(session, upload, 0, data)
+    probe = head(client, auth, url)
+    assert probe.headers["Upload-Offset"] == str(len(data))
+    assert "Mhogo-Job-Id" not in probe.headers
+    finished = patch(client, auth, url, len(data), b"")
+    assert finished.status_code == 204
+    assert finished.headers["Mhogo-Job-Id"]
+    again = patch(client, auth, url, len(data), b"")  # and again: the same job
+    assert again.headers["Mhogo-Job-Id"] == finished.headers["Mhogo-Job-Id"]
+
+
+def test_uploads_belong_to_their_device_and_can_be_terminated(
+    client: TestClient, auth: dict[str, str], services: Services
+) -> None:
+    data = sample_bytes("cmd")
+    url = create(client, auth, len(data)).headers["Location"]
+    other = {"Authorization": f"Bearer {new_token(services, 'other')}"}
+    assert head(client, other, url).status_code == 404
+    assert patch(client, other, url, 0, data[:CHUNK]).status_code == 404
+    assert client.delete(url, headers={**other, **TUS}).status_code == 404
+    assert patch(client, auth, url, 0, data[:CHUNK]).status_code == 204
+    assert client.delete(url, headers={**auth, **TUS}).status_code == 204
+    assert head(client, auth, url).status_code == 404
+    with Session(services.engine) as session:
+        assert session.exec(select(UploadChunk)).all() == []
+
+
+def test_expired_uploads_answer_410_and_the_sweeper_removes_them(
+    client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher
+) -> None:
+    data = sample_bytes("cmd")
+    url = create(client, auth, len(data)).headers["Location"]
+    assert patch(client, auth, url, 0, data[:CHUNK]).status_code == 204
+    with Session(services.engine) as session:
+        upload = session.get(Upload, url.rsplit("/", 1)[1])
+        assert upload is not None
+        upload.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(upload)
+        session.commit()
+    assert head(client, auth, url).status_code == 410
+    assert patch(client, auth, url, CHUNK, data[CHUNK:]).status_code == 410
+    counts = sweep_once(lambda: Session(services.engine), publisher, services.settings)
+    assert counts["uploads_expired"] == 1
+    assert head(client, auth, url).status_code == 404
+    with Session(services.engine) as session:
+        assert session.exec(select(UploadChunk)).all() == []
+        assert jobs.find_job(session, 1, "photo-1") is None
+    # The phone starts again with the same key and gets a fresh upload.
+    fresh = create(client, auth, len(data))
+    assert fresh.status_code == 201
+    assert fresh.headers["Location"] != url
+    assert send_all(client, auth, fresh.headers["Location"], data).headers["Mhogo-Job-Id"]
