@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from httpx import Response
 from sqlmodel import Session, select
+from starlette.testclient import httpx as test_http
 
 from core import jobs, uploads
 from producers.api.deps import Services
@@ -18,27 +18,28 @@ from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.hostile import html_as_jpeg
 
+Answer = test_http.Response
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = 8 * 1024
 
 
-def create(client: TestClient, auth: dict[str, str], length: int, key: str = "photo-1", **headers: str) -> Response:
+def create(client: TestClient, auth: dict[str, str], length: int, key: str = "photo-1", **headers: str) -> Answer:
     return client.post("/v1/uploads", headers={**auth, **TUS, "Upload-Length": str(length), "Idempotency-Key": key,
                                                 **headers})  # fmt: skip
 
 
-def patch(client: TestClient, auth: dict[str, str], url: str, offset: int, body: bytes, **headers: str) -> Response:
+def patch(client: TestClient, auth: dict[str, str], url: str, offset: int, body: bytes, **headers: str) -> Answer:
     sha1 = base64.b64encode(hashlib.sha1(body).digest()).decode()
     return client.patch(url, content=body, headers={**auth, **TUS, "Upload-Offset": str(offset),
                         "Content-Type": "application/offset+octet-stream", "Upload-Checksum": f"sha1 {sha1}",
                         **headers})  # fmt: skip
 
 
-def head(client: TestClient, auth: dict[str, str], url: str) -> Response:
+def head(client: TestClient, auth: dict[str, str], url: str) -> Answer:
     return client.head(url, headers={**auth, **TUS})
 
 
-def send_all(client: TestClient, auth: dict[str, str], url: str, data: bytes, start: int = 0) -> Response:
+def send_all(client: TestClient, auth: dict[str, str], url: str, data: bytes, start: int = 0) -> Answer:
     offset, response = start, None
     while offset < len(data):
         response = patch(client, auth, url, offset, data[offset : offset + CHUNK])
