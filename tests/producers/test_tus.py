@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx2 import Response as Answer  # what the test client answers with
 from sqlmodel import Session, select
-from starlette.testclient import httpx as test_http
 
 from core import jobs, uploads
 from producers.api.deps import Services
@@ -18,7 +18,6 @@ from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.hostile import html_as_jpeg
 
-Answer = test_http.Response
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = 8 * 1024
 
