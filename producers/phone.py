@@ -6,11 +6,16 @@ app developers and the load and fault generator of the tests.
   however often the upload is retried, and whatever kills the app in between, the server makes one job of it.
 - Uploads retried with exponential backoff and full jitter; `Retry-After` (429, 503) honoured; a 4xx other than
   those is final (the photo is kept with the server's reason, never retried).
+- Photos larger than `resumable_above` go by resumable upload (tus 1.0, with a sha1 checksum per chunk): the
+  upload's address is kept in the outbox, so after a cut link, a restart or a kill the phone asks the server how
+  much arrived (HEAD) and sends only the rest.
 - Results fetched when back online, each photo polled with its own backoff.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import random
@@ -63,9 +68,11 @@ CREATE TABLE IF NOT EXISTS photos (
     next_try_at REAL NOT NULL DEFAULT 0,
     job_id TEXT,
     result TEXT,                     -- the job as the server last showed it, JSON
-    error TEXT
+    error TEXT,
+    upload_url TEXT                  -- the resumable upload under way, if any
 )
 """
+TUS = {"Tus-Resumable": "1.0.0"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class OutboxPhoto:
     error: str | None
     original_bytes: int
     sent_bytes: int
+    upload_url: str | None = None
 
 
 class Outbox:
@@ -92,6 +100,9 @@ class Outbox:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a committed change survives the phone losing power
         self.db.execute(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(photos)")}
+        if "upload_url" not in columns:  # an outbox made by an older version of the app
+            self.db.execute("ALTER TABLE photos ADD COLUMN upload_url TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -140,9 +151,9 @@ class Outbox:
 
     @staticmethod
     def _photo(row: tuple[Any, ...]) -> OutboxPhoto:
-        key, source, _, original, sent, state, attempts, next_try_at, job_id, result, error = row
+        key, source, _, original, sent, state, attempts, next_try_at, job_id, result, error, upload_url = row
         return OutboxPhoto(key, source, state, attempts, next_try_at, job_id,
-                           json.loads(result) if result else None, error, original, sent)  # fmt: skip
+                           json.loads(result) if result else None, error, original, sent, upload_url)  # fmt: skip
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -163,23 +174,78 @@ class Phone:
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.time
 
+    resumable_above: int = 256 * 1024  # bytes; larger photos go by resumable upload
+    chunk_bytes: int = 64 * 1024  # per PATCH: about 10 s at 2G speed, so a cut link loses little
+
     def upload(self, photo: OutboxPhoto) -> None:
         data = self.outbox.photo_path(photo.key).read_bytes()
-        headers = {"Idempotency-Key": photo.key, "Content-Type": "image/jpeg"}
         try:
-            response = self.client.post("/v1/photos", content=data, headers=headers)
+            if len(data) > self.resumable_above:
+                self.upload_resumable(photo, data)
+            else:
+                headers = {"Idempotency-Key": photo.key, "Content-Type": "image/jpeg"}
+                response = self.client.post("/v1/photos", content=data, headers=headers)
+                if response.status_code == 202:
+                    self._sent(photo, response.json()["job_id"])
+                else:
+                    self._not_taken(photo, response)
         except httpx.TransportError as exc:  # cut, refused, timed out: try again later, same key, same bytes
             self._later(photo, "waiting", f"{type(exc).__name__}: {exc}")
+
+    def upload_resumable(self, photo: OutboxPhoto, data: bytes) -> None:
+        """Create the upload once (its address kept in the outbox), then send chunk after chunk from wherever the
+        server says it stands. Every request is safe to repeat: the creation by its Idempotency-Key, a chunk by its
+        Upload-Offset (a repeat is refused with 409, and HEAD tells where to go on)."""
+        url = photo.upload_url
+        if url is None:
+            created = self.client.post("/v1/uploads", headers={**TUS, "Upload-Length": str(len(data)),
+                                       "Idempotency-Key": photo.key, "Upload-Metadata": "filetype " +
+                                       base64.b64encode(b"image/jpeg").decode()})  # fmt: skip
+            if created.status_code != 201:
+                self._not_taken(photo, created)
+                return
+            url = created.headers["Location"]
+            self.outbox.update(photo.key, upload_url=url)
+        probe = self.client.head(url, headers=TUS)
+        if probe.status_code in (404, 410):  # expired or dropped on the server: start again, same key
+            self.outbox.update(photo.key, upload_url=None)
+            self._later(photo, "waiting", f"upload gone (HTTP {probe.status_code})", 0.0)
             return
-        if response.status_code == 202:
-            self.outbox.update(photo.key, state="sent", job_id=response.json()["job_id"], attempts=0, next_try_at=0,
-                               error=None)  # fmt: skip
-        elif response.status_code in RETRY_STATUSES:
+        if probe.status_code != 200:
+            self._not_taken(photo, probe)
+            return
+        offset, job_id = int(probe.headers["Upload-Offset"]), probe.headers.get("Mhogo-Job-Id")
+        while job_id is None:
+            chunk = data[offset : offset + self.chunk_bytes]
+            checksum = base64.b64encode(hashlib.sha1(chunk).digest()).decode()
+            response = self.client.patch(url, content=chunk, headers={**TUS, "Upload-Offset": str(offset),
+                                         "Content-Type": "application/offset+octet-stream",
+                                         "Upload-Checksum": f"sha1 {checksum}"})  # fmt: skip
+            if response.status_code in (409, 460):  # not where we thought, or damaged on the way: ask again soon
+                self._later(photo, "waiting", f"HTTP {response.status_code}", 0.0)
+                return
+            if response.status_code != 204:
+                self._not_taken(photo, response)
+                return
+            offset, job_id = int(response.headers["Upload-Offset"]), response.headers.get("Mhogo-Job-Id")
+            if photo.attempts:  # progress: the next cut starts its backoff afresh
+                self.outbox.update(photo.key, attempts=0)
+                photo = self.outbox.get(photo.key)
+        self._sent(photo, job_id)
+
+    def _sent(self, photo: OutboxPhoto, job_id: str) -> None:
+        self.outbox.update(photo.key, state="sent", job_id=job_id, attempts=0, next_try_at=0, error=None,
+                           upload_url=None)  # fmt: skip
+
+    def _not_taken(self, photo: OutboxPhoto, response: httpx.Response) -> None:
+        """Busy, limited or briefly down: later, as the server asks. Anything else is the server's final word on
+        this photo (unreadable, not a JPEG or PNG, too large): keep its reason, never send it again."""
+        if response.status_code in RETRY_STATUSES:
             self._later(photo, "waiting", f"HTTP {response.status_code}", retry_after(response))
-        else:  # the server refused this photo for good (unreadable, not a JPEG or PNG, too large): keep its reason
-            detail = response.json().get("detail") if response.headers.get("content-type", "").startswith(
-                "application/json") else response.text  # fmt: skip
-            self.outbox.update(photo.key, state="done", error=f"HTTP {response.status_code}: {detail}")
+            return
+        detail = response.json().get("detail") if response.headers.get("content-type", "").startswith(
+            "application/json") else response.text  # fmt: skip
+        self.outbox.update(photo.key, state="done", error=f"HTTP {response.status_code}: {detail}", upload_url=None)
 
     def fetch(self, photo: OutboxPhoto) -> None:
         try:

@@ -118,8 +118,11 @@ def test_a_job_that_cannot_succeed_becomes_a_dead_letter_and_is_requeued_once_fi
     assert mhogo(stack, "jobs", "requeue", job_id) == ""  # not failed any more: left as it is
 
 
-def send_through(stack: LiveStack, proxy: FaultProxy, photos: list[Path], folder: Path) -> tuple[list[Any], list[Job]]:
-    """Every photo taken into a fresh outbox and synced through the proxy until done: the outbox and the jobs."""
+def send_through(
+    stack: LiveStack, proxy: FaultProxy, photos: list[Path], folder: Path, resumable_above: int = 32 * 1024
+) -> tuple[list[Any], list[Job]]:
+    """Every photo taken into a fresh outbox and synced through the proxy until done: the outbox and the jobs.
+    Photos over `resumable_above` bytes go by resumable upload in 16 KiB chunks (about half the samples)."""
     token = stack.new_token("phone on a bad link")
     outbox = Outbox(folder)
     try:
@@ -129,7 +132,8 @@ def send_through(stack: LiveStack, proxy: FaultProxy, photos: list[Path], folder
         limits = httpx.Limits(max_keepalive_connections=0)
         url = f"http://127.0.0.1:{proxy.port}"
         with httpx.Client(base_url=url, headers=headers, timeout=10, limits=limits) as client:
-            device = Phone(outbox, client, backoff=Backoff(base_s=0.2, cap_s=2.0), rng=random.Random(5))
+            device = Phone(outbox, client, backoff=Backoff(base_s=0.2, cap_s=2.0), rng=random.Random(5),
+                           resumable_above=resumable_above, chunk_bytes=16 * 1024)  # fmt: skip
             for _ in device.sync(timeout_s=600, tick_s=0.1):
                 pass
         done = outbox.photos("done")
@@ -153,13 +157,14 @@ def test_photos_through_a_link_that_cuts_a_third_of_connections_make_one_job_and
     assert len(jobs) == len(photos)  # one job each: nothing lost, nothing twice
     assert {p.job_id for p in done} == {job.id for job in jobs}
     assert all(job.status in ("classified", "rejected") for job in jobs)
+    assert sum(job.size_bytes > 32 * 1024 for job in jobs) > len(jobs) / 4  # a good share came in chunks
 
 
 def test_a_2g_link_that_stalls_still_delivers(stack: LiveStack, tmp_path: Path) -> None:
-    """50 kbit/s, and some connections silent for longer than the phone waits."""
-    photos = all_samples()[:3]
+    """50 kbit/s, and some connections silent for longer than the phone waits; every photo by resumable upload."""
+    photos = all_samples()[:2]
     with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), stall=0.3, stall_s=11, rate_bytes_s=6250) as proxy:
-        done, jobs = send_through(stack, proxy, photos, tmp_path / "outbox")
+        done, jobs = send_through(stack, proxy, photos, tmp_path / "outbox", resumable_above=0)
     assert len(done) == len(jobs) == len(photos)
 
 

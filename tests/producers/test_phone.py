@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlmodel import Session, col, select
@@ -43,6 +44,12 @@ class Flaky:
 
     def get(self, url: str, **kwargs: Any) -> httpx.Response:
         return self._send("GET", url, **kwargs)
+
+    def head(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._send("HEAD", url, **kwargs)
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self._send("PATCH", url, **kwargs)
 
 
 def phone_over(http: object, folder: Path) -> Phone:
@@ -123,3 +130,70 @@ def test_photos_are_shrunk_once_and_uprighted_before_they_are_sent(tmp_path: Pat
     reopened = Outbox(tmp_path / "outbox")
     assert reopened.get(photo.key) == photo  # the key and the bytes survive the app being closed
     reopened.close()
+
+
+def stored_photos(services: Services, keys: list[str]) -> dict[str, bytes]:
+    with Session(services.engine) as session:
+        found = session.exec(select(Job).where(col(Job.idempotency_key).in_(keys))).all()
+        return {job.idempotency_key: services.blobs.get(job.blob_key) for job in found}
+
+
+def test_resumable_uploads_over_a_bad_link_make_one_job_with_the_very_bytes_taken(
+    client: TestClient, auth: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    client.headers.update(auth)
+    flaky = Flaky(client, lose=0.25, refuse=0.1, seed=4)
+    phone = phone_over(flaky, tmp_path)
+    phone.resumable_above, phone.chunk_bytes = 0, 8 * 1024  # every photo in chunks of 8 KiB
+    photos = [phone.outbox.take(path) for path in all_samples()[:6]]
+    for _ in range(300):
+        phone.step()
+        if not phone.outbox.photos("waiting"):
+            break
+    assert len(phone.outbox.photos("sent")) == 6
+    stored = stored_photos(services, [p.key for p in photos])
+    assert stored == {p.key: phone.outbox.photo_path(p.key).read_bytes() for p in photos}  # one job each, intact
+    assert all(p.upload_url is None for p in phone.outbox.photos())
+    phone.outbox.close()
+
+
+class PowerCut(BaseException):
+    """The phone switched off: not an error the app could handle."""
+
+
+def test_a_phone_killed_mid_upload_sends_only_the_rest_after_restart(
+    client: TestClient, auth: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    client.headers.update(auth)
+    sent: list[int] = []
+
+    class Counting:
+        def __init__(self, dies_after: int | None) -> None:
+            self.dies_after = dies_after
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
+        def patch(self, url: str, **kwargs: Any) -> Any:
+            if self.dies_after is not None and len(sent) == self.dies_after:
+                raise PowerCut
+            sent.append(len(kwargs["content"]))
+            return client.patch(url, **kwargs)
+
+    phone = phone_over(Counting(dies_after=3), tmp_path)
+    phone.resumable_above, phone.chunk_bytes = 0, 4 * 1024
+    photo = phone.outbox.take(all_samples()[0])
+    size = photo.sent_bytes
+    assert size > 4 * 4 * 1024
+    with pytest.raises(PowerCut):
+        phone.step()
+    phone.outbox.close()
+    assert sent == [4 * 1024] * 3
+
+    again = phone_over(Counting(dies_after=None), tmp_path)  # the app starts again on the same outbox
+    again.resumable_above, again.chunk_bytes = 0, 4 * 1024
+    again.step()
+    assert again.outbox.get(photo.key).state == "sent"
+    assert sum(sent) == size  # nothing sent twice: the rest went from where the server stood
+    assert stored_photos(services, [photo.key]) == {photo.key: again.outbox.photo_path(photo.key).read_bytes()}
+    again.outbox.close()
