@@ -1,15 +1,23 @@
 """Resumable uploads (tus 1.0 core, creation, checksum, expiration, termination) at /v1/uploads."""
 
 import base64
+import dataclasses
 import hashlib
+import io
+import threading
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from httpx2 import Response as Answer  # what the test client answers with
 from sqlmodel import Session, select
+from tusclient.client import TusClient
 
 from core import jobs, uploads
+from producers.api.app import create_app
 from producers.api.deps import Services
 from producers.sweeper import sweep_once
 from schemas.tables import Job, Upload, UploadChunk, utcnow
@@ -17,6 +25,7 @@ from tests.producers.conftest import new_token
 from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.hostile import html_as_jpeg
+from tests.utils.processes import free_port
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = 8 * 1024
@@ -254,3 +263,40 @@ def test_expired_uploads_answer_410_and_the_sweeper_removes_them(
     assert fresh.status_code == 201
     assert fresh.headers["Location"] != url
     assert send_all(client, auth, fresh.headers["Location"], data).headers["Mhogo-Job-Id"]
+
+
+@pytest.fixture
+def live_api(services: Services) -> Iterator[str]:
+    """The app on a real port (and its public URL), for clients that bring their own HTTP stack."""
+    port = free_port()
+    public = dataclasses.replace(services, settings=services.settings.model_copy(
+        update={"PUBLIC_URL": f"http://127.0.0.1:{port}"}))  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(create_app(public, sweep_on_startup=False), port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_the_tus_projects_own_client_uploads_and_resumes(live_api: str, token: str, services: Services) -> None:
+    """tuspy, the tus project's Python client: a photo sent in part, then finished by a second client that only knows
+    the upload's address (it asks HEAD where to go on), with sha1 checksums on every chunk."""
+    data = sample_bytes("cbb")
+    client = TusClient(f"{live_api}/v1/uploads", headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "t1"})
+    first = client.uploader(file_stream=io.BytesIO(data), chunk_size=4096, upload_checksum=True,
+                            metadata={"filename": "leaf.jpg", "filetype": "image/jpeg"})  # fmt: skip
+    first.upload(stop_at=3 * 4096)
+    assert first.url is not None
+    assert first.url.startswith(f"{live_api}/v1/uploads/")
+    second = client.uploader(file_stream=io.BytesIO(data), url=first.url, chunk_size=4096, upload_checksum=True)
+    assert second.offset == 3 * 4096
+    second.upload()
+    job_id = second.request.response_headers["mhogo-job-id"]
+    with Session(services.engine) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert services.blobs.get(job.blob_key) == data
