@@ -145,10 +145,11 @@ def flower() -> None:
     if settings.FLOWER_PASSWORD is None:
         raise click.UsageError("set MHOGO_FLOWER_PASSWORD: Flower never runs without a password")
     settings.HOME.mkdir(parents=True, exist_ok=True)
-    auth = f"{settings.FLOWER_USER}:{settings.FLOWER_PASSWORD.get_secret_value()}"
+    # In Flower's environment, not on its command line, where every user of the machine could read it (ps).
+    os.environ["FLOWER_BASIC_AUTH"] = f"{settings.FLOWER_USER}:{settings.FLOWER_PASSWORD.get_secret_value()}"
     argv = [
         sys.executable, "-m", "celery", "--app=workers.app", "flower",
-        f"--port={settings.FLOWER_PORT}", f"--basic-auth={auth}", "--persistent=True",
+        f"--port={settings.FLOWER_PORT}", "--persistent=True",
         f"--db={settings.HOME / 'flower.db'}", "--state_save_interval=60000", "--purge_offline_workers=300",
         f"--logging={settings.LOG_LEVEL.lower()}",
     ]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
@@ -13,6 +13,8 @@ from typing import IO
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
+
+from core.redact import redact, secrets_of
 
 # Set where a photo's work starts (an API request, a Celery task) and read by every log line written meanwhile.
 job_id_var: ContextVar[str | None] = ContextVar("job_id", default=None)
@@ -47,6 +49,17 @@ class UtcJsonFormatter(JsonFormatter):
         return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class Redacting(logging.Formatter):
+    """Formats with `inner`, then masks secrets in the finished line (tracebacks and `extra` fields included)."""
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.inner, self.secrets = inner, frozenset(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(self.inner.format(record), self.secrets)
+
+
 class PlainFormatter(logging.Formatter):
     """For a person at a terminal: one line of text, with the context and `extra` fields at the end."""
 
@@ -60,10 +73,15 @@ class PlainFormatter(logging.Formatter):
 
 
 def configure_logging(
-    level: str, json_logs: bool = True, stream: IO[str] | None = None, service: str | None = None
+    level: str,
+    json_logs: bool = True,
+    stream: IO[str] | None = None,
+    service: str | None = None,
+    secrets: Iterable[str] | None = None,
 ) -> logging.Handler:
     """Install the one root handler (replacing the one an earlier call installed) and return it. `service` names
-    this process on every line; left out, the name given by an earlier call stays."""
+    this process on every line; left out, the name given by an earlier call stays. Every line is redacted (see
+    core/redact.py) of `secrets`, by default the ones in mhogo's settings."""
     global _service
     if service is not None:
         _service = service
@@ -77,7 +95,11 @@ def configure_logging(
     else:
         formatter = PlainFormatter()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(formatter)
+    if secrets is None:
+        from core.config import settings
+
+        secrets = secrets_of(settings)
+    handler.setFormatter(Redacting(formatter, secrets))
     handler.addFilter(ContextFilter())
     handler.set_name("mhogo")
     root = logging.getLogger()

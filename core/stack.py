@@ -23,6 +23,7 @@ from typing import IO
 import redis
 
 from core.config import Settings
+from core.redact import redact, secrets_of, url_password
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,12 @@ class Stack:
     stopping: bool = False
     _pumps: list[threading.Thread] = field(default_factory=list)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
+    secrets: set[str] = field(default_factory=set)  # masked in every line printed, the services' own included
 
     def say(self, name: str, line: str) -> None:
+        line = redact(line.rstrip(), self.secrets | secrets_of(self.settings))
         with self._print_lock:
-            self.out.write(f"{name:>18} | {line.rstrip()}\n")
+            self.out.write(f"{name:>18} | {line}\n")
             self.out.flush()
 
     def resolve_redis(self, explicit_url: bool) -> str:
@@ -121,10 +124,17 @@ class Stack:
 
     def start(self, explicit_redis_url: bool) -> None:
         self.env["MHOGO_REDIS_URL"] = self.resolve_redis(explicit_redis_url)
+        self.secrets |= {value for value in (url_password(self.env["MHOGO_REDIS_URL"]),) if value}
         if self.settings.FLOWER_PASSWORD is None:
             password = secrets.token_urlsafe(12)
             self.env["MHOGO_FLOWER_PASSWORD"] = password
-            self.say("mhogo", f"Flower login: {self.settings.FLOWER_USER} / {password} (set MHOGO_FLOWER_PASSWORD)")
+            self.secrets.add(password)
+            where = self.settings.HOME / "flower-password"
+            where.parent.mkdir(parents=True, exist_ok=True)
+            where.touch(mode=0o600)
+            where.write_text(password + "\n")
+            self.say("mhogo", f"Flower and /ops login: {self.settings.FLOWER_USER}, password in {where} (only you can "
+                     "read it; or set MHOGO_FLOWER_PASSWORD)")  # fmt: skip
         for service in self.services:
             self.spawn(service.name, [sys.executable, "-m", "core", *service.argv])
         self.say(

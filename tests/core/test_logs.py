@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
@@ -15,17 +14,7 @@ from core.logs import bind_job, bind_task, configure_logging, job_id_var, unbind
 log = logging.getLogger("tests.logs")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test configures the root logger as a service would; put it back as it was for the rest of the suite."""
-    monkeypatch.setattr("core.logs._service", None)
-    root = logging.getLogger()
-    level = root.level
-    yield
-    for handler in [h for h in root.handlers if h.get_name() == "mhogo"]:
-        root.removeHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

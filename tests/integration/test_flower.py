@@ -27,7 +27,10 @@ def flower(tmp_path: Path, redis_url: str) -> Iterator[tuple[LiveStack, str]]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: httpx.get(f"{url}/api/workers", auth=("op", "s3cret")).status_code == 200, 60, "Flower")
+            # The password is in Flower's environment, not on its command line where `ps` shows it to anyone.
+            assert b"s3cret" not in Path(f"/proc/{process.pid}/cmdline").read_bytes()
             yield stack, url
+            assert "s3cret" not in (tmp_path / "flower.log").read_text()
         finally:
             stop(process)
 
