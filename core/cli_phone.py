@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,6 +22,20 @@ def outbox_folder(outbox: Path | None) -> Path:
     return outbox or settings.HOME / "phone"
 
 
+def describe(answer: dict[str, Any] | None) -> str:
+    """One line of what the app shows: the label or the reason, and whose answer it is."""
+    if answer is None:
+        return ""
+    whose = "provisional, this phone's model" if answer.get("provisional") else "mhogo"
+    if answer.get("status") == "classified":
+        result = answer.get("result") or answer  # the server nests its diagnosis under `result`
+        return f"{result['label']} {result['confidence']:.0%} ({whose})"
+    if answer.get("status") == "rejected":
+        reason = (answer.get("rejection") or answer).get("reason")
+        return f"rejected: {reason} ({whose})"
+    return f"{answer.get('status')} ({whose})"
+
+
 @main.group()
 def phone() -> None:
     """A phone: take photos into a durable outbox, send them when the network allows, fetch the results."""
@@ -31,17 +46,26 @@ def phone() -> None:
 @outbox_option
 @click.option("--max-side", type=int, default=1024, show_default=True, help="Longer side after downscaling.")
 @click.option("--quality", type=click.IntRange(30, 95), default=85, show_default=True, help="JPEG quality.")
-def phone_take(photos: tuple[Path, ...], outbox: Path | None, max_side: int, quality: int) -> None:
-    """Put photos in the outbox, shrunk and with their Idempotency-Key; prints each key."""
+@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), envvar="MHOGO_PHONE_MODEL",
+              default=None, help="The phone build (`mhogo export`, .onnx with its .json) for a provisional answer "
+              "offline; or MHOGO_PHONE_MODEL.")  # fmt: skip
+def phone_take(photos: tuple[Path, ...], outbox: Path | None, max_side: int, quality: int, model: Path | None) -> None:
+    """Put photos in the outbox, shrunk and with their Idempotency-Key; prints each key, and with --model the phone's
+    own provisional answer, given at once without any network."""
     from producers.phone import Outbox
 
+    offline = None
+    if model is not None:
+        from ml.phone_build import PhoneBuild
+
+        offline = PhoneBuild(model)
     box = Outbox(outbox_folder(outbox))
     try:
-        taken = [box.take(path, max_side, quality) for path in photos]
+        taken = [box.take(path, max_side, quality, offline) for path in photos]
     finally:
         box.close()
     for photo in taken:
-        click.echo(f"{photo.key}  {photo.source}")
+        click.echo(f"{photo.key}  {photo.source}  {describe(photo.answer)}".rstrip())
     before, after = sum(p.original_bytes for p in taken), sum(p.sent_bytes for p in taken)
     click.echo(f"{len(taken)} photos: {before} bytes taken, {after} to send ({1 - after / before:.0%} saved)", err=True)
 
@@ -59,7 +83,8 @@ def phone_sync(outbox: Path | None, api_url: str | None, token: str, timeout: fl
     with open_phone(outbox_folder(outbox), api_url or settings.public_url, token) as device:
         for photo in device.sync(timeout):
             click.echo(json.dumps({"key": photo.key, "source": photo.source, "job_id": photo.job_id,
-                                   "error": photo.error, "result": photo.result}))  # fmt: skip
+                                   "error": photo.error, "result": photo.result,
+                                   "provisional": photo.provisional}))  # fmt: skip
         left = len(device.outbox.photos("waiting")) + len(device.outbox.photos("sent"))
     if left:
         click.echo(f"{left} photos not done yet: run `mhogo phone sync` again", err=True)
@@ -75,7 +100,7 @@ def phone_list(outbox: Path | None) -> None:
     box = Outbox(outbox_folder(outbox))
     try:
         for photo in box.photos():
-            outcome = (photo.result or {}).get("status") or photo.error or ""
+            outcome = describe(photo.answer) or photo.error or ""
             click.echo(f"{photo.key}  {photo.state:8} {photo.attempts:3}  {photo.job_id or '-':32}  {outcome}")
     finally:
         box.close()

@@ -7,12 +7,12 @@ from typing import Any
 
 from core.errors import BadInput
 from ml.imaging import decode, prepare
-from ml.predictor import Predictor
+from ml.predictor import Classifier
 from ml.quality import QualityThresholds, leaf_verdict, quality_gate
 from schemas.reasons import RejectReason
 
 
-def diagnose(data: bytes, predictor: Predictor, limits: QualityThresholds, max_pixels: int) -> dict[str, Any]:
+def diagnose(data: bytes, predictor: Classifier, limits: QualityThresholds, max_pixels: int) -> dict[str, Any]:
     """A dict with `status` ('classified' or 'rejected'), `label`, `confidence`, `probabilities`, `reason`,
     `message`, `model_version` and, for a model with a leaf gate, `leaf_probability`."""
     outcome: dict[str, Any] = {

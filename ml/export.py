@@ -172,6 +172,13 @@ class OnnxPredictor:
         options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, S, S, 3) float32 -> (N, C) probabilities and (N,) leaf probability (None without a leaf gate), in one
+        pass."""
+        names = [output.name for output in self.session.get_outputs()]
+        results = dict(zip(names, self.session.run(names, {"pixels": pixels}), strict=True))
+        return results["probabilities"], results.get("leaf_probability")
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float32 -> (N, C)."""
         result: np.ndarray = self.session.run(["probabilities"], {"pixels": pixels})[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from PIL import Image
@@ -26,6 +27,15 @@ class Prediction:
     model_version: str
     leaf_probability: float | None = None  # the leaf gate's score; None for a model without a gate
     not_a_leaf: bool = False  # the leaf gate turns the photo away: do not show the label
+
+
+class Classifier(Protocol):
+    """What `ml.diagnose.diagnose` needs of a model: the server's `Predictor`, or the phone's ONNX build."""
+
+    version: str
+    preprocess: PreprocessConfig
+
+    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]: ...
 
 
 @dataclass(frozen=True)

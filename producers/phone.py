@@ -26,10 +26,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    from ml.phone_build import PhoneBuild
 
 FINAL = {"classified", "rejected", "failed"}
 RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
@@ -69,9 +72,11 @@ CREATE TABLE IF NOT EXISTS photos (
     job_id TEXT,
     result TEXT,                     -- the job as the server last showed it, JSON
     error TEXT,
-    upload_url TEXT                  -- the resumable upload under way, if any
+    upload_url TEXT,                 -- the resumable upload under way, if any
+    provisional TEXT                 -- the phone model's answer, JSON, given offline when the photo was taken
 )
 """
+ADDED_COLUMNS = ("upload_url", "provisional")  # to an outbox made by an older version of the app
 TUS = {"Tus-Resumable": "1.0.0"}
 
 
@@ -88,6 +93,14 @@ class OutboxPhoto:
     original_bytes: int
     sent_bytes: int
     upload_url: str | None = None
+    provisional: dict[str, Any] | None = None
+
+    @property
+    def answer(self) -> dict[str, Any] | None:
+        """What the app shows: the server's diagnosis once it came, else the phone's own, marked provisional."""
+        if self.result is not None and self.result.get("status") in FINAL:
+            return {"source": "server", **self.result}
+        return self.provisional
 
 
 class Outbox:
@@ -101,25 +114,31 @@ class Outbox:
         self.db.execute("PRAGMA synchronous=FULL")  # a committed change survives the phone losing power
         self.db.execute(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(photos)")}
-        if "upload_url" not in columns:  # an outbox made by an older version of the app
-            self.db.execute("ALTER TABLE photos ADD COLUMN upload_url TEXT")
+        for column in ADDED_COLUMNS:
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE photos ADD COLUMN {column} TEXT")
 
     def close(self) -> None:
         self.db.close()
 
-    def take(self, source: Path, max_side: int = 1024, quality: int = 85) -> OutboxPhoto:
+    def take(
+        self, source: Path, max_side: int = 1024, quality: int = 85, offline: PhoneBuild | None = None
+    ) -> OutboxPhoto:
         """Keep a photo for sending: shrink it, write its bytes, then record it with its new key (in that order, so a
-        row always has its bytes)."""
+        row always has its bytes). With the phone build (`offline`), the photo gets a provisional answer at once,
+        network or not, from exactly the bytes the server will see."""
         original = source.read_bytes()
         data = shrink(original, max_side, quality)
+        guess = json.dumps({"source": "phone", "provisional": True, **offline.diagnose(data)}) if offline else None
         key = uuid.uuid4().hex
         path = self.photo_path(key)
         temporary = path.with_suffix(".part")
         temporary.write_bytes(data)
         temporary.replace(path)
         self.db.execute(
-            "INSERT INTO photos (key, source, taken_at, original_bytes, sent_bytes, state) VALUES (?, ?, ?, ?, ?, ?)",
-            (key, source.name, time.time(), len(original), len(data), "waiting"),
+            "INSERT INTO photos (key, source, taken_at, original_bytes, sent_bytes, state, provisional) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, source.name, time.time(), len(original), len(data), "waiting", guess),
         )
         return self.get(key)
 
@@ -151,9 +170,9 @@ class Outbox:
 
     @staticmethod
     def _photo(row: tuple[Any, ...]) -> OutboxPhoto:
-        key, source, _, original, sent, state, attempts, next_try_at, job_id, result, error, upload_url = row
-        return OutboxPhoto(key, source, state, attempts, next_try_at, job_id,
-                           json.loads(result) if result else None, error, original, sent, upload_url)  # fmt: skip
+        key, source, _, original, sent, state, attempts, next_try_at, job_id, result, error, upload_url, guess = row
+        return OutboxPhoto(key, source, state, attempts, next_try_at, job_id, json.loads(result) if result else None,
+                           error, original, sent, upload_url, json.loads(guess) if guess else None)  # fmt: skip
 
 
 def retry_after(response: httpx.Response) -> float | None:
