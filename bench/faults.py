@@ -41,6 +41,8 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=REPO / "samples")
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--cut", type=float, default=0.3)
+    parser.add_argument("--resumable-above", type=int, default=32 * 1024,
+                        help="Photos over this many bytes go by resumable upload (tus), in 16 KiB chunks.")  # fmt: skip
     parser.add_argument("--kill", type=int, default=0, help="Instead of the proxy: SIGKILL pool processes this often.")
     parser.add_argument("--out", type=Path, default=None, help="Default: bench/results/faults[-kill].json")
     args = parser.parse_args()
@@ -56,7 +58,7 @@ def main() -> int:
         with live_stack(home, f"sqlite:///{home / 'mhogo.db'}", os.environ["MHOGO_REDIS_URL"]) as stack:
             started = time.monotonic()
             with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), cut=args.cut) as proxy:
-                done, jobs = send_through(stack, proxy, photos, home / "outbox")
+                done, jobs = send_through(stack, proxy, photos, home / "outbox", args.resumable_above)
             seconds = time.monotonic() - started
     keys = Counter(job.idempotency_key for job in jobs)
     figures = {
@@ -66,6 +68,7 @@ def main() -> int:
         "duplicates": sum(n - 1 for n in keys.values()),
         "lost": len(photos) - len(keys),
         "jobs_by_status": dict(Counter(str(job.status) for job in jobs)),
+        "by_resumable_upload": sum(job.size_bytes > args.resumable_above for job in jobs),
         "connections": proxy.stats["connections"],
         "cut_in_request": proxy.stats["cut_request"],
         "cut_in_answer": proxy.stats["cut_response"],
