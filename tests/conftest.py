@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 _HOME = Path(tempfile.mkdtemp(prefix="mhogo-test-"))
 os.environ["MHOGO_HOME"] = str(_HOME)
@@ -26,6 +27,9 @@ from sqlmodel import Session  # noqa: E402
 from core.blobs import BlobStore  # noqa: E402
 from core.db import init_db, make_engine  # noqa: E402
 from tests.utils.postgres import postgres_database  # noqa: E402
+
+if TYPE_CHECKING:
+    from ml.export import Exported
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -86,3 +90,14 @@ def blobs(tmp_path: Path) -> BlobStore:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex
+
+
+@pytest.fixture(scope="session")
+def baseline_onnx(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """The shipped model's phone build (fp32 ONNX and its JSON), exported once for every test that needs it."""
+    from core.config import settings
+    from ml.checkpoint import load_checkpoint
+    from ml.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("phone-build")
+    return export_onnx(load_checkpoint(settings.model_path), folder / "baseline.onnx", settings.quality_thresholds)

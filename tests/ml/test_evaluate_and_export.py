@@ -10,7 +10,7 @@ import torch
 from core.config import settings
 from ml.checkpoint import Checkpoint, load_checkpoint
 from ml.evaluate import evaluate_dir
-from ml.export import OnnxPredictor, export_int8, export_onnx, phone_input
+from ml.export import Exported, OnnxPredictor, export_int8, phone_input
 from ml.imaging import decode, prepare
 from ml.leafgate import GATE_INPUTS
 from ml.predictor import Predictor
@@ -47,9 +47,11 @@ def test_evaluate_reports_what_the_field_needs(checkpoint: Checkpoint, tmp_path:
         assert (tmp_path / f"report-{name}.png").read_bytes().startswith(b"\x89PNG")
 
 
-def test_the_onnx_build_gives_the_server_answers(checkpoint: Checkpoint, tmp_path: Path) -> None:
-    exported = export_onnx(checkpoint, tmp_path / "m.onnx", settings.quality_thresholds)
-    spec = json.loads((tmp_path / "m.json").read_text())
+def test_the_onnx_build_gives_the_server_answers(
+    checkpoint: Checkpoint, baseline_onnx: Exported, tmp_path: Path
+) -> None:
+    exported = baseline_onnx
+    spec = json.loads(exported.path.with_suffix(".json").read_text())
     assert spec["classes"] == list(checkpoint.classes)
     assert spec["model_version"] == checkpoint.version
     assert spec["sha256"] == exported.sha256

@@ -19,7 +19,7 @@ from core.config import settings
 from core.errors import ModelError
 from ml.checkpoint import load_checkpoint
 from ml.diagnose import diagnose
-from ml.export import export_onnx
+from ml.export import Exported
 from ml.phone_build import PhoneBuild
 from ml.predictor import Predictor
 from producers.api.deps import Services
@@ -32,10 +32,8 @@ PHOTOS = [*sorted(SAMPLES.glob("cassava/*/*.jpg"))[::10], *sorted(SAMPLES.glob("
 
 
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> PhoneBuild:
-    checkpoint = load_checkpoint(settings.model_path)
-    exported = export_onnx(checkpoint, tmp_path_factory.mktemp("build") / "phone.onnx", settings.quality_thresholds)
-    return PhoneBuild(exported.path)
+def build(baseline_onnx: Exported) -> PhoneBuild:
+    return PhoneBuild(baseline_onnx.path)
 
 
 def no_network(request: httpx.Request) -> httpx.Response:
