@@ -119,7 +119,12 @@ def test_a_job_that_cannot_succeed_becomes_a_dead_letter_and_is_requeued_once_fi
 
 
 def send_through(
-    stack: LiveStack, proxy: FaultProxy, photos: list[Path], folder: Path, resumable_above: int = 32 * 1024
+    stack: LiveStack,
+    proxy: FaultProxy,
+    photos: list[Path],
+    folder: Path,
+    resumable_above: int = 32 * 1024,
+    timeout_s: float = 10.0,
 ) -> tuple[list[Any], list[Job]]:
     """Every photo taken into a fresh outbox and synced through the proxy until done: the outbox and the jobs.
     Photos over `resumable_above` bytes go by resumable upload in 16 KiB chunks (about half the samples)."""
@@ -131,7 +136,7 @@ def send_through(
         # A new connection per request, as on a link where none lives long: each one takes its chance with the proxy.
         limits = httpx.Limits(max_keepalive_connections=0)
         url = f"http://127.0.0.1:{proxy.port}"
-        with httpx.Client(base_url=url, headers=headers, timeout=10, limits=limits) as client:
+        with httpx.Client(base_url=url, headers=headers, timeout=timeout_s, limits=limits) as client:
             device = Phone(outbox, client, backoff=Backoff(base_s=0.2, cap_s=2.0), rng=random.Random(5),
                            resumable_above=resumable_above, chunk_bytes=16 * 1024)  # fmt: skip
             for _ in device.sync(timeout_s=600, tick_s=0.1):
@@ -163,8 +168,9 @@ def test_photos_through_a_link_that_cuts_a_third_of_connections_make_one_job_and
 def test_a_2g_link_that_stalls_still_delivers(stack: LiveStack, tmp_path: Path) -> None:
     """50 kbit/s, and some connections silent for longer than the phone waits; every photo by resumable upload."""
     photos = all_samples()[:2]
-    with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), stall=0.3, stall_s=11, rate_bytes_s=6250) as proxy:
-        done, jobs = send_through(stack, proxy, photos, tmp_path / "outbox", resumable_above=0)
+    with FaultProxy(int(stack.api_url.rsplit(":", 1)[1]), stall=0.3, stall_s=6, rate_bytes_s=6250) as proxy:
+        # The phone waits 5 s for an answer; a 16 KiB chunk takes under 3 s at this speed, a stall longer.
+        done, jobs = send_through(stack, proxy, photos, tmp_path / "outbox", resumable_above=0, timeout_s=5)
     assert len(done) == len(jobs) == len(photos)
 
 

@@ -19,7 +19,7 @@ def run(*args: str) -> str:
 
 def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> None:
     out, report = tmp_path / "m.pt", tmp_path / "cv.html"
-    args = ["--all-photos", "--soup", "2", "--backbone", "lite1", "--report", str(report)]
+    args = ["--all-photos", "--soup", "1", "--backbone", "lite1", "--report", str(report)]  # soups: elsewhere
     summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out), *args)
                          .strip().splitlines()[-1])  # fmt: skip
     assert summary["cross_validation"]["folds"] == 2
@@ -31,7 +31,7 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert meta["split"]["val"] == meta["split"]["test"] == 0
     assert summary["test"] is None
     assert "test_metrics" not in meta
-    assert meta["params"]["soup"] == 2
+    assert meta["params"]["soup"] == 1
     assert written.model.config.backbone == "lite1"
     assert written.version.startswith("lite1-")
     assert written.leaf_gate is not None  # samples/negatives was found beside the class folders

@@ -64,7 +64,7 @@ def test_the_onnx_build_gives_the_server_answers(
     assert agreement >= 0.99
     assert float(np.abs(server.numpy() - phone).max()) <= 0.01
 
-    quantised = export_int8(checkpoint, exported.path, tmp_path / "m8.onnx", list(pixels[:20]),
+    quantised = export_int8(checkpoint, exported.path, tmp_path / "m8.onnx", list(pixels[::6]),
                             settings.quality_thresholds)  # fmt: skip
     assert quantised.size_bytes < exported.size_bytes / 3
     int8 = OnnxPredictor(quantised.path).probabilities(pixels)
