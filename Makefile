@@ -23,7 +23,8 @@ up: install
 	$(BIN)/mhogo up --demo
 
 test: install lint
-	$(BIN)/pytest
+	# Two test processes, each test file in one of them: most files wait on services and subprocesses.
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

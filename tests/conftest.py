@@ -13,11 +13,15 @@ from typing import TYPE_CHECKING
 
 _HOME = Path(tempfile.mkdtemp(prefix="mhogo-test-"))
 os.environ["MHOGO_HOME"] = str(_HOME)
-# A Redis database number of its own per run (1..15 by process id): two runs on one machine (CI and a person, say)
-# would otherwise share queues, and each one's workers would take the other's tasks.
-os.environ.setdefault("MHOGO_REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
+# A Redis database number of its own per run and per xdist worker (1..15): two runs on one machine (CI and a
+# person, say), or the two workers of one run, would otherwise share queues and take each other's tasks.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_RUN = os.getppid() if "PYTEST_XDIST_WORKER" in os.environ else os.getpid()
+os.environ.setdefault("MHOGO_REDIS_URL", f"redis://127.0.0.1:6379/{1 + (_RUN % 7) * 2 + _WORKER % 2}")
 os.environ.setdefault("MHOGO_FLOWER_PASSWORD", "test-password")
 os.environ["MHOGO_TORCH_THREADS"] = "1"
+if "PYTEST_XDIST_WORKER" in os.environ:  # two test processes on two cores: one math thread each, or they thrash
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 os.environ.pop("MHOGO_DATABASE_URL", None)
 
 import pytest  # noqa: E402

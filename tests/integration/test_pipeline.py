@@ -124,6 +124,12 @@ def test_feedback_travels_the_events_queue_into_the_counts(stack: LiveStack) -> 
     assert count.corrected >= 1
 
 
+# The two longest tests run on the production database only: what differs between the two databases (the storage
+# functions, the registry, the locks) has its tests on both in tests/core; these add minutes, not coverage.
+POSTGRESQL_ONLY = pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+
+
+@POSTGRESQL_ONLY
 def test_an_operator_run_trains_a_challenger_on_its_own_queue(stack: LiveStack) -> None:
     run_id = int(mhogo(stack, "retrain", "--reason", "test", "--by", "ops"))
 
@@ -159,6 +165,7 @@ def mhogo(stack: LiveStack, *args: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@POSTGRESQL_ONLY
 def test_promote_and_rollback_switch_the_running_workers_without_a_restart(stack: LiveStack) -> None:
     baseline = load_checkpoint(settings.model_path).version
     challenger = mhogo(stack, "models", "register", str(tiny_model(stack.home)), "--challenger")

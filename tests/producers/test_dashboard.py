@@ -6,7 +6,6 @@ import base64
 import html
 import os
 import re
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -113,14 +112,12 @@ def test_a_bad_period_is_refused(ops_client: TestClient, hours: str) -> None:
     assert ops_client.get("/ops", headers=OPERATOR, params={"hours": hours}).status_code == 422
 
 
-def test_a_day_of_one_minute_ticks_renders_in_about_a_second(services: Services) -> None:
+def test_a_day_of_one_minute_ticks_renders_a_page_of_bounded_size(services: Services) -> None:
+    """Every chart thins a day of points to what it can draw (its speed is not asserted here: timings belong in
+    bench/, not in tests)."""
     with Session(services.engine) as session:
         seed(session, minutes=24 * 60)
-        started = time.perf_counter()
         page = dashboard.render(session, None, services.settings, 24)
-        seconds = time.perf_counter() - started
-    print(f"a day of ticks: {seconds:.2f} s, {len(page) / 1e6:.2f} MB")
-    assert seconds < 2.5  # ~0.5 s alone on this machine; the margin is for a busy CI runner
     assert len(page) < 2_000_000
 
 
