@@ -1,0 +1,318 @@
+"""Benchmarks 2, 3 and 5 in one run, on the same cores, after benchmark 1 (the limit) in the same run:
+
+1. the limit: decode + prepare + gate + model in a plain loop, one process per core (bench/limit.py);
+2. end to end at saturation: real photos uploaded through the API, through Redis and the Celery workers, results
+   committed to the database -> photos per second, and its ratio to (1);
+3. latency at half of (2)'s rate: upload accepted -> result stored, p50 / p95 / p99, and the part of it spent outside
+   the model (queue waits, serialisation, database, preprocessing);
+5. CPU time per photo of every process (API, each worker and its pool, Redis, PostgreSQL) and the resident memory of
+   each worker process.
+
+    .venv/bin/python bench/e2e.py --photos ../shared/data [--database sqlite|postgresql] [--seconds 60]
+
+The stack is the production layout started natively (as `mhogo up` does): the API, an inference worker with one
+process per core and one torch thread each, a photos worker; Redis is the one on 127.0.0.1:6379 (its own database
+number), the database a fresh SQLite file or a fresh PostgreSQL database. Writes bench/results/e2e-DATABASE.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import redis
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.limit import measure_limit, photos_under  # noqa: E402
+from core.config import Settings, settings  # noqa: E402
+from core.db import init_db, make_engine  # noqa: E402
+from core.devices import add_device  # noqa: E402
+from core.stack import Service, Stack, free_port  # noqa: E402
+from schemas.tables import Job  # noqa: E402
+from tests.utils.postgres import postgres_database  # noqa: E402
+
+MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+@contextlib.contextmanager
+def database(kind: str, home: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{home / 'mhogo.db'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
+class Counter:
+    """Finished jobs, polled from the database every `every` seconds by one thread."""
+
+    def __init__(self, engine: Any, every: float = 0.25) -> None:
+        self.engine, self.every, self.finished = engine, every, 0
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with Session(self.engine) as session:
+                count = session.exec(select(func.count()).select_from(Job).where(col(Job.finished_at).is_not(None)))
+                self.finished = int(count.one())
+            self.samples.append((time.monotonic(), self.finished))
+            self._stop.wait(self.every)
+
+    def at(self, moment: float) -> int:
+        return max((n for t, n in self.samples if t <= moment), default=0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Uploader:
+    """Uploads photos with new keys from `threads` threads over keep-alive connections."""
+
+    def __init__(self, api_url: str, token: str, photos: list[tuple[bytes, str]]) -> None:
+        self.api_url, self.token, self.photos = api_url, token, photos
+        self.sent = 0
+        self.refused = 0
+        self.job_ids: list[str] = []
+        self._lock = threading.Lock()
+        self._next = itertools.count()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+
+    def send_one(self, client: httpx.Client) -> None:
+        index = next(self._next)
+        data, media = self.photos[index % len(self.photos)]
+        response = client.post("/v1/photos", content=data, headers={"Content-Type": media,
+                               "Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
+        with self._lock:
+            if response.status_code == 202:
+                self.sent += 1
+                self.job_ids.append(response.json()["job_id"])
+            else:
+                self.refused += 1
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process and all its children, living ones."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def rss_mb(process: psutil.Process) -> list[float]:
+    sizes = []
+    for p in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            sizes.append(round(p.memory_info().rss / 2**20, 1))
+    return sizes
+
+
+def service_processes(stack: Stack, database_kind: str) -> dict[str, list[psutil.Process]]:
+    found = {name: [psutil.Process(p.pid)] for name, p in stack.processes.items()}
+    found["redis"] = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "redis-server"]
+    if database_kind == "postgresql":
+        found["postgresql"] = [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+    return found
+
+
+def cpu_by_service(processes: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    return {name: sum(cpu_seconds(p) for p in group) for name, group in processes.items()}
+
+
+def saturate(uploader: Uploader, counter: Counter, seconds: float, warmup: float, backlog: int) -> tuple[float, float]:
+    """Keep `backlog` photos waiting at all times; the finished-per-second rate over the window after `warmup`,
+    and the moment the window started."""
+    stop = threading.Event()
+
+    def run() -> None:
+        with uploader.client() as client:
+            while not stop.is_set():
+                if uploader.sent - counter.finished >= backlog:
+                    time.sleep(0.01)
+                    continue
+                uploader.send_one(client)
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(warmup)
+    began = time.monotonic()
+    time.sleep(seconds)
+    ended = time.monotonic()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return (counter.at(ended) - counter.at(began)) / (ended - began), began
+
+
+def paced(uploader: Uploader, rate: float, seconds: float) -> list[str]:
+    """Upload at `rate` photos per second, on a fixed schedule (an open loop: a slow answer does not slow the next)."""
+    before = len(uploader.job_ids)
+    interval = 1.0 / rate
+    start = time.monotonic()
+    with uploader.client() as client:
+        for n in itertools.count():
+            moment = start + n * interval
+            if moment - start > seconds:
+                break
+            time.sleep(max(0.0, moment - time.monotonic()))
+            uploader.send_one(client)
+    return uploader.job_ids[before:]
+
+
+def latency(engine: Any, job_ids: list[str]) -> dict[str, Any]:
+    with Session(engine) as session:
+        rows = session.exec(select(Job).where(col(Job.id).in_(job_ids))).all()
+    done = [r for r in rows if r.finished_at is not None]
+    total = [(r.finished_at - r.created_at).total_seconds() * 1000 for r in done if r.finished_at]
+    model = [(r.timings_ms or {}).get("infer", 0.0) for r in done]
+    work = [sum((r.timings_ms or {}).values()) for r in done]  # every stage's own work, model included
+    outside_model = [t - m for t, m in zip(total, model, strict=True)]
+    outside_work = [t - w for t, w in zip(total, work, strict=True)]
+
+    def summary(values: list[float]) -> dict[str, float]:
+        return {f"p{q}": round(percentile(values, q), 1) for q in (50, 95, 99)}
+
+    return {
+        "photos": len(rows),
+        "finished": len(done),
+        "end_to_end_ms": summary(total),
+        "model_ms": summary(model),
+        "outside_model_ms": summary(outside_model),
+        "outside_all_stage_work_ms": summary(outside_work),
+    }
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"gave up waiting for {what}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=Path, default=REPO / "samples")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=float, default=15.0)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--backlog", type=int, default=64, help="Photos kept waiting during the saturation run.")
+    parser.add_argument("--redis-db", type=int, default=13)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    paths = photos_under(args.photos)
+    photos = [(p.read_bytes(), MEDIA[p.suffix.lower()]) for p in paths]
+    figures: dict[str, Any] = {"photos": len(paths), "cores": args.cores, "database": args.database}
+
+    print(f"1/4 the limit: {len(paths)} photos, {args.cores} processes, {args.seconds:.0f} s", flush=True)
+    limit = measure_limit(paths, settings.model_path, args.cores, args.seconds)
+    figures["limit"] = asdict(limit)
+    print(f"    {limit.photos_per_s} photos/s ({limit.stage_ms} ms per photo)", flush=True)
+
+    redis_url = f"redis://127.0.0.1:6379/{args.redis_db}"
+    redis.Redis.from_url(redis_url).flushdb()
+    with tempfile.TemporaryDirectory(prefix="mhogo-e2e-") as tmp, database(args.database, Path(tmp)) as db_url:
+        home = Path(tmp)
+        port = free_port()
+        config = Settings(HOME=home, REDIS_URL=redis_url, DATABASE_URL=db_url, API_PORT=port)
+        services = (
+            Service("api", ("api",)),
+            Service("worker-inference", ("worker", "inference", "-c", str(args.cores))),
+            Service("worker-photos", ("worker", "photos")),
+        )
+        log = (home / "stack.log").open("w")
+        stack = Stack(config, services=services, out=log)
+        stack.env |= {"MHOGO_HOME": str(home), "MHOGO_DATABASE_URL": db_url, "MHOGO_API_PORT": str(port),
+                      "MHOGO_REDIS_URL": redis_url, "MHOGO_RATE_LIMIT": "", "MHOGO_LOG_LEVEL": "WARNING",
+                      "MHOGO_TORCH_THREADS": "1", "MHOGO_MAX_QUEUE_DEPTH": "100000"}  # fmt: skip
+        engine = make_engine(db_url)
+        init_db(engine)
+        with Session(engine) as session:
+            token = add_device(session, "bench")[1]
+        api_url = f"http://127.0.0.1:{port}"
+        try:
+            stack.start(explicit_redis_url=True)
+            wait_until(lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 120, "the API")
+            uploader = Uploader(api_url, token, photos)
+            counter = Counter(engine)
+            with uploader.client() as client:  # the workers load the model: wait for a first result
+                uploader.send_one(client)
+            wait_until(lambda: counter.finished >= 1, 180, "the first result")
+
+            print(f"2/4 end to end at saturation: {args.backlog} photos kept waiting, {args.seconds:.0f} s after "
+                  f"{args.warmup:.0f} s warm-up", flush=True)  # fmt: skip
+            processes = service_processes(stack, args.database)
+            cpu_before, finished_before = cpu_by_service(processes), counter.finished
+            rate, _ = saturate(uploader, counter, args.seconds, args.warmup, args.backlog)
+            cpu_after, finished_after = cpu_by_service(processes), counter.finished
+            per_photo = {name: round(1000 * (cpu_after[name] - cpu_before[name]) /
+                                     max(1, finished_after - finished_before), 2) for name in cpu_before}  # fmt: skip
+            figures["end_to_end"] = {"photos_per_s": round(rate, 2), "ratio_to_limit": round(rate / limit.photos_per_s,
+                                     3), "refused_uploads": uploader.refused}  # fmt: skip
+            print(f"    {rate:.2f} photos/s = {rate / limit.photos_per_s:.3f} of the limit", flush=True)
+            wait_until(lambda: counter.finished >= uploader.sent, 600, "the backlog to drain")
+
+            half = rate / 2
+            print(f"3/4 latency at half load: {half:.2f} photos/s for {args.seconds:.0f} s", flush=True)
+            job_ids = paced(uploader, half, args.seconds)
+            wait_until(lambda: counter.finished >= uploader.sent, 300, "the last photos")
+            figures["half_load"] = {"rate": round(half, 2)} | latency(engine, job_ids)
+            print(f"    {json.dumps(figures['half_load'])}", flush=True)
+
+            print("4/4 overhead per photo and memory", flush=True)
+            model_ms = limit.stage_ms["model"]
+            all_cpu = sum(v for k, v in per_photo.items())
+            figures["cpu_ms_per_photo"] = per_photo | {"all": round(all_cpu, 2), "model (from the limit)": model_ms,
+                                                       "outside the model": round(all_cpu - model_ms, 2)}  # fmt: skip
+            figures["rss_mb"] = {name: rss_mb(group[0]) for name, group in processes.items()
+                                 if name.startswith(("api", "worker"))}  # fmt: skip
+            counter.stop()
+        finally:
+            stack.stop()
+            log.close()
+            engine.dispose()
+
+    for name, value in figures.items():
+        print(f"{name:>18}: {json.dumps(value)}")
+    out = args.out or REPO / "bench" / "results" / f"e2e-{args.database}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
