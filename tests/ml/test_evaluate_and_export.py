@@ -69,3 +69,15 @@ def test_the_onnx_build_gives_the_server_answers(
     assert quantised.size_bytes < exported.size_bytes / 3
     int8 = OnnxPredictor(quantised.path).probabilities(pixels)
     assert float((server.numpy().argmax(1) == int8.argmax(1)).mean()) >= 0.9
+    # The leaf gate survives quantisation: it turns away the photos that are not cassava leaves, as in fp32.
+    negatives = sorted(SAMPLES.glob("negatives/*.jpg"))
+    others = np.stack([phone_input(prepare(decode(p.read_bytes(), 10**8), checkpoint.preprocess).image,
+                                   checkpoint.preprocess) for p in negatives])  # fmt: skip
+    assert checkpoint.leaf_gate is not None
+    threshold = checkpoint.leaf_gate.threshold
+    fp32_leaf = OnnxPredictor(exported.path).leaf_probability(others)
+    int8_leaf = OnnxPredictor(quantised.path).leaf_probability(others)
+    assert fp32_leaf is not None
+    assert int8_leaf is not None
+    assert float((int8_leaf < threshold).mean()) >= float((fp32_leaf < threshold).mean()) - 0.1
+    assert float(np.abs(int8_leaf - fp32_leaf).max()) < 0.2
