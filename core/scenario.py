@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import httpx
 import redis
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core import registry, telemetry
@@ -288,7 +289,20 @@ def _exercise(
     if new_version is not None:
         first_new = _wait(lambda: _first_result_of(engine, new_version), 120)
         timeline.mark("new champion serving", version=new_version, first_job=first_new)
-        time.sleep(5 * config.stream_during_retraining_s)  # a few more photos after the switch
+        # A few photos uploaded once every worker has looked for the new champion (as checked below), however
+        # slowly a busy machine serves them: counted, not timed.
+        with Session(engine) as session:
+            switched = max(c.changed_at for c in registry.history(session, ModelAliasName.CHAMPION)
+                           if c.version == new_version)  # fmt: skip
+        settled_at = switched + timedelta(seconds=2 * settings.MODEL_REFRESH_S)
+
+        def classified_since_settled() -> bool:
+            with Session(engine) as session:
+                found = session.exec(select(func.count()).select_from(Job).where(
+                    col(Job.created_at) > settled_at, col(Job.status) == JobStatus.CLASSIFIED)).one()  # fmt: skip
+            return int(found) >= 3
+
+        _wait(classified_since_settled, 300)
     stop.set()
     sender.join()
     timeline.mark("stream stopped", photos_during_retraining=len(streamed))
