@@ -17,7 +17,7 @@ from core.errors import ModelError
 from ml.diagnose import diagnose
 from ml.export import OnnxPredictor, phone_input
 from ml.imaging import PreprocessConfig
-from ml.predictor import Prediction
+from ml.predictor import Prediction, make_prediction
 from ml.quality import QualityThresholds
 
 MAX_PIXELS = 50_000_000  # as the server's default MHOGO_MAX_IMAGE_PIXELS
@@ -45,21 +45,16 @@ class PhoneBuild:
         pixels = np.stack([phone_input(image, self.preprocess) for image in images])
         probabilities, leaf = self.runner.run(pixels)
         return [
-            self._prediction(row, None if leaf is None else float(leaf[index]))
+            make_prediction(
+                self.classes,
+                row.tolist(),
+                self.version,
+                None if leaf is None else float(leaf[index]),
+                self.leaf_threshold,
+            )
             for index, row in enumerate(probabilities)
         ]
 
     def diagnose(self, data: bytes) -> dict[str, Any]:
         """A photo's bytes -> the same dict as `ml.diagnose.diagnose` (status, label or reason, ...)."""
         return diagnose(data, self, self.limits, MAX_PIXELS)
-
-    def _prediction(self, probabilities: np.ndarray, leaf: float | None) -> Prediction:
-        best = int(probabilities.argmax())
-        return Prediction(
-            label=self.classes[best],
-            confidence=float(probabilities[best]),
-            probabilities={name: round(float(p), 6) for name, p in zip(self.classes, probabilities, strict=True)},
-            model_version=self.version,
-            leaf_probability=None if leaf is None else round(leaf, 6),
-            not_a_leaf=leaf is not None and self.leaf_threshold is not None and leaf < self.leaf_threshold,
-        )

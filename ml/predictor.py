@@ -93,12 +93,20 @@ class Predictor:
         return leaf_probability < self.leaf_gate.threshold
 
     def _prediction(self, probs: torch.Tensor, leaf: float | None) -> Prediction:
-        best = int(probs.argmax())
-        return Prediction(
-            label=self.classes[best],
-            confidence=float(probs[best]),
-            probabilities={name: round(float(p), 6) for name, p in zip(self.classes, probs, strict=True)},
-            model_version=self.version,
-            leaf_probability=None if leaf is None else round(leaf, 6),
-            not_a_leaf=self.rejects(leaf),
-        )
+        threshold = self.leaf_gate.threshold if self.leaf_gate else None
+        return make_prediction(self.classes, probs.tolist(), self.version, leaf, threshold)
+
+
+def make_prediction(
+    classes: Sequence[str], probs: Sequence[float], version: str, leaf: float | None, threshold: float | None
+) -> Prediction:
+    """One photo's class probabilities and leaf score -> its Prediction: the server's and the phone build's alike."""
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return Prediction(
+        label=classes[best],
+        confidence=float(probs[best]),
+        probabilities={name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)},
+        model_version=version,
+        leaf_probability=None if leaf is None else round(leaf, 6),
+        not_a_leaf=leaf is not None and threshold is not None and leaf < threshold,
+    )
