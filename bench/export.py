@@ -21,8 +21,9 @@ import torch
 from core.cli_ml import open_model
 from core.config import settings
 from ml.data import scan
-from ml.export import OnnxPredictor, export_int8, export_onnx, phone_input
+from ml.export import export_int8, export_onnx
 from ml.imaging import decode, prepare
+from ml.phone_build import OnnxPredictor, phone_input
 from ml.predictor import Predictor
 from ml.tensors import model_input
 

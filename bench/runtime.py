@@ -29,8 +29,9 @@ sys.path.insert(0, str(REPO))
 
 from core.config import settings  # noqa: E402
 from ml.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
-from ml.export import OnnxPredictor, ServingGraph, export_int8, export_onnx, phone_input  # noqa: E402
+from ml.export import ServingGraph, export_int8, export_onnx  # noqa: E402
 from ml.imaging import decode, prepare  # noqa: E402
+from ml.phone_build import OnnxPredictor, phone_input  # noqa: E402
 
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]  # pixels -> probabilities, leaf score
 

@@ -152,7 +152,7 @@ def flower_report(url: str, auth: str | None, job_ids: set[str]) -> dict[str, ob
         "by_name": by_name,
         "jobs_seen": len(jobs_seen),
         "largest_args_chars": max(sizes, default=0),
-        "example_args": str(next((t["args"] for t in mine if t["name"] == "mhogo.photos.preprocess"), None)),
+        "example_args": str(next((t["args"] for t in mine if t["name"] == "mhogo.inference.diagnose"), None)),
     }
 
 

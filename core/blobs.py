@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.files import atomic_write
 
-KEY_PATTERN = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
+KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
 
 
 class BlobStore:

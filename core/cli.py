@@ -14,7 +14,9 @@ import click
 
 from core.config import settings
 
-WORKER_CONCURRENCY = {"photos": 2, "inference": 1, "events": 1, "retraining": 1}
+# Processes per worker by queue (None: one per core). Inference is CPU bound: one process per core, each with
+# cores / processes math threads, is the limit bench/limit.py measures. The photos queue only sweeps now.
+WORKER_CONCURRENCY: dict[str, int | None] = {"photos": 1, "inference": None, "events": 1, "retraining": 1}
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
@@ -106,7 +108,10 @@ def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -
     from workers.app import app
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="worker")  # Celery's setup_logging keeps it
-    processes = concurrency or max(WORKER_CONCURRENCY[q] for q in queues)
+    cores = os.cpu_count() or 1
+    processes = concurrency or max(WORKER_CONCURRENCY[q] or cores for q in queues)
+    # Read by each pool process as it loads its model (workers/inference.py): the processes share the cores.
+    app.conf.update(mhogo_math_threads=settings.TORCH_THREADS or max(1, cores // processes))
     if set(queues) == {"retraining"}:  # training yields the cores to serving when they share a machine
         os.nice(settings.RETRAIN_NICE)
     app.worker_main(

@@ -282,8 +282,9 @@ def export_model(ref: str, fmt: str, int8: bool, calibration: Path | None, out: 
     """Write a build of REF (a version, an alias or a file) that a phone app runs offline, with its preprocessing
     written down beside it (OUT/VERSION.onnx and OUT/VERSION.json)."""
     from ml.data import scan
-    from ml.export import export_int8, export_onnx, phone_input
+    from ml.export import export_int8, export_onnx
     from ml.imaging import decode, prepare
+    from ml.phone_build import phone_input
 
     checkpoint = open_model(ref)
     fp32 = export_onnx(checkpoint, out / f"{checkpoint.version}.onnx", settings.quality_thresholds)

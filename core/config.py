@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ml.quality import QualityThresholds
 
-BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "ml" / "weights" / "baseline.pt"
+REPO = Path(__file__).resolve().parent.parent
+BUNDLED_MODEL = REPO / "ml" / "weights" / "baseline.pt"
 
 
 class Settings(BaseSettings):
@@ -55,6 +57,10 @@ class Settings(BaseSettings):
 
     # Workers.
     TORCH_THREADS: int = 0  # 0: as many as the machine has cores
+    # How inference workers run the champion: its int8 ONNX build under ONNX Runtime is the fastest runtime whose
+    # answers match eager PyTorch (bench/runtime.py); "onnx-fp32" and "torch" are there to compare and fall back.
+    SERVING_RUNTIME: Literal["onnx-int8", "onnx-fp32", "torch"] = "onnx-int8"
+    CALIBRATION_DIR: Path | None = None  # photos (class folders) to calibrate an int8 build on; default: samples/
     MODEL_REFRESH_S: float = 2.0  # how often inference workers look for a new champion
     TASK_SOFT_TIME_LIMIT_S: int = 60
     TASK_TIME_LIMIT_S: int = 90
@@ -147,6 +153,10 @@ class Settings(BaseSettings):
             blur_laplacian_var=self.BLUR_LAPLACIAN_VAR,
             min_green_fraction=self.MIN_GREEN_FRACTION,
         )
+
+    @cached_property
+    def calibration_dir(self) -> Path:
+        return self.CALIBRATION_DIR or REPO / "samples"
 
     @cached_property
     def torch_threads(self) -> int:

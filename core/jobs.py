@@ -82,16 +82,14 @@ def record_enqueued(session: Session, job_id: str) -> bool:
     return _changed(session, statement)
 
 
-def claim(session: Session, job_id: str) -> Job | None:
-    """Mark the job `processing` unless it is finished. None means: finished already, skip the work."""
+def claim(session: Session, job_id: str) -> bool:
+    """Mark the job `processing` unless it is finished. False means: finished already, skip the work."""
     statement = (
         update(Job)
         .where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE_STATUSES))
         .values(status=JobStatus.PROCESSING.value, updated_at=utcnow())
     )
-    if not _changed(session, statement):
-        return None
-    return session.get(Job, job_id, populate_existing=True)
+    return _changed(session, statement)
 
 
 def finish(session: Session, work: PhotoWork) -> bool:

@@ -319,7 +319,7 @@ def _exercise(
     after = [row for row in rows if settled and row.created_at > settled and row.status == JobStatus.CLASSIFIED]
     reached_model = sum(1 for row in rows if row.model_version is not None)
     counters = {(name, labels.get("task"), labels.get("state")): v for name, labels, v in telemetry.read(client)}
-    classify = ("mhogo_tasks_total", TaskName.INFER.value, "success")
+    classify = ("mhogo_tasks_total", TaskName.DIAGNOSE.value, "success")
     classify_runs = sum(v for key, v in counters.items() if key == classify)
     checks = {
         "uploads": len(all_jobs),

@@ -19,18 +19,14 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from PIL import Image
 from torch import nn
 
 from ml.checkpoint import Checkpoint
-from ml.imaging import PreprocessConfig
 from ml.predictor import TTA_FLIPS
 from ml.quality import QualityThresholds
-from ml.tensors import center_square
 
 OPSET = 18
 
@@ -62,11 +58,6 @@ class ServingGraph(nn.Module):
 
 def output_names(checkpoint: Checkpoint) -> list[str]:
     return ["probabilities", "leaf_probability"] if checkpoint.leaf_gate else ["probabilities"]
-
-
-def phone_input(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
-    """Prepared image -> (S, S, 3) float32 0..255: the graph's input for one photo."""
-    return np.asarray(center_square(image, config.input_size), dtype=np.float32)
 
 
 def preprocessing_spec(checkpoint: Checkpoint, limits: QualityThresholds) -> dict[str, Any]:
@@ -102,8 +93,11 @@ class Exported:
     sha256: str
 
 
-def export_onnx(checkpoint: Checkpoint, out: Path, limits: QualityThresholds) -> Exported:
-    """fp32 ONNX at `out`, and `out` with suffix .json describing inputs, outputs and preprocessing."""
+def export_onnx(
+    checkpoint: Checkpoint, out: Path, limits: QualityThresholds, checkpoint_sha256: str | None = None
+) -> Exported:
+    """fp32 ONNX at `out`, and `out` with suffix .json describing inputs, outputs and preprocessing (and, when
+    given, the sha256 of the checkpoint file it was made from)."""
     size = checkpoint.preprocess.input_size
     out.parent.mkdir(parents=True, exist_ok=True)
     graph = ServingGraph(checkpoint).eval()
@@ -115,7 +109,7 @@ def export_onnx(checkpoint: Checkpoint, out: Path, limits: QualityThresholds) ->
         dynamic_shapes=({0: torch.export.Dim("batch", max=1024)},), opset_version=OPSET, dynamo=True,
         external_data=False, optimize=True, verbose=False,
     )  # fmt: skip
-    return _finish(checkpoint, out, limits, "fp32")
+    return _finish(checkpoint, out, limits, "fp32", checkpoint_sha256)
 
 
 class _Calibration(CalibrationDataReader):  # type: ignore[misc]
@@ -130,25 +124,32 @@ class _Calibration(CalibrationDataReader):  # type: ignore[misc]
 
 
 def export_int8(
-    checkpoint: Checkpoint, fp32: Path, out: Path, calibration: Sequence[np.ndarray], limits: QualityThresholds
+    checkpoint: Checkpoint,
+    fp32: Path,
+    out: Path,
+    calibration: Sequence[np.ndarray],
+    limits: QualityThresholds,
+    checkpoint_sha256: str | None = None,
 ) -> Exported:
-    """Static int8 quantisation (QDQ, per-channel weights), calibrated on real prepared photos. The leaf gate's own
-    few nodes stay fp32: quantised, its score collapsed and every photo passed as a cassava leaf (measured on
-    ../shared/data: 0 of 155 other photos turned away, against 155 in fp32); kept fp32 it turns all 155 away, at the
-    same speed."""
+    """Static int8 quantisation (QDQ, per-channel weights) of the convolutional body, calibrated on real prepared
+    photos. The head stays fp32 (`head_nodes`): the classifier layer, the softmax, the mean over test-time views and
+    the leaf gate, a few thousand multiplications in all. Quantised, the leaf gate's score collapsed and every photo
+    passed as a cassava leaf (measured on ../shared/data: 0 of 155 other photos turned away, against 155 in fp32),
+    and the probabilities came out in steps of 1/256 that no longer summed to one."""
     prepared = out.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     quantize_static(
         str(prepared), str(out), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-        nodes_to_exclude=gate_only_nodes(onnx.load(str(prepared))),
+        nodes_to_exclude=head_nodes(onnx.load(str(prepared))),
     )  # fmt: skip
     prepared.unlink()
-    return _finish(checkpoint, out, limits, "int8")
+    return _finish(checkpoint, out, limits, "int8", checkpoint_sha256)
 
 
-def gate_only_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes that compute `leaf_probability` and nothing else (none in a build without a gate)."""
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes after the pooled embedding: everything that is not an ancestor of the first matrix
+    product on the way to `probabilities` (the classifier layer's input)."""
     producer = {output: node for node in model.graph.node for output in node.output}
 
     def ancestors(tensor: str) -> set[str]:
@@ -161,17 +162,22 @@ def gate_only_nodes(model: onnx.ModelProto) -> list[str]:
                 stack.extend(node.input)
         return seen
 
-    outputs = {output.name for output in model.graph.output}
-    if "leaf_probability" not in outputs:
-        return []
-    return sorted(ancestors("leaf_probability") - ancestors("probabilities"))
+    to_probabilities = ancestors("probabilities")
+    classifier = next(
+        node for node in model.graph.node if node.name in to_probabilities and node.op_type in ("Gemm", "MatMul")
+    )
+    body = ancestors(classifier.input[0])
+    return sorted(node.name for node in model.graph.node if node.name not in body)
 
 
-def _finish(checkpoint: Checkpoint, out: Path, limits: QualityThresholds, precision: str) -> Exported:
+def _finish(
+    checkpoint: Checkpoint, out: Path, limits: QualityThresholds, precision: str, checkpoint_sha256: str | None
+) -> Exported:
     data = out.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     spec = {
         "model_version": checkpoint.version,
+        "checkpoint_sha256": checkpoint_sha256,
         "precision": precision,
         "sha256": sha,
         "opset": OPSET,
@@ -187,31 +193,3 @@ def _finish(checkpoint: Checkpoint, out: Path, limits: QualityThresholds, precis
     }  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(spec, indent=2))
     return Exported(out, len(data), sha)
-
-
-class OnnxPredictor:
-    """Runs an exported graph with onnxruntime, as a phone app would."""
-
-    def __init__(self, path: Path, threads: int = 1) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(N, S, S, 3) float32 -> (N, C) probabilities and (N,) leaf probability (None without a leaf gate), in one
-        pass."""
-        names = [output.name for output in self.session.get_outputs()]
-        results = dict(zip(names, self.session.run(names, {"pixels": pixels}), strict=True))
-        return results["probabilities"], results.get("leaf_probability")
-
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) float32 -> (N, C)."""
-        result: np.ndarray = self.session.run(["probabilities"], {"pixels": pixels})[0]
-        return result
-
-    def leaf_probability(self, pixels: np.ndarray) -> np.ndarray | None:
-        """(N, S, S, 3) float32 -> (N,), or None for a build without a leaf gate."""
-        if "leaf_probability" not in {output.name for output in self.session.get_outputs()}:
-            return None
-        result: np.ndarray = self.session.run(["leaf_probability"], {"pixels": pixels})[0]
-        return result

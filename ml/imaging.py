@@ -230,6 +230,18 @@ def prepare(image: Image.Image, config: PreprocessConfig) -> Prepared:
     return Prepared(normalise_brightness(working, stats["luma_mean"], config), stats)
 
 
+def center_square(image: Image.Image, size: int) -> Image.Image:
+    """Scale the shorter side to `size`, then crop the centre square."""
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = image.resize(
+        (max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BILINEAR
+    )
+    left = (resized.width - size) // 2
+    top = (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
 def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)  # lossless and fast: this is an intermediate, not an archive

@@ -11,16 +11,49 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
 from PIL import Image
 
 from core.errors import ModelError
 from ml.diagnose import diagnose
-from ml.export import OnnxPredictor, phone_input
-from ml.imaging import PreprocessConfig
-from ml.predictor import Prediction, make_prediction
+from ml.imaging import PreprocessConfig, center_square
+from ml.prediction import Prediction, make_prediction
 from ml.quality import QualityThresholds
 
 MAX_PIXELS = 50_000_000  # as the server's default MHOGO_MAX_IMAGE_PIXELS
+
+
+def phone_input(image: Image.Image, config: PreprocessConfig) -> np.ndarray:
+    """Prepared image -> (S, S, 3) float32 0..255: the graph's input for one photo."""
+    return np.asarray(center_square(image, config.input_size), dtype=np.float32)
+
+
+class OnnxPredictor:
+    """Runs an exported graph with onnxruntime, as a phone app would."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, S, S, 3) float32 -> (N, C) probabilities and (N,) leaf probability (None without a leaf gate), in one
+        pass."""
+        names = [output.name for output in self.session.get_outputs()]
+        results = dict(zip(names, self.session.run(names, {"pixels": pixels}), strict=True))
+        return results["probabilities"], results.get("leaf_probability")
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) float32 -> (N, C)."""
+        result: np.ndarray = self.session.run(["probabilities"], {"pixels": pixels})[0]
+        return result
+
+    def leaf_probability(self, pixels: np.ndarray) -> np.ndarray | None:
+        """(N, S, S, 3) float32 -> (N,), or None for a build without a leaf gate."""
+        if "leaf_probability" not in {output.name for output in self.session.get_outputs()}:
+            return None
+        result: np.ndarray = self.session.run(["leaf_probability"], {"pixels": pixels})[0]
+        return result
 
 
 class PhoneBuild:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import torch
 from PIL import Image
@@ -13,29 +12,11 @@ from PIL import Image
 from ml.checkpoint import Checkpoint, load_checkpoint
 from ml.imaging import PreprocessConfig
 from ml.leafgate import LeafGate
+from ml.prediction import Prediction, make_prediction
 from ml.tensors import model_input
 
 # Test-time augmentation views, as flips of the (B, 3, H, W) batch: a leaf has no up, down, left or right.
 TTA_FLIPS: dict[int, tuple[tuple[int, ...], ...]] = {1: ((),), 2: ((), (3,)), 4: ((), (3,), (2,), (2, 3))}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float
-    probabilities: dict[str, float]
-    model_version: str
-    leaf_probability: float | None = None  # the leaf gate's score; None for a model without a gate
-    not_a_leaf: bool = False  # the leaf gate turns the photo away: do not show the label
-
-
-class Classifier(Protocol):
-    """What `ml.diagnose.diagnose` needs of a model: the server's `Predictor`, or the phone's ONNX build."""
-
-    version: str
-    preprocess: PreprocessConfig
-
-    def predict(self, images: Sequence[Image.Image]) -> list[Prediction]: ...
 
 
 @dataclass(frozen=True)
@@ -95,18 +76,3 @@ class Predictor:
     def _prediction(self, probs: torch.Tensor, leaf: float | None) -> Prediction:
         threshold = self.leaf_gate.threshold if self.leaf_gate else None
         return make_prediction(self.classes, probs.tolist(), self.version, leaf, threshold)
-
-
-def make_prediction(
-    classes: Sequence[str], probs: Sequence[float], version: str, leaf: float | None, threshold: float | None
-) -> Prediction:
-    """One photo's class probabilities and leaf score -> its Prediction: the server's and the phone build's alike."""
-    best = max(range(len(probs)), key=probs.__getitem__)
-    return Prediction(
-        label=classes[best],
-        confidence=float(probs[best]),
-        probabilities={name: round(float(p), 6) for name, p in zip(classes, probs, strict=True)},
-        model_version=version,
-        leaf_probability=None if leaf is None else round(leaf, 6),
-        not_a_leaf=leaf is not None and threshold is not None and leaf < threshold,
-    )

@@ -6,19 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ml.imaging import PreprocessConfig
-
-
-def center_square(image: Image.Image, size: int) -> Image.Image:
-    """Scale the shorter side to `size`, then crop the centre square."""
-    width, height = image.size
-    scale = size / min(width, height)
-    resized = image.resize(
-        (max(size, round(width * scale)), max(size, round(height * scale))), Image.Resampling.BILINEAR
-    )
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
+from ml.imaging import PreprocessConfig, center_square
 
 
 def to_tensor(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:

@@ -6,17 +6,14 @@ from enum import StrEnum
 
 
 class QueueName(StrEnum):
-    PHOTOS = "photos"  # preprocess, quality filter, store: cheap, I/O bound, no torch
-    INFERENCE = "inference"  # the CNN: one process per core, torch loaded once
+    PHOTOS = "photos"  # housekeeping of the photo jobs (the sweeper): cheap, no model
+    INFERENCE = "inference"  # one task per photo (decode, gates, model, store): one process per core
     EVENTS = "events"  # feedback and logging events, never on the inference path
     RETRAINING = "retraining"  # long training runs, one at a time
 
 
 class TaskName(StrEnum):
-    PREPROCESS = "mhogo.photos.preprocess"
-    FILTER = "mhogo.photos.filter"
-    INFER = "mhogo.inference.classify"
-    STORE = "mhogo.photos.store"
+    DIAGNOSE = "mhogo.inference.diagnose"
     SWEEP = "mhogo.photos.sweep"
     FEEDBACK = "mhogo.events.feedback"
     CLIENT_EVENTS = "mhogo.events.client"
@@ -25,10 +22,7 @@ class TaskName(StrEnum):
 
 
 TASK_QUEUES: dict[TaskName, QueueName] = {
-    TaskName.PREPROCESS: QueueName.PHOTOS,
-    TaskName.FILTER: QueueName.PHOTOS,
-    TaskName.INFER: QueueName.INFERENCE,
-    TaskName.STORE: QueueName.PHOTOS,
+    TaskName.DIAGNOSE: QueueName.INFERENCE,
     TaskName.SWEEP: QueueName.PHOTOS,
     TaskName.FEEDBACK: QueueName.EVENTS,
     TaskName.CLIENT_EVENTS: QueueName.EVENTS,

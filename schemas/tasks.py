@@ -11,12 +11,10 @@ from schemas.tables import FeedbackSource
 
 
 class PhotoWork(BaseModel):
-    """What flows down the per-photo chain. Each stage adds its figures; `store` writes them once."""
+    """The outcome of one photo's task, written to its job once."""
 
     job_id: str
     blob_key: str
-    prepared_key: str | None = None
-    prepared_with: str | None = None  # PreprocessConfig.prepare_id of the prepared image
     input_stats: dict[str, Any] = Field(default_factory=dict)
     rejection: str | None = None  # a RejectReason code once the filter turned the photo away
     label: str | None = None

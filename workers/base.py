@@ -72,11 +72,7 @@ class MhogoTask(Task):  # type: ignore[misc]
 
 
 class PhotoTask(MhogoTask):
-    """A stage of the per-photo chain: its first argument names the job, which fails when the stage fails for good."""
-
-    def stop_chain(self) -> None:
-        """The rest of the per-photo chain is not sent: the job is finished (rejected, done, or given up)."""
-        self.request.chain = None
+    """A per-photo task: its first argument names the job, which fails when the task fails for good."""
 
     def poisoned(self, job_id: str) -> bool:
         """True when this message came back more often than retries explain: fail the job and stop."""
@@ -87,7 +83,6 @@ class PhotoTask(MhogoTask):
         log.error("job failed", extra={"error": error})
         with self.session() as session:
             jobs.fail(session, job_id, error)
-        self.stop_chain()
         return True
 
     def on_failure(

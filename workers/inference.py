@@ -1,32 +1,31 @@
-"""Task of the inference queue: the CNN, and its leaf gate, which turns away photos that are not cassava leaves
-(the rejection is stored here; the chain stops). Each worker process loads the registry's champion once, and again only
-when an operator promotes another version."""
+"""The per-photo task: one task, on the inference queue, does everything a photo needs. It claims the job, decodes
+the photo once, prepares it, runs the quality gate, the model and its leaf gate, and stores the outcome: two
+database writes and one message per photo, nothing passed between processes but the job id.
+
+Each worker process loads the registry's champion once (in MHOGO_SERVING_RUNTIME), and again only when an operator
+promotes another version."""
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery.signals import worker_process_init
-from PIL import Image
 
-from core import registry
+from core import jobs, registry
 from core.config import settings
 from core.errors import ModelError
-from ml.imaging import decode, prepare
-from ml.quality import leaf_verdict
+from core.serving import load_classifier
+from ml.diagnose import examine
+from ml.prediction import Classifier
 from schemas.queues import QueueName, TaskName
+from schemas.reasons import RejectReason
 from schemas.tasks import PhotoWork
 from workers.app import app
 from workers.base import RETRY_POLICY, TRANSIENT_ERRORS, PhotoTask
-from workers.photos import elapsed_ms, reject
-
-if TYPE_CHECKING:
-    from ml.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -35,66 +34,81 @@ class InferenceTask(PhotoTask):
     """Serves the registry's champion. Every MHOGO_MODEL_REFRESH_S it looks at which version is champion and, when
     an operator promoted or rolled back, loads that one between two tasks: no restart, no task lost."""
 
-    _predictor: Predictor | None = None
+    _classifier: Classifier | None = None
     _checked_at = -math.inf
     _lock = threading.Lock()
 
     @property
-    def predictor(self) -> Predictor:
+    def classifier(self) -> Classifier:
         with InferenceTask._lock:
             now = time.monotonic()
-            if InferenceTask._predictor is None or now - InferenceTask._checked_at >= settings.MODEL_REFRESH_S:
-                InferenceTask._predictor = self._champion(InferenceTask._predictor)
+            if InferenceTask._classifier is None or now - InferenceTask._checked_at >= settings.MODEL_REFRESH_S:
+                InferenceTask._classifier = self._champion(InferenceTask._classifier)
                 InferenceTask._checked_at = now
-            return InferenceTask._predictor
+            return InferenceTask._classifier
 
-    def _champion(self, serving: Predictor | None) -> Predictor:
-        import torch
-
-        from ml.predictor import Predictor  # torch is imported by inference workers only
-
+    def _champion(self, serving: Classifier | None) -> Classifier:
         with self.session() as session:
             row = registry.ensure_champion(session, self.blobs, settings.model_path)
         if serving is not None and serving.version == row.version:
             return serving
-        torch.set_num_threads(settings.torch_threads)
-        predictor = Predictor(registry.load(self.blobs, row))
-        log.warning("serving model %s (was %s)", row.version, serving.version if serving else "none")
-        return predictor
+        threads = self.app.conf.get("mhogo_math_threads") or settings.torch_threads
+        classifier = load_classifier(
+            self.blobs, row, settings.SERVING_RUNTIME, threads, settings.quality_thresholds,
+            settings.calibration_dir, settings.MAX_IMAGE_PIXELS, prebuilt_model=settings.model_path,
+        )  # fmt: skip
+        log.warning(
+            "serving model %s in %s (was %s)",
+            row.version,
+            settings.SERVING_RUNTIME,
+            serving.version if serving else "none",
+        )
+        return classifier
 
 
-def prepared_image(task: InferenceTask, work: PhotoWork, predictor: Predictor) -> Image.Image:
-    """The prepared image, or a fresh one if the serving model wants other preprocessing than the photos worker."""
-    if work.prepared_key is not None and work.prepared_with == predictor.preprocess.prepare_id:
-        return Image.open(io.BytesIO(task.blobs.get(work.prepared_key))).convert("RGB")
-    image = decode(task.blobs.get(work.blob_key), settings.MAX_IMAGE_PIXELS)
-    return prepare(image, predictor.preprocess).image
+def finish(task: PhotoTask, work: PhotoWork) -> bool:
+    with task.session() as session:
+        stored = jobs.finish(session, work)
+    if stored:  # the job id and the task come with the log context
+        if work.rejection is not None:
+            log.info("job rejected", extra={"reason": work.rejection, "model_version": work.model_version})
+        else:
+            extra = {"label": work.label, "confidence": work.confidence, "model_version": work.model_version}
+            log.info("job classified", extra=extra)
+    return stored
 
 
 # A model that does not load is the operator's to fix, not the photo's fault: retry, so jobs wait instead of failing.
 INFERENCE_RETRY_POLICY = RETRY_POLICY | {"autoretry_for": (*TRANSIENT_ERRORS, ModelError)}
 
 
-@app.task(name=TaskName.INFER, bind=True, base=InferenceTask, **INFERENCE_RETRY_POLICY)
-def classify(self: InferenceTask, payload: dict[str, Any]) -> dict[str, Any] | None:
-    start = time.perf_counter()
-    work = PhotoWork.model_validate(payload)
-    if self.poisoned(work.job_id):
+@app.task(name=TaskName.DIAGNOSE, bind=True, base=InferenceTask, **INFERENCE_RETRY_POLICY)
+def diagnose(self: InferenceTask, job_id: str, blob_key: str) -> str | None:
+    if self.poisoned(job_id):
         return None
-    predictor = self.predictor
-    prediction = predictor.predict([prepared_image(self, work, predictor)])[0]
-    work.model_version = prediction.model_version
-    work.timings_ms["infer"] = elapsed_ms(start)
-    if prediction.leaf_probability is not None:  # kept with the photo's figures: its drift tells operators a lot
-        work.input_stats["leaf_probability"] = prediction.leaf_probability
-    reason = leaf_verdict(work.input_stats, not prediction.not_a_leaf, settings.quality_thresholds)
-    if reason is not None:
-        reject(self, work, reason)
-        return None
-    work.label = prediction.label
-    work.confidence = prediction.confidence
-    work.probabilities = prediction.probabilities
-    return work.model_dump(mode="json")
+    classifier = self.classifier  # before the claim: a model that does not load leaves the job queued, not stuck
+    with self.session() as session:
+        if not jobs.claim(session, job_id):  # finished by an earlier delivery
+            return "already finished"
+    examined = examine(self.blobs.get(blob_key), classifier, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    prediction = examined.prediction
+    work = PhotoWork(
+        job_id=job_id,
+        blob_key=blob_key,
+        input_stats=examined.stats,
+        timings_ms=examined.timings_ms,
+        model_version=None if prediction is None else prediction.model_version,
+        rejection=None if examined.reason is None else examined.reason.value,
+    )
+    if examined.reason is None and prediction is not None:
+        work.label, work.confidence, work.probabilities = (
+            prediction.label,
+            prediction.confidence,
+            prediction.probabilities,
+        )
+    if examined.reason is RejectReason.UNREADABLE:  # the API checked it, so only a damaged blob gets here
+        log.warning("stored photo unreadable", extra={"blob_key": blob_key})
+    return "stored" if finish(self, work) else "already stored"
 
 
 @worker_process_init.connect
@@ -104,6 +118,6 @@ def _load_model_at_start(**_: Any) -> None:
     if QueueName.INFERENCE.value not in (app.amqp.queues.consume_from or {}):
         return
     try:
-        classify.predictor  # noqa: B018  (loads and caches)
+        diagnose.classifier  # noqa: B018  (loads and caches)
     except ModelError:
         log.exception("the serving model does not load; inference tasks will retry until it does")

@@ -33,16 +33,15 @@ def test_lifecycle_received_queued_processing_classified(session: Session) -> No
     assert job.status == JobStatus.RECEIVED
     assert jobs.record_enqueued(session, job.id)
     assert jobs.get_job(session, job.id).status == JobStatus.QUEUED  # type: ignore[union-attr]
-    claimed = jobs.claim(session, job.id)
-    assert claimed is not None
-    assert claimed.status == JobStatus.PROCESSING
+    assert jobs.claim(session, job.id)
+    assert jobs.get_job(session, job.id).status == JobStatus.PROCESSING  # type: ignore[union-attr]
     work = PhotoWork(job_id=job.id, blob_key=job.blob_key, label="cmd", confidence=0.9,
-                     probabilities={"cmd": 0.9}, model_version="v1", timings_ms={"infer": 12.0})  # fmt: skip
+                     probabilities={"cmd": 0.9}, model_version="v1", timings_ms={"model": 12.0})  # fmt: skip
     assert jobs.finish(session, work)
     stored = jobs.get_job(session, job.id)
     assert stored is not None
     assert (stored.status, stored.label, stored.model_version) == (JobStatus.CLASSIFIED, "cmd", "v1")
-    assert stored.timings_ms == {"infer": 12.0}
+    assert stored.timings_ms == {"model": 12.0}
     assert stored.finished_at is not None
 
 
@@ -51,7 +50,7 @@ def test_a_finished_job_stays_finished(session: Session) -> None:
     job = make_job(session, device)
     assert jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, rejection="blurry"))
     assert not jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, label="cmd"))
-    assert jobs.claim(session, job.id) is None
+    assert not jobs.claim(session, job.id)
     assert not jobs.fail(session, job.id, "late failure")
     assert not jobs.record_enqueued(session, job.id)
     stored = jobs.get_job(session, job.id)

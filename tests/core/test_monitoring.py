@@ -43,7 +43,7 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
         job = make_job(session, device, key=uuid.uuid4().hex, data=uuid.uuid4().bytes)
         label = "cmd" if i % 2 else "healthy"
         work = PhotoWork(job_id=job.id, blob_key=job.blob_key, label=label, confidence=0.9, model_version="v1",
-                         input_stats=image_stats, timings_ms={"preprocess": 10.0 + i, "infer": 100.0 + i})  # fmt: skip
+                         input_stats=image_stats, timings_ms={"decode": 10.0 + i, "model": 100.0 + i})  # fmt: skip
         jobs.finish(session, work)
         truth = "cmd" if i % 4 else "cgm"  # every "cmd" answer is right, no "healthy" one
         event = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job.id, label=truth,
@@ -62,7 +62,7 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
     assert figures[("photos_per_minute", "", None)] == 22 / 5
     assert figures[("rejection_rate", "too_dark", None)] == round(1 / 22, 6)
     assert figures[("failure_rate", "", None)] == round(1 / 22, 6)
-    assert figures[("latency_ms", "infer:p50", None)] == 109.5
+    assert figures[("latency_ms", "model:p50", None)] == 109.5
     assert ("latency_ms", "end_to_end:p99", None) in figures
     assert figures[("queue_length", "inference", None)] == 2
     assert figures[("queue_length", "photos", None)] == 0

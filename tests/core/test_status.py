@@ -35,7 +35,7 @@ from schemas.tables import (
 from tests.utils.processes import free_port
 
 OLD, NEW = "lite1-20261129-222301", "lite1-20261130-run1"
-STAGES = ("preprocess", "filter", "infer", "end_to_end")
+STAGES = ("decode", "prepare", "model", "end_to_end")
 REASONS = ("not_cassava_leaf", "too_dark", "too_blurry")
 QUEUES = ("photos", "inference", "events", "retraining", "in_flight")
 DECISION = "challenger wins: accuracy 0.712 > 0.655 & no class drops <10% (<b>holdout</b> + feedback)"

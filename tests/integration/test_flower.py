@@ -47,14 +47,14 @@ def test_flower_shows_the_pipeline_tasks_with_readable_arguments(flower: tuple[L
     def pipeline_tasks() -> dict[str, dict[str, object]]:
         tasks = httpx.get(f"{url}/api/tasks", auth=("op", "s3cret")).json()
         mine = {t["name"]: t for t in tasks.values() if job_id in str(t.get("args"))}
-        return mine if len(mine) == 4 and all(t["state"] == "SUCCESS" for t in mine.values()) else {}
+        return mine if mine and all(t["state"] == "SUCCESS" for t in mine.values()) else {}
 
-    tasks = wait_for(pipeline_tasks, 30, "Flower to see the four tasks of the job")
+    tasks = wait_for(pipeline_tasks, 30, "Flower to see the task of the job")
     assert isinstance(tasks, dict)
-    assert set(tasks) == {TaskName.PREPROCESS, TaskName.FILTER, TaskName.INFER, TaskName.STORE}
+    assert set(tasks) == {TaskName.DIAGNOSE}  # one task per photo
     for task in tasks.values():
         args = str(task["args"])
         assert len(args) < 2000, args  # small JSON: ids, keys and figures
         assert "\\xff\\xd8" not in args
         assert "/9j/" not in args  # nor a base64 JPEG
-    assert "photos/" in str(tasks[TaskName.PREPROCESS]["args"])
+    assert "photos/" in str(tasks[TaskName.DIAGNOSE]["args"])

@@ -74,7 +74,7 @@ def test_operators_see_the_run_on_the_dashboard_and_in_metrics(scenario: dict[st
     assert "promoted" in html
     assert "accuracy_below" in html
     assert "mhogo_tasks_total{host=" in metrics
-    assert 'task="mhogo.inference.classify"' in metrics  # counted by the worker processes, read through the API
+    assert 'task="mhogo.inference.diagnose"' in metrics  # counted by the worker processes, read through the API
     assert f'mhogo_accuracy{{key="agronomist",model_version="{run["champion"]}"}}' in metrics
     assert screenshot_problems(scenario["screenshot"]) == []
     print(f"dashboard screenshot: {scenario['screenshot']}")

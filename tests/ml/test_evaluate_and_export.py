@@ -10,9 +10,10 @@ import torch
 from core.config import settings
 from ml.checkpoint import Checkpoint, load_checkpoint
 from ml.evaluate import evaluate_dir
-from ml.export import Exported, OnnxPredictor, export_int8, phone_input
+from ml.export import Exported, export_int8
 from ml.imaging import decode, prepare
 from ml.leafgate import GATE_INPUTS
+from ml.phone_build import OnnxPredictor, phone_input
 from ml.predictor import Predictor
 from ml.report import write_eval_report
 from ml.tensors import model_input

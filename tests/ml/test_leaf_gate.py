@@ -15,9 +15,10 @@ from ml.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ml.data import Sample, scan_negatives
 from ml.diagnose import diagnose
 from ml.evaluate import evaluate_dir
-from ml.export import OnnxPredictor, export_onnx, phone_input
+from ml.export import export_onnx
 from ml.gatefit import GateConfig, GateData, attach_gate, auroc, fit_gate, gate_data, threshold_at
 from ml.imaging import decode, prepare
+from ml.phone_build import OnnxPredictor, phone_input
 from ml.predictor import Predictor
 from ml.tensors import model_input
 from tests.utils.factories import SAMPLES

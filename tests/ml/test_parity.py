@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from ml.data import PhotoDataset, Sample
-from ml.export import phone_input
 from ml.imaging import PreprocessConfig, decode, encode_png, prepare
+from ml.phone_build import phone_input
 from ml.tensors import model_input
 from tests.utils.factories import SAMPLES
 

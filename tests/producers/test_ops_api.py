@@ -57,7 +57,7 @@ def test_metrics_carry_every_workers_counters_and_the_latest_tick(client: TestCl
     ensure_default_redis()
     redis_client = redis.Redis.from_url(settings.REDIS_URL)
     redis_client.delete(telemetry.COUNTERS)
-    labels = frozenset({"task": "mhogo.inference.classify", "state": "success", "host": "box-2"}.items())
+    labels = frozenset({"task": "mhogo.inference.diagnose", "state": "success", "host": "box-2"}.items())
     telemetry.add(redis_client, {("mhogo_tasks_total", labels): 3.0})
     telemetry.add(redis_client, {("mhogo_tasks_total", labels): 2.0})  # another process on another machine
     with Session(services.engine) as session:
@@ -65,7 +65,7 @@ def test_metrics_carry_every_workers_counters_and_the_latest_tick(client: TestCl
                                 model_version="v7", value=0.8125))  # fmt: skip
         session.commit()
     body = client.get("/metrics", auth=OPERATOR).text
-    assert 'mhogo_tasks_total{host="box-2",state="success",task="mhogo.inference.classify"} 5.0' in body
+    assert 'mhogo_tasks_total{host="box-2",state="success",task="mhogo.inference.diagnose"} 5.0' in body
     assert 'mhogo_accuracy{key="agronomist",model_version="v7"} 0.8125' in body
     redis_client.delete(telemetry.COUNTERS)
     redis_client.close()

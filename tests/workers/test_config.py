@@ -39,8 +39,8 @@ def test_every_queue_declared_and_every_task_routed_by_its_explicit_name() -> No
 
 
 def test_feedback_never_shares_the_inference_queue() -> None:
-    assert TASK_QUEUES[TaskName.FEEDBACK] != TASK_QUEUES[TaskName.INFER]
-    assert TASK_QUEUES[TaskName.RETRAIN] not in {TASK_QUEUES[TaskName.INFER], TASK_QUEUES[TaskName.FEEDBACK]}
+    assert TASK_QUEUES[TaskName.FEEDBACK] != TASK_QUEUES[TaskName.DIAGNOSE]
+    assert TASK_QUEUES[TaskName.RETRAIN] not in {TASK_QUEUES[TaskName.DIAGNOSE], TASK_QUEUES[TaskName.FEEDBACK]}
 
 
 def test_events_are_on_for_flower() -> None:

@@ -1,5 +1,6 @@
 """Task bodies run in-process (`apply`) on the real database and blob store of the test MHOGO_HOME, with a real
-photo: each stage does its part, a redelivery after the end changes nothing, and a poison message fails its job."""
+photo and the served model: the one per-photo task classifies or rejects with its reason, a redelivery after the end
+changes nothing, and a poison message fails its job."""
 
 import uuid
 from collections.abc import Iterator
@@ -14,13 +15,13 @@ from core.blobs import BlobStore
 from core.config import settings
 from core.db import get_engine, init_db
 from core.deliveries import DeliveryCounter
+from ml.checkpoint import load_checkpoint
 from ml.imaging import decode
 from schemas.tables import Job, JobStatus
 from tests.utils.factories import jpeg_bytes, make_device, sample_bytes
 from workers.base import MhogoTask
 from workers.events import feedback
-from workers.inference import classify
-from workers.photos import preprocess, quality_filter, store
+from workers.inference import diagnose
 
 
 @pytest.fixture(autouse=True)
@@ -61,40 +62,33 @@ def run(task, *args, task_id: str | None = None):
     return result.result
 
 
-def test_the_four_stages_classify_a_real_photo(db: Session) -> None:
+def test_one_task_classifies_a_real_photo_and_a_redelivery_changes_nothing(db: Session) -> None:
     job = new_job(db, sample_bytes("cmd"))
-    payload = run(preprocess, job.id, job.blob_key)
-    assert status(db, job.id).status == JobStatus.PROCESSING
-    assert payload["prepared_key"].startswith("prepared/")
-    assert payload["input_stats"]["luma_mean"] > 45
-    payload = run(quality_filter, payload)
-    payload = run(classify, payload)
-    assert payload["label"] in {"cbb", "cbsd", "cgm", "cmd", "healthy"}
-    assert sum(payload["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert run(store, payload) == "stored"
+    assert run(diagnose, job.id, job.blob_key) == "stored"
     stored = status(db, job.id)
-    assert (stored.status, stored.label, stored.model_version) == (
-        "classified",
-        payload["label"],
-        payload["model_version"],
-    )
-    assert set(stored.timings_ms or {}) == {"preprocess", "filter", "infer"}
-    assert run(store, payload) == "already stored"
-    assert run(preprocess, job.id, job.blob_key) is None  # redelivered after the end: nothing happens
+    assert stored.status == JobStatus.CLASSIFIED
+    assert stored.label in {"cbb", "cbsd", "cgm", "cmd", "healthy"}
+    assert sum((stored.probabilities or {}).values()) == pytest.approx(1.0, abs=1e-3)
+    assert stored.model_version == load_checkpoint(settings.model_path).version
+    assert (stored.input_stats or {})["luma_mean"] > 45
+    assert 0 <= (stored.input_stats or {})["leaf_probability"] <= 1
+    assert set(stored.timings_ms or {}) == {"decode", "prepare", "model"}
+    assert run(diagnose, job.id, job.blob_key) == "already finished"  # redelivered after the end
+    assert status(db, job.id).updated_at == stored.updated_at
 
 
-def test_a_dark_photo_is_rejected_by_the_filter(db: Session) -> None:
+def test_a_dark_photo_is_rejected_before_the_model(db: Session) -> None:
     dark = ImageEnhance.Brightness(decode(sample_bytes("healthy"), 10**8)).enhance(0.2)
     job = new_job(db, jpeg_bytes(dark))
-    payload = run(preprocess, job.id, job.blob_key)
-    assert run(quality_filter, payload) is None
+    assert run(diagnose, job.id, job.blob_key) == "stored"
     stored = status(db, job.id)
-    assert (stored.status, stored.reason_code) == ("rejected", "too_dark")
+    assert (stored.status, stored.reason_code, stored.label) == ("rejected", "too_dark", None)
+    assert set(stored.timings_ms or {}) == {"decode", "prepare"}  # the model never ran
 
 
 def test_a_damaged_blob_is_rejected_as_unreadable(db: Session) -> None:
     job = new_job(db, sample_bytes()[:2000])
-    assert run(preprocess, job.id, job.blob_key) is None
+    assert run(diagnose, job.id, job.blob_key) == "stored"
     assert status(db, job.id).reason_code == "unreadable"
 
 
@@ -103,7 +97,7 @@ def test_a_poison_message_fails_its_job_instead_of_looping(db: Session) -> None:
     task_id = uuid.uuid4().hex
     for _ in range(settings.MAX_DELIVERIES):  # earlier deliveries that killed their worker
         MhogoTask._deliveries.record(task_id)  # type: ignore[union-attr]
-    assert run(preprocess, job.id, job.blob_key, task_id=task_id) is None
+    assert run(diagnose, job.id, job.blob_key, task_id=task_id) is None
     stored = status(db, job.id)
     assert stored.status == JobStatus.FAILED
     assert "deliveries" in (stored.reason or "")

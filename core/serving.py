@@ -1,0 +1,149 @@
+"""The model the inference workers serve, in the runtime MHOGO_SERVING_RUNTIME names.
+
+The default serves the champion's int8 ONNX build under ONNX Runtime: on one core about 26 ms a photo against
+121 ms in eager PyTorch, with the same answers (bench/runtime.py has the table of every runtime tried). It is the
+very build a phone runs offline (`mhogo export --int8`), made once per registered version and kept in the blob
+store under the sha256 of the checkpoint it came from. Whoever needs it first makes it (`mhogo train --register`,
+a retraining run, or a worker loading a version that has none yet), under a file lock so that processes sharing
+the blob store do not all make it at once. The committed baseline ships with its build beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from filelock import FileLock
+
+from core import registry
+from core.blobs import BlobStore
+from core.errors import ModelError
+from ml.quality import QualityThresholds
+from schemas.tables import ModelVersion
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ml.checkpoint import Checkpoint
+    from ml.prediction import Classifier
+
+log = logging.getLogger(__name__)
+
+BUILD_NAMESPACES = {"onnx-int8": "int8", "onnx-fp32": "fp32"}
+
+
+def build_key(sha256: str, runtime: str) -> str:
+    """The blob key of a checkpoint's build for `runtime` (the .json describing it lies beside it)."""
+    return BlobStore.key_for(BUILD_NAMESPACES[runtime], sha256, ".onnx")
+
+
+def prebuilt_path(model_path: Path, runtime: str) -> Path:
+    """Where a shipped checkpoint keeps its build: ml/weights/baseline.pt -> ml/weights/baseline.int8.onnx."""
+    return model_path.with_suffix(f".{BUILD_NAMESPACES[runtime]}.onnx")
+
+
+def calibration_pixels(folder: Path, checkpoint: Checkpoint, max_pixels: int) -> list[np.ndarray]:
+    """Real photos (class folders), prepared as served: what int8 calibration sees."""
+    from ml.data import scan
+    from ml.imaging import decode, prepare
+    from ml.phone_build import phone_input
+
+    photos = scan(folder, checkpoint.classes)
+    if not photos:
+        raise ModelError(f"no photos to calibrate an int8 build on in {folder}")
+    return [
+        phone_input(prepare(decode(photo.path.read_bytes(), max_pixels), checkpoint.preprocess).image,
+                    checkpoint.preprocess)
+        for photo in photos
+    ]  # fmt: skip
+
+
+def make_build(
+    checkpoint: Checkpoint,
+    sha256: str,
+    runtime: str,
+    out: Path,
+    limits: QualityThresholds,
+    calibration: Path,
+    max_pixels: int,
+) -> Path:
+    """Export `checkpoint` for `runtime` to `out` (and its .json). The .onnx appears last, whole: its presence means
+    the build is complete."""
+    from ml.export import export_int8, export_onnx
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp:
+        built = export_onnx(checkpoint, Path(tmp) / "model.onnx", limits, sha256)
+        if runtime == "onnx-int8":
+            pixels = calibration_pixels(calibration, checkpoint, max_pixels)
+            built = export_int8(checkpoint, built.path, Path(tmp) / "model.int8.onnx", pixels, limits, sha256)
+        os.replace(built.path.with_suffix(".json"), out.with_suffix(".json"))
+        os.replace(built.path, out)
+    return out
+
+
+def _shipped(prebuilt: Path | None, sha256: str) -> bool:
+    """A build shipped beside the seed checkpoint, made from exactly this checkpoint."""
+    if prebuilt is None or not prebuilt.is_file() or not prebuilt.with_suffix(".json").is_file():
+        return False
+    spec = json.loads(prebuilt.with_suffix(".json").read_text())
+    return bool(spec.get("checkpoint_sha256") == sha256)
+
+
+def ensure_build(
+    blobs: BlobStore,
+    row: ModelVersion,
+    runtime: str,
+    limits: QualityThresholds,
+    calibration: Path,
+    max_pixels: int,
+    prebuilt: Path | None = None,
+) -> Path:
+    """The path of the version's build for `runtime`, made now if nobody made it yet."""
+    path = blobs.path(build_key(row.sha256, runtime))
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.exists():  # another process made it while this one waited
+            return path
+        if _shipped(prebuilt, row.sha256):
+            assert prebuilt is not None
+            shutil.copyfile(prebuilt.with_suffix(".json"), path.with_suffix(".json"))
+            shutil.copyfile(prebuilt, path)
+            return path
+        log.warning("making the %s build of model %s (once per version)", runtime, row.version)
+        return make_build(registry.load(blobs, row), row.sha256, runtime, path, limits, calibration, max_pixels)
+
+
+def load_classifier(
+    blobs: BlobStore,
+    row: ModelVersion,
+    runtime: str,
+    threads: int,
+    limits: QualityThresholds,
+    calibration: Path,
+    max_pixels: int,
+    prebuilt_model: Path | None = None,
+) -> Classifier:
+    """The registered version, ready to serve in `runtime` with `threads` math threads."""
+    if runtime == "torch":
+        import torch
+
+        from ml.predictor import Predictor
+
+        torch.set_num_threads(threads)
+        return Predictor(registry.load(blobs, row))
+    from ml.phone_build import PhoneBuild
+
+    prebuilt = None if prebuilt_model is None else prebuilt_path(prebuilt_model, runtime)
+    path = ensure_build(blobs, row, runtime, limits, calibration, max_pixels, prebuilt)
+    build = PhoneBuild(path, threads)
+    if build.version != row.version:
+        raise ModelError(f"the build at {path} is of {build.version}, not {row.version}")
+    return build
