@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -42,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.limit import measure_limit, photos_under  # noqa: E402
+from bench.loadgen import Results, Uploads  # noqa: E402
 from core.config import Settings, settings  # noqa: E402
 from core.db import init_db, make_engine  # noqa: E402
 from core.devices import add_device  # noqa: E402
@@ -92,33 +91,6 @@ class Counter:
         self._thread.join()
 
 
-class Uploader:
-    """Uploads photos with new keys from `threads` threads over keep-alive connections."""
-
-    def __init__(self, api_url: str, token: str, photos: list[tuple[bytes, str]]) -> None:
-        self.api_url, self.token, self.photos = api_url, token, photos
-        self.sent = 0
-        self.refused = 0
-        self.job_ids: list[str] = []
-        self._lock = threading.Lock()
-        self._next = itertools.count()
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
-
-    def send_one(self, client: httpx.Client) -> None:
-        index = next(self._next)
-        data, media = self.photos[index % len(self.photos)]
-        response = client.post("/v1/photos", content=data, headers={"Content-Type": media,
-                               "Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
-        with self._lock:
-            if response.status_code == 202:
-                self.sent += 1
-                self.job_ids.append(response.json()["job_id"])
-            else:
-                self.refused += 1
-
-
 def cpu_seconds(process: psutil.Process) -> float:
     """User + system CPU seconds of a process and all its children, living ones."""
     total = 0.0
@@ -149,45 +121,18 @@ def cpu_by_service(processes: dict[str, list[psutil.Process]]) -> dict[str, floa
     return {name: sum(cpu_seconds(p) for p in group) for name, group in processes.items()}
 
 
-def saturate(uploader: Uploader, counter: Counter, seconds: float, warmup: float, backlog: int) -> tuple[float, float]:
-    """Keep `backlog` photos waiting at all times; the finished-per-second rate over the window after `warmup`,
-    and the moment the window started."""
-    stop = threading.Event()
-
-    def run() -> None:
-        with uploader.client() as client:
-            while not stop.is_set():
-                if uploader.sent - counter.finished >= backlog:
-                    time.sleep(0.01)
-                    continue
-                uploader.send_one(client)
-
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(warmup)
-    began = time.monotonic()
-    time.sleep(seconds)
-    ended = time.monotonic()
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return (counter.at(ended) - counter.at(began)) / (ended - began), began
-
-
-def paced(uploader: Uploader, rate: float, seconds: float) -> list[str]:
-    """Upload at `rate` photos per second, on a fixed schedule (an open loop: a slow answer does not slow the next)."""
-    before = len(uploader.job_ids)
-    interval = 1.0 / rate
+def saturate(uploads: Uploads, counter: Counter, seconds: float, warmup: float, backlog: int) -> tuple[float, Results]:
+    """Keep `backlog` photos waiting at all times; the finished-per-second rate over the window after `warmup`."""
+    results = Results()
+    finished_before = counter.finished
     start = time.monotonic()
-    with uploader.client() as client:
-        for n in itertools.count():
-            moment = start + n * interval
-            if moment - start > seconds:
-                break
-            time.sleep(max(0.0, moment - time.monotonic()))
-            uploader.send_one(client)
-    return uploader.job_ids[before:]
+
+    def room() -> bool:
+        return results.sent - (counter.finished - finished_before) < backlog
+
+    uploads.keep_waiting(room, lambda: time.monotonic() >= start + warmup + seconds, results)
+    ended, began = time.monotonic(), start + warmup
+    return (counter.at(ended) - counter.at(began)) / (ended - began), results
 
 
 def latency(engine: Any, job_ids: list[str]) -> dict[str, Any]:
@@ -195,7 +140,7 @@ def latency(engine: Any, job_ids: list[str]) -> dict[str, Any]:
         rows = session.exec(select(Job).where(col(Job.id).in_(job_ids))).all()
     done = [r for r in rows if r.finished_at is not None]
     total = [(r.finished_at - r.created_at).total_seconds() * 1000 for r in done if r.finished_at]
-    model = [(r.timings_ms or {}).get("infer", 0.0) for r in done]
+    model = [(r.timings_ms or {}).get("model", 0.0) for r in done]
     work = [sum((r.timings_ms or {}).values()) for r in done]  # every stage's own work, model included
     outside_model = [t - m for t, m in zip(total, model, strict=True)]
     outside_work = [t - w for t, w in zip(total, work, strict=True)]
@@ -235,11 +180,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     paths = photos_under(args.photos)
-    photos = [(p.read_bytes(), MEDIA[p.suffix.lower()]) for p in paths]
+    photos = [p.read_bytes() for p in paths if MEDIA[p.suffix.lower()] == "image/jpeg"]
     figures: dict[str, Any] = {"photos": len(paths), "cores": args.cores, "database": args.database}
 
     print(f"1/4 the limit: {len(paths)} photos, {args.cores} processes, {args.seconds:.0f} s", flush=True)
-    limit = measure_limit(paths, settings.model_path, args.cores, args.seconds)
+    limit = measure_limit(paths, settings.model_path, args.cores, args.seconds, settings.SERVING_RUNTIME)
     figures["limit"] = asdict(limit)
     print(f"    {limit.photos_per_s} photos/s ({limit.stage_ms} ms per photo)", flush=True)
 
@@ -262,34 +207,38 @@ def main() -> int:
         engine = make_engine(db_url)
         init_db(engine)
         with Session(engine) as session:
-            token = add_device(session, "bench")[1]
+            tokens = [add_device(session, f"phone-{n}")[1] for n in range(50)]
         api_url = f"http://127.0.0.1:{port}"
         try:
             stack.start(explicit_redis_url=True)
             wait_until(lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 120, "the API")
-            uploader = Uploader(api_url, token, photos)
+            uploads = Uploads(api_url, tokens, photos)
             counter = Counter(engine)
-            with uploader.client() as client:  # the workers load the model: wait for a first result
-                uploader.send_one(client)
-            wait_until(lambda: counter.finished >= 1, 180, "the first result")
+            uploads.closed_loop(1, 0.001)  # one photo: the workers load the model; wait for its result
+            wait_until(lambda: counter.finished >= 1, 300, "the first result")
 
             print(f"2/4 end to end at saturation: {args.backlog} photos kept waiting, {args.seconds:.0f} s after "
                   f"{args.warmup:.0f} s warm-up", flush=True)  # fmt: skip
             processes = service_processes(stack, args.database)
+            processes["client"] = [psutil.Process()]
             cpu_before, finished_before = cpu_by_service(processes), counter.finished
-            rate, _ = saturate(uploader, counter, args.seconds, args.warmup, args.backlog)
+            rate, results = saturate(uploads, counter, args.seconds, args.warmup, args.backlog)
             cpu_after, finished_after = cpu_by_service(processes), counter.finished
             per_photo = {name: round(1000 * (cpu_after[name] - cpu_before[name]) /
                                      max(1, finished_after - finished_before), 2) for name in cpu_before}  # fmt: skip
+            refused = sum(n for status, n in results.by_status.items() if status != 202)
             figures["end_to_end"] = {"photos_per_s": round(rate, 2), "ratio_to_limit": round(rate / limit.photos_per_s,
-                                     3), "refused_uploads": uploader.refused}  # fmt: skip
+                                     3), "refused_uploads": refused}  # fmt: skip
             print(f"    {rate:.2f} photos/s = {rate / limit.photos_per_s:.3f} of the limit", flush=True)
-            wait_until(lambda: counter.finished >= uploader.sent, 600, "the backlog to drain")
+            sent = finished_before + results.by_status.get(202, 0)
+            wait_until(lambda: counter.finished >= sent, 600, "the backlog to drain")
 
             half = rate / 2
             print(f"3/4 latency at half load: {half:.2f} photos/s for {args.seconds:.0f} s", flush=True)
-            job_ids = paced(uploader, half, args.seconds)
-            wait_until(lambda: counter.finished >= uploader.sent, 300, "the last photos")
+            paced = uploads.open_loop(half, args.seconds)
+            job_ids = [json.loads(body)["job_id"] for body in paced.bodies]
+            sent += len(job_ids)
+            wait_until(lambda: counter.finished >= sent, 300, "the last photos")
             figures["half_load"] = {"rate": round(half, 2)} | latency(engine, job_ids)
             print(f"    {json.dumps(figures['half_load'])}", flush=True)
 

@@ -1,10 +1,11 @@
 """Benchmark 1, the limit: what the hardware can do with no queue, no HTTP and no database. One process per core,
 each in a plain loop over the real photos: decode, prepare (orientation, scale, brightness), quality gate, the served
-model with its leaf gate. Photos per second, per process and in all.
+model (in the serving runtime, MHOGO_SERVING_RUNTIME) with its leaf gate: `ml.diagnose.examine`, the very function
+the inference task calls. Photos per second, per process and in all.
 
     .venv/bin/python bench/limit.py --photos ../shared/data [--procs 2] [--seconds 30] [--model FILE]
 
-Each process has one torch thread, loads the model once, holds the photos' bytes in memory (reading them is not
+Each process has one math thread, loads the model once, holds the photos' bytes in memory (reading them is not
 the work measured), warms up, waits for the others, then counts photos for --seconds. `measure_limit` is also
 called by the end-to-end benchmark, so both figures come from one run on the same cores.
 """
@@ -16,6 +17,7 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,33 +44,44 @@ class LimitResult:
     outcomes: dict[str, int]  # classified, and rejected by reason
 
 
-def _worker(paths: list[str], model: str, seconds: float, start: Any, out: Any) -> None:
-    import torch
-
+def serving_classifier(model: Path, runtime: str, threads: int) -> Any:
+    """The model as the inference workers serve it: its ONNX build (shipped beside it, or made now) or eager torch."""
     from core.config import settings
-    from ml.imaging import decode, prepare
-    from ml.predictor import Predictor
-    from ml.quality import leaf_verdict, quality_gate
+    from core.serving import _shipped, make_build, prebuilt_path
+    from ml.checkpoint import file_sha256, load_checkpoint
 
-    torch.set_num_threads(1)
-    predictor = Predictor.from_file(Path(model))
+    if runtime == "torch":
+        import torch
+
+        from ml.predictor import Predictor
+
+        torch.set_num_threads(threads)
+        return Predictor.from_file(model)
+    from ml.phone_build import PhoneBuild
+
+    build, sha256 = prebuilt_path(model, runtime), file_sha256(model)
+    if not _shipped(build, sha256):
+        build = Path(tempfile.mkdtemp(prefix="mhogo-limit-")) / f"model.{runtime}.onnx"
+        make_build(load_checkpoint(model), sha256, runtime, build, settings.quality_thresholds,
+                   settings.calibration_dir, settings.MAX_IMAGE_PIXELS)  # fmt: skip
+    return PhoneBuild(build, threads)
+
+
+def _worker(paths: list[str], model: str, runtime: str, seconds: float, start: Any, out: Any) -> None:
+    from core.config import settings
+    from ml.diagnose import examine
+
+    classifier = serving_classifier(Path(model), runtime, threads=1)
     limits = settings.quality_thresholds
     photos = [Path(p).read_bytes() for p in paths]
-    stage = {"decode_prepare": 0.0, "model": 0.0}
+    stage: dict[str, float] = {"decode": 0.0, "prepare": 0.0, "model": 0.0}
     outcomes: dict[str, int] = {}
 
     def one(data: bytes) -> str:
-        t0 = time.perf_counter()
-        prepared = prepare(decode(data, settings.MAX_IMAGE_PIXELS), predictor.preprocess)
-        reason = quality_gate(prepared.stats, limits)
-        t1 = time.perf_counter()
-        stage["decode_prepare"] += t1 - t0
-        if reason is not None:
-            return reason.value
-        prediction = predictor.predict([prepared.image])[0]
-        stage["model"] += time.perf_counter() - t1
-        verdict = leaf_verdict(prepared.stats, not prediction.not_a_leaf, limits)
-        return verdict.value if verdict is not None else "classified"
+        examined = examine(data, classifier, limits, settings.MAX_IMAGE_PIXELS)
+        for name, ms in examined.timings_ms.items():
+            stage[name] += ms / 1000
+        return "classified" if examined.reason is None else examined.reason.value
 
     for data in photos[:5]:  # warm-up: first calls allocate
         one(data)
@@ -83,12 +96,14 @@ def _worker(paths: list[str], model: str, seconds: float, start: Any, out: Any) 
     out.put({"photos": done, "seconds": time.perf_counter() - began, "stage": stage, "outcomes": outcomes})
 
 
-def measure_limit(paths: list[Path], model: Path, procs: int, seconds: float) -> LimitResult:
+def measure_limit(paths: list[Path], model: Path, procs: int, seconds: float, runtime: str) -> LimitResult:
     context = multiprocessing.get_context("spawn")
+    serving_classifier(model, runtime, 1)  # a build to make is made once, here, not in every process
     start, out = context.Barrier(procs), context.Queue()
     # Each process starts at another photo, so together they cycle through the whole set like the queue would.
     shares = [[str(p) for p in paths[i:] + paths[:i]] for i in range(0, len(paths), max(1, len(paths) // procs))]
-    workers = [context.Process(target=_worker, args=(shares[i], str(model), seconds, start, out)) for i in range(procs)]
+    workers = [context.Process(target=_worker, args=(shares[i], str(model), runtime, seconds, start, out))
+               for i in range(procs)]  # fmt: skip
     for worker in workers:
         worker.start()
     results = [out.get(timeout=seconds + 600) for _ in workers]
@@ -121,12 +136,13 @@ def main() -> int:
     parser.add_argument("--procs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--model", type=Path, default=settings.model_path)
+    parser.add_argument("--runtime", choices=["onnx-int8", "onnx-fp32", "torch"], default=settings.SERVING_RUNTIME)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "limit.json")
     args = parser.parse_args()
     paths = photos_under(args.photos)
-    print(f"the limit: {len(paths)} photos, {args.procs} processes x 1 torch thread, {args.seconds:.0f} s, "
-          f"model {args.model.name}", flush=True)  # fmt: skip
-    result = measure_limit(paths, args.model, args.procs, args.seconds)
+    print(f"the limit: {len(paths)} photos, {args.procs} processes x 1 thread, {args.seconds:.0f} s, "
+          f"model {args.model.name} in {args.runtime}", flush=True)  # fmt: skip
+    result = measure_limit(paths, args.model, args.procs, args.seconds, args.runtime)
     for name, value in asdict(result).items():
         print(f"{name:>14}: {value}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,8 +33,11 @@ def find_job(session: Session, device_id: int, idempotency_key: str) -> Job | No
     return session.exec(statement).first()
 
 
-def create_job(session: Session, photo: NewPhoto) -> tuple[Job, bool]:
-    """Insert and commit the job, or return the one a concurrent request with the same key committed first."""
+def create_job(session: Session, photo: NewPhoto, queued: bool = False) -> tuple[Job, bool]:
+    """Insert and commit the job, or return the one a concurrent request with the same key committed first.
+
+    `queued`: the caller sends its message right after the commit, so the row says so at once (one write instead
+    of two); if the send fails, `unqueue` puts it back for the sweeper."""
     job = Job(
         device_id=photo.device_id,
         idempotency_key=photo.idempotency_key,
@@ -43,6 +46,8 @@ def create_job(session: Session, photo: NewPhoto) -> tuple[Job, bool]:
         content_type=photo.content_type,
         size_bytes=photo.size_bytes,
     )
+    if queued:
+        job.status, job.enqueue_count = JobStatus.QUEUED, 1
     session.add(job)
     try:
         session.commit()
@@ -78,6 +83,17 @@ def record_enqueued(session: Session, job_id: str) -> bool:
             enqueue_count=col(Job.enqueue_count) + 1,
             updated_at=utcnow(),
         )
+    )
+    return _changed(session, statement)
+
+
+def unqueue(session: Session, job_id: str) -> bool:
+    """Its message could not be sent after all: `queued` becomes `received`, so the sweeper sends it within
+    MHOGO_SWEEP_RECEIVED_AFTER_S."""
+    statement = (
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.QUEUED)
+        .values(status=JobStatus.RECEIVED.value, enqueue_count=col(Job.enqueue_count) - 1, updated_at=utcnow())
     )
     return _changed(session, statement)
 

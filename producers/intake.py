@@ -1,9 +1,12 @@
 """Accepting a photo: validate, store the bytes, commit the job, then enqueue. Accepted means durable: the photo
-and the job row are on disk before anything is sent, and a job the broker did not take waits for the sweeper."""
+and the job row are on disk (fsynced) before anything is sent, and a job the broker did not take waits for the
+sweeper. The row is committed as `queued` in the same write that creates it: one commit per upload. If the API
+process dies between that commit and the send, the sweeper re-sends the job after MHOGO_SWEEP_STALE_AFTER_S."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 
@@ -11,10 +14,12 @@ from sqlmodel import Session
 
 from core import jobs
 from core.blobs import BlobStore
-from core.errors import BadInput, IdempotencyConflict, UnsupportedMediaType
+from core.errors import BadInput, BrokerUnavailable, IdempotencyConflict, UnsupportedMediaType
 from ml.imaging import validate
-from producers.publisher import Publisher, enqueue_photo
-from schemas.tables import Device, Job
+from producers.publisher import Publisher
+from schemas.tables import Device, Job, JobStatus
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
@@ -71,8 +76,13 @@ def accept_photo(
     blob_key = blobs.key_for("photos", sha256, SUFFIXES[fmt])
     blobs.put_at(blob_key, data)
     photo = jobs.NewPhoto(device.id, key, sha256, blob_key, MEDIA_TYPES[fmt], len(data))
-    job, created = jobs.create_job(session, photo)
+    job, created = jobs.create_job(session, photo, queued=True)
     if not created:  # a concurrent request with the same key committed first
         return replay(job, sha256)
-    enqueue_photo(publisher, session, job)
+    try:
+        publisher.publish_photo(job.id, job.blob_key)
+    except BrokerUnavailable as exc:
+        log.warning("job %s left for the sweeper: %s", job.id, exc)
+        jobs.unqueue(session, job.id)
+        job.status = JobStatus.RECEIVED
     return Accepted(job, replayed=False)

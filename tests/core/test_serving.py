@@ -1,0 +1,105 @@
+"""What the inference workers serve: the shipped int8 build of the baseline is the baseline's, gives its answers,
+and a version without a build gets one made once, under a lock, then reused."""
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlmodel import Session
+
+from core import registry
+from core.blobs import BlobStore
+from core.config import settings
+from core.db import init_db, make_engine
+from core.serving import build_key, ensure_build, load_classifier, prebuilt_path
+from ml.checkpoint import file_sha256, load_checkpoint
+from ml.diagnose import diagnose
+from ml.phone_build import PhoneBuild
+from ml.predictor import Predictor
+from schemas.tables import ModelVersion
+from tests.utils.factories import SAMPLES
+
+PHOTOS = sorted(SAMPLES.glob("cassava/*/*.jpg")) + sorted(SAMPLES.glob("negatives/*.jpg"))
+
+
+@pytest.fixture
+def registered(tmp_path: Path) -> tuple[BlobStore, ModelVersion]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    init_db(engine)
+    blobs = BlobStore(tmp_path / "blobs")
+    with Session(engine, expire_on_commit=False) as session:
+        row = registry.ensure_champion(session, blobs, settings.model_path)
+    engine.dispose()
+    return blobs, row
+
+
+def test_the_shipped_int8_build_is_the_baselines_and_serves_its_answers() -> None:
+    shipped = prebuilt_path(settings.model_path, "onnx-int8")
+    spec = json.loads(shipped.with_suffix(".json").read_text())
+    assert spec["checkpoint_sha256"] == file_sha256(settings.model_path)
+    assert spec["precision"] == "int8"
+    int8 = PhoneBuild(shipped)  # checks the file against the sha256 its JSON gives
+    eager = Predictor(load_checkpoint(settings.model_path))
+    limits, pixels = settings.quality_thresholds, settings.MAX_IMAGE_PIXELS
+    served = [diagnose(p.read_bytes(), int8, limits, pixels) for p in PHOTOS]
+    reference = [diagnose(p.read_bytes(), eager, limits, pixels) for p in PHOTOS]
+    same = [(a["status"], a["label"], a["reason"]) == (b["status"], b["label"], b["reason"])
+            for a, b in zip(served, reference, strict=True)]  # fmt: skip
+    assert sum(same) / len(same) >= 0.95, [p.name for p, s in zip(PHOTOS, same, strict=True) if not s]
+    for answer in served:
+        if answer["probabilities"]:  # the head stays fp32: probabilities are not cut to 1/256 steps
+            assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_registered_version_loads_the_shipped_build_without_making_one(
+    registered: tuple[BlobStore, ModelVersion],
+) -> None:
+    blobs, row = registered
+    classifier = load_classifier(blobs, row, "onnx-int8", 1, settings.quality_thresholds, SAMPLES,
+                                 settings.MAX_IMAGE_PIXELS, prebuilt_model=settings.model_path)  # fmt: skip
+    assert isinstance(classifier, PhoneBuild)
+    assert classifier.version == row.version
+    stored = blobs.path(build_key(row.sha256, "onnx-int8"))
+    assert stored.read_bytes() == prebuilt_path(settings.model_path, "onnx-int8").read_bytes()
+
+
+def test_a_version_without_a_build_gets_one_made_once(registered: tuple[BlobStore, ModelVersion]) -> None:
+    blobs, row = registered
+    made: list[Path] = []
+    errors: list[BaseException] = []
+
+    def load() -> None:  # two processes' worth of loaders at once, no shipped build: one makes it, one waits
+        try:
+            path = ensure_build(blobs, row, "onnx-int8", settings.quality_thresholds, SAMPLES / "cassava",
+                                settings.MAX_IMAGE_PIXELS, prebuilt=None)  # fmt: skip
+            made.append(path)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert made[0] == made[1] == blobs.path(build_key(row.sha256, "onnx-int8"))
+    spec = json.loads(made[0].with_suffix(".json").read_text())
+    assert (spec["checkpoint_sha256"], spec["model_version"], spec["precision"]) == (row.sha256, row.version, "int8")
+    build = PhoneBuild(made[0])
+    outputs, leaf = build.runner.run(np.zeros((1, 256, 256, 3), dtype=np.float32))
+    assert outputs.shape == (1, 5)
+    assert leaf is not None
+    leftovers = [p.name for p in made[0].parent.iterdir() if p.name.startswith(".build-")]
+    assert leftovers == []
+    mtime = made[0].stat().st_mtime_ns
+    assert ensure_build(blobs, row, "onnx-int8", settings.quality_thresholds, SAMPLES, 1, prebuilt=None) == made[0]
+    assert made[0].stat().st_mtime_ns == mtime  # reused, not made again
+
+
+def test_the_torch_runtime_serves_the_checkpoint_itself(registered: tuple[BlobStore, ModelVersion]) -> None:
+    blobs, row = registered
+    classifier = load_classifier(blobs, row, "torch", 1, settings.quality_thresholds, SAMPLES, 10**8)
+    assert isinstance(classifier, Predictor)
+    assert not blobs.path(build_key(row.sha256, "onnx-int8")).exists()
