@@ -10,7 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from core.files import atomic_write
+from core.files import GroupSync
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
 
@@ -18,6 +18,7 @@ KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._sync = GroupSync(root)
 
     @staticmethod
     def key_for(namespace: str, sha256: str, suffix: str) -> str:
@@ -35,10 +36,13 @@ class BlobStore:
         return key
 
     def put_at(self, key: str, data: bytes) -> None:
-        """Write atomically: a reader sees the whole blob or none of it. An existing blob is never rewritten."""
+        """Write atomically: a reader sees the whole blob or none of it. Durably: it survives a power cut once this
+        returns (flushes shared with concurrent writers). An existing blob is never rewritten."""
         path = self.path(key)
         if not path.exists():
-            atomic_write(path, lambda handle: handle.write(data))
+            self._sync.write(path, lambda handle: handle.write(data))
+        else:  # written by a concurrent request whose flush may still be running
+            self._sync.wait()
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     MODEL_PATH: Path | None = None  # seeds the registry's champion on a fresh HOME; default: ml/weights/baseline.pt
 
     API_HOST: str = "127.0.0.1"
+    API_THREADS: int = Field(default=8, gt=0)  # worker threads per API process for the database, Redis and disk
     API_PORT: int = 8000
     PUBLIC_URL: str | None = None  # how phones reach the API, for status URLs; default http://API_HOST:API_PORT
     FLOWER_PORT: int = 5555

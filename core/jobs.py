@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, case, func, or_, update
+from sqlalchemy import CursorResult, Update, case, func, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from schemas.reasons import RejectReason
-from schemas.tables import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from schemas.tables import TERMINAL_STATUSES, Job, JobStatus, new_id, utcnow
 from schemas.tasks import PhotoWork
 
 ACTIVE_STATUSES = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.PROCESSING)
@@ -33,31 +33,44 @@ def find_job(session: Session, device_id: int, idempotency_key: str) -> Job | No
     return session.exec(statement).first()
 
 
-def create_job(session: Session, photo: NewPhoto, queued: bool = False) -> tuple[Job, bool]:
-    """Insert and commit the job, or return the one a concurrent request with the same key committed first.
+def insert_job(session: Session, photo: NewPhoto, queued: bool = False) -> str | None:
+    """Insert and commit the job in one statement; its id, or None when the device used this key before (or a
+    concurrent request with it committed first).
 
     `queued`: the caller sends its message right after the commit, so the row says so at once (one write instead
     of two); if the send fails, `unqueue` puts it back for the sweeper."""
-    job = Job(
+    now = utcnow()
+    job_id = new_id()
+    statement = insert(Job).values(
+        id=job_id,
         device_id=photo.device_id,
         idempotency_key=photo.idempotency_key,
         content_sha256=photo.content_sha256,
         blob_key=photo.blob_key,
         content_type=photo.content_type,
         size_bytes=photo.size_bytes,
+        status=(JobStatus.QUEUED if queued else JobStatus.RECEIVED).value,
+        enqueue_count=1 if queued else 0,
+        created_at=now,
+        updated_at=now,
     )
-    if queued:
-        job.status, job.enqueue_count = JobStatus.QUEUED, 1
-    session.add(job)
     try:
+        session.execute(statement)
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = find_job(session, photo.device_id, photo.idempotency_key)
-        if existing is None:  # the unique constraint fired, so the row exists; anything else is a real fault
-            raise
-        return existing, False
-    return job, True
+        if find_job(session, photo.device_id, photo.idempotency_key) is None:
+            raise  # the unique constraint did not fire: a real fault
+        return None
+    return job_id
+
+
+def create_job(session: Session, photo: NewPhoto, queued: bool = False) -> tuple[Job, bool]:
+    """`insert_job`, returning the row: the new one, or the one that had the key first."""
+    job_id = insert_job(session, photo, queued)
+    job = session.get(Job, job_id) if job_id else find_job(session, photo.device_id, photo.idempotency_key)
+    assert job is not None
+    return job, job_id is not None
 
 
 def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job | None:

@@ -33,7 +33,8 @@ class MissingIdempotencyKey(BadInput):
 
 @dataclass(frozen=True)
 class Accepted:
-    job: Job
+    job_id: str
+    status: str
     replayed: bool  # True when the key was seen before: this is the first request's job
 
 
@@ -61,7 +62,7 @@ def replay(existing: Job, sha256: str) -> Accepted:
         raise IdempotencyConflict(
             "This Idempotency-Key was already used for a different photo. Use a new key for each new photo."
         )
-    return Accepted(existing, replayed=True)
+    return Accepted(existing.id, existing.status, replayed=True)
 
 
 def accept_photo(
@@ -69,20 +70,20 @@ def accept_photo(
 ) -> Accepted:
     assert device.id is not None
     sha256 = hashlib.sha256(data).hexdigest()
-    existing = jobs.find_job(session, device.id, key)
-    if existing is not None:
-        return replay(existing, sha256)
+    # No lookup of the key first: most uploads are new, and a replay finds its job when the insert hits the key.
     fmt, _ = validate(data, max_pixels)
     blob_key = blobs.key_for("photos", sha256, SUFFIXES[fmt])
     blobs.put_at(blob_key, data)
     photo = jobs.NewPhoto(device.id, key, sha256, blob_key, MEDIA_TYPES[fmt], len(data))
-    job, created = jobs.create_job(session, photo, queued=True)
-    if not created:  # a concurrent request with the same key committed first
-        return replay(job, sha256)
+    job_id = jobs.insert_job(session, photo, queued=True)
+    if job_id is None:  # the key was used before (a retry), or by a concurrent request that committed first
+        existing = jobs.find_job(session, device.id, key)
+        assert existing is not None
+        return replay(existing, sha256)
     try:
-        publisher.publish_photo(job.id, job.blob_key)
+        publisher.publish_photo(job_id, blob_key)
     except BrokerUnavailable as exc:
-        log.warning("job %s left for the sweeper: %s", job.id, exc)
-        jobs.unqueue(session, job.id)
-        job.status = JobStatus.RECEIVED
-    return Accepted(job, replayed=False)
+        log.warning("job %s left for the sweeper: %s", job_id, exc)
+        jobs.unqueue(session, job_id)
+        return Accepted(job_id, JobStatus.RECEIVED, replayed=False)
+    return Accepted(job_id, JobStatus.QUEUED, replayed=False)

@@ -42,17 +42,20 @@ task_soft_time_limit = settings.TASK_SOFT_TIME_LIMIT_S
 task_time_limit = settings.TASK_TIME_LIMIT_S
 
 # Every queue declared, every task routed by name; an unknown queue is a configuration error, not a new queue.
-default_exchange = Exchange("mhogo", type="direct")
+# Messages go straight to their queue (the nameless exchange): a named exchange made the Redis transport look its
+# bindings up in Redis on every publish, a second round trip for each upload.
+default_exchange = Exchange("", type="direct")
 task_queues = tuple(Queue(queue.value, default_exchange, routing_key=queue.value) for queue in QueueName)
 task_default_queue = QueueName.PHOTOS.value
-task_default_exchange = default_exchange.name
+task_default_exchange = ""
 task_default_routing_key = QueueName.PHOTOS.value
 task_create_missing_queues = False
 task_routes = {name.value: {"queue": queue.value, "routing_key": queue.value} for name, queue in TASK_QUEUES.items()}
 
-# Flower sees every task: sent, received, started, succeeded, failed, retried.
+# Flower sees every task a worker takes: received, started, succeeded, failed, retried. Not "sent": that event cost
+# the API a second Redis write per upload (bench/upload_api.py); the queues' lengths are in mhogo's own metrics.
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 task_track_started = True
 
 beat_schedule = {

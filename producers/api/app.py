@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
+from anyio import to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
@@ -101,6 +102,9 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Threads for blocking work (database, Redis, disk) per process. anyio's default of 40 threads fought over
+        # one GIL: fewer threads gave more uploads a second (bench/upload_api.py).
+        to_thread.current_default_thread_limiter().total_tokens = services.settings.API_THREADS
         init_db(services.engine)
         if sweep_on_startup:
             startup_sweep(services)

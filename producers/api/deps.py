@@ -36,7 +36,7 @@ class Services:
     limiter: DeviceLimiter | None = None  # per-device rate limits; None: no limit
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:  # async: no thread hop for an attribute read
     services: Services = request.app.state.services
     return services
 
@@ -49,20 +49,16 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
     try:
         yield session
     finally:
-        try:
-            session.close()
-        except DatabaseOperationalError as exc:  # the database went away after the answer was decided: nothing to undo
-            log.warning("closing a session on a lost database connection: %s", exc)
+        close_session(session)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 bearer = HTTPBearer(auto_error=False, description="The device token from `mhogo devices add NAME`")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def get_device(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Device:
+def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Device:
     device = device_for_token(session, credentials.credentials) if credentials else None
     if device is None:
         raise HTTPException(
@@ -73,6 +69,18 @@ def get_device(
     return device
 
 
+def limit_rate(services: Services, device: Device, action: str) -> None:
+    """429 with Retry-After when the device has used up its rate for `action`."""
+    wait = services.limiter.wait_s(device.id or 0, action) if services.limiter is not None else None
+    if wait is not None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Too many requests from this phone. Wait a "
+                            "little and send again.", headers={"Retry-After": str(int(wait + 0.999))})  # fmt: skip
+
+
+def get_device(session: SessionDep, credentials: Credentials) -> Device:
+    return authenticate(session, credentials)
+
+
 DeviceDep = Annotated[Device, Depends(get_device)]
 
 
@@ -80,13 +88,17 @@ def rate_limited(action: str) -> Callable[[Device, Services], Device]:
     """A dependency: the device, unless it has used up its rate for `action` (429 with Retry-After)."""
 
     def check(device: DeviceDep, services: ServicesDep) -> Device:
-        wait = services.limiter.wait_s(device.id or 0, action) if services.limiter is not None else None
-        if wait is not None:
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Too many requests from this phone. Wait a "
-                                "little and send again.", headers={"Retry-After": str(int(wait + 0.999))})  # fmt: skip
+        limit_rate(services, device, action)
         return device
 
     return check
+
+
+def close_session(session: Session) -> None:
+    try:
+        session.close()
+    except DatabaseOperationalError as exc:  # the database went away after the answer was decided: nothing to undo
+        log.warning("closing a session on a lost database connection: %s", exc)
 
 
 UploadingDevice = Annotated[Device, Depends(rate_limited("upload"))]

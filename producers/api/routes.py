@@ -8,6 +8,9 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -17,15 +20,18 @@ from core.errors import BrokerUnavailable, UploadTooLarge
 from core.logs import bind_job
 from producers.api.backlog import retry_after_s
 from producers.api.deps import (
+    Credentials,
     DeviceDep,
     FeedbackDevice,
     ReportingDevice,
     Services,
     ServicesDep,
     SessionDep,
-    UploadingDevice,
+    authenticate,
+    close_session,
+    limit_rate,
 )
-from producers.intake import accept_photo, check_declared_type, check_idempotency_key
+from producers.intake import Accepted, accept_photo, check_declared_type, check_idempotency_key
 from schemas.api import (
     Diagnosis,
     FeedbackAccepted,
@@ -96,36 +102,49 @@ async def read_photo(request: Request, max_bytes: int) -> tuple[bytes, str | Non
 )
 async def upload_photo(
     request: Request,
-    response: Response,
-    device: UploadingDevice,
     services: ServicesDep,
-    session: SessionDep,
+    credentials: Credentials,
     idempotency_key: Annotated[str | None, Header(description="Unique per photo, the same on every retry")] = None,
-) -> PhotoAccepted:
+) -> JSONResponse:
+    # Two hops to a worker thread in all (the database, Redis and the disk block): one to admit the upload before
+    # its body is read, one to accept it. Dependencies would cost a hop each.
+    # No database connection is held while the body arrives: on 2G that takes seconds, and connections are few.
     key = check_idempotency_key(idempotency_key)
-    await run_in_threadpool(refuse_when_backlogged, services, device, key, session)  # Redis and the database block
+    device = await run_in_threadpool(admit_upload, services, credentials, key)
     data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
     check_declared_type(declared)
-    accepted = await run_in_threadpool(
-        accept_photo,
-        session,
-        services.blobs,
-        services.publisher,
-        device,
-        key,
-        data,
-        services.settings.MAX_IMAGE_PIXELS,
-    )
-    with bind_job(accepted.job.id):  # the first line of the job's story; the workers' lines carry the same id
+    accepted = await run_in_threadpool(accept_upload, services, device, key, data)
+    with bind_job(accepted.job_id):  # the first line of the job's story; the workers' lines carry the same id
         log.info("photo accepted", extra={"replayed": accepted.replayed, "size_bytes": len(data)})
-    if accepted.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job.id}"
-    response.headers["Location"] = status_url
-    return PhotoAccepted(job_id=accepted.job.id, status=accepted.job.status, status_url=status_url)
+    status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job_id}"
+    headers = {"Location": status_url} | ({"Idempotent-Replayed": "true"} if accepted.replayed else {})
+    body = {"job_id": accepted.job_id, "status": str(accepted.status), "status_url": status_url}
+    # The answer as PhotoAccepted documents it, sent as it is: FastAPI's validation of the return value costs more.
+    return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED, headers=headers)
 
 
-def refuse_when_backlogged(services: Services, device: Device, key: str, session: SessionDep) -> None:
+def admit_upload(services: Services, credentials: HTTPAuthorizationCredentials | None, key: str) -> Device:
+    """The device (401), within its rate (429), while the queues have room (503), or the answer that refuses it."""
+    session = Session(services.engine, expire_on_commit=False)
+    try:
+        device = authenticate(session, credentials)
+        limit_rate(services, device, "upload")
+        refuse_when_backlogged(services, device, key, session)
+        return device
+    finally:
+        close_session(session)
+
+
+def accept_upload(services: Services, device: Device, key: str, data: bytes) -> Accepted:
+    session = Session(services.engine, expire_on_commit=False)
+    try:
+        return accept_photo(session, services.blobs, services.publisher, device, key, data,
+                            services.settings.MAX_IMAGE_PIXELS)  # fmt: skip
+    finally:
+        close_session(session)
+
+
+def refuse_when_backlogged(services: Services, device: Device, key: str, session: Session) -> None:
     """503 with Retry-After when the photo queues are over their limit, unless this key was accepted before (its
     replay is answered as always)."""
     depth = services.backlog.depth() if services.backlog is not None else None

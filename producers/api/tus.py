@@ -270,8 +270,8 @@ def finish(services: Services, session: Session, device: Device, upload: Upload)
     except (BadInput, IdempotencyConflict):
         uploads.remove(session, [upload.id])
         raise
-    uploads.complete(session, upload, accepted.job.id)
-    with bind_job(accepted.job.id):
+    uploads.complete(session, upload, accepted.job_id)
+    with bind_job(accepted.job_id):
         log.info("photo accepted", extra={"replayed": accepted.replayed, "size_bytes": len(data), "resumable": True})
 
 

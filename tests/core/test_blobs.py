@@ -1,10 +1,14 @@
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
 from core.blobs import BlobStore
+from core.files import GroupSync
 
 
 def test_put_is_content_addressed_and_idempotent(blobs: BlobStore) -> None:
@@ -36,3 +40,53 @@ def test_failed_write_leaves_nothing_behind(blobs: BlobStore, monkeypatch: pytes
 def test_keys_cannot_escape_the_store(blobs: BlobStore, key: str) -> None:
     with pytest.raises(ValueError, match="not a blob key"):
         blobs.path(key)
+
+
+def test_group_sync_flushes_once_for_many_writers_and_never_before_their_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = GroupSync(tmp_path)
+    flushes: list[tuple[float, float]] = []
+    renamed: dict[str, float] = {}
+    returned: dict[int, float] = {}
+    replace = os.replace
+
+    def timed_replace(src: str, dst: str) -> None:
+        replace(src, dst)
+        renamed[Path(dst).name] = time.monotonic()
+
+    monkeypatch.setattr(os, "replace", timed_replace)
+
+    def slow_syncfs(fd: int) -> int:
+        started = time.monotonic()
+        time.sleep(0.02)  # a flush that takes a while: writers pile up behind it
+        flushes.append((started, time.monotonic()))
+        return 0
+
+    sync._syncfs = slow_syncfs
+
+    def writer(n: int) -> None:
+        def write(handle: BinaryIO) -> None:
+            handle.write(f"photo {n}".encode())
+
+        sync.write(tmp_path / f"{n}.jpg", write)
+        returned[n] = time.monotonic()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(returned) == list(range(24))
+    assert all((tmp_path / f"{n}.jpg").read_bytes() == f"photo {n}".encode() for n in range(24))
+    assert 1 <= len(flushes) <= 12  # shared, not one (or two) per file
+    # Each writer returned only after a whole flush that began after its file was renamed into place.
+    assert all(any(renamed[f"{n}.jpg"] <= start and end <= returned[n] for start, end in flushes) for n in returned)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_group_sync_really_calls_syncfs_here(tmp_path: Path) -> None:
+    sync = GroupSync(tmp_path)
+    assert sync._syncfs is not None  # Linux: the grouped path is the one that runs
+    sync.write(tmp_path / "a.jpg", lambda handle: handle.write(b"x"))
+    assert (tmp_path / "a.jpg").read_bytes() == b"x"

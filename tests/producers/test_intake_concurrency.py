@@ -24,7 +24,7 @@ def test_concurrent_repeats_make_one_job(engine: Engine, tmp_path: Path) -> None
     def send(_: int) -> tuple[str, bool]:
         with Session(engine, expire_on_commit=False) as session:
             accepted = accept_photo(session, blobs, publisher, device, "same-key", data, 10**8)
-            return accepted.job.id, accepted.replayed
+            return accepted.job_id, accepted.replayed
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(send, range(16)))

@@ -43,9 +43,17 @@ def test_feedback_never_shares_the_inference_queue() -> None:
     assert TASK_QUEUES[TaskName.RETRAIN] not in {TASK_QUEUES[TaskName.DIAGNOSE], TASK_QUEUES[TaskName.FEEDBACK]}
 
 
-def test_events_are_on_for_flower() -> None:
+def test_events_are_on_for_flower_but_not_one_more_write_per_upload() -> None:
     assert app.conf.worker_send_task_events is True
-    assert app.conf.task_send_sent_event is True
+    assert app.conf.task_track_started is True
+    assert app.conf.task_send_sent_event is False  # a second Redis write for every upload
+
+
+def test_tasks_go_straight_to_their_queue() -> None:
+    """The nameless exchange: the Redis transport puts the message on the queue's list without looking up an
+    exchange's bindings first (a round trip per publish)."""
+    assert all(queue.exchange.name == "" and queue.routing_key == queue.name for queue in app.conf.task_queues)
+    assert {queue.name for queue in app.conf.task_queues} == {queue.value for queue in QueueName}
 
 
 def test_sweeper_and_metrics_tick_are_scheduled() -> None:
