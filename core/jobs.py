@@ -16,6 +16,7 @@ from schemas.tables import TERMINAL_STATUSES, Job, JobStatus, new_id, utcnow
 from schemas.tasks import PhotoWork
 
 ACTIVE_STATUSES = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.PROCESSING)
+INSERT_JOB = insert(Job.__table__)  # type: ignore[attr-defined]  # a Core insert: no ORM unit of work per upload
 
 
 @dataclass(frozen=True)
@@ -41,21 +42,21 @@ def insert_job(session: Session, photo: NewPhoto, queued: bool = False) -> str |
     of two); if the send fails, `unqueue` puts it back for the sweeper."""
     now = utcnow()
     job_id = new_id()
-    statement = insert(Job).values(
-        id=job_id,
-        device_id=photo.device_id,
-        idempotency_key=photo.idempotency_key,
-        content_sha256=photo.content_sha256,
-        blob_key=photo.blob_key,
-        content_type=photo.content_type,
-        size_bytes=photo.size_bytes,
-        status=(JobStatus.QUEUED if queued else JobStatus.RECEIVED).value,
-        enqueue_count=1 if queued else 0,
-        created_at=now,
-        updated_at=now,
-    )
+    row = {
+        "id": job_id,
+        "device_id": photo.device_id,
+        "idempotency_key": photo.idempotency_key,
+        "content_sha256": photo.content_sha256,
+        "blob_key": photo.blob_key,
+        "content_type": photo.content_type,
+        "size_bytes": photo.size_bytes,
+        "status": (JobStatus.QUEUED if queued else JobStatus.RECEIVED).value,
+        "enqueue_count": 1 if queued else 0,
+        "created_at": now,
+        "updated_at": now,
+    }
     try:
-        session.execute(statement)
+        session.connection().execute(INSERT_JOB, row)  # one statement, compiled once per process
         session.commit()
     except IntegrityError:
         session.rollback()
