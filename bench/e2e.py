@@ -214,7 +214,7 @@ def main() -> int:
             wait_until(lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 120, "the API")
             uploads = Uploads(api_url, tokens, photos)
             counter = Counter(engine)
-            uploads.closed_loop(1, 0.001)  # one photo: the workers load the model; wait for its result
+            uploads.send(1)  # one photo: the workers load the model; wait for its result
             wait_until(lambda: counter.finished >= 1, 300, "the first result")
 
             print(f"2/4 end to end at saturation: {args.backlog} photos kept waiting, {args.seconds:.0f} s after "

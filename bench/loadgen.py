@@ -98,6 +98,12 @@ class Uploads:
         finally:
             writer.close()
 
+    def send(self, count: int) -> Results:
+        """`count` uploads, one after the other."""
+        results = Results()
+        asyncio.run(self._connection(results, lambda: results.sent < count))
+        return results
+
     def closed_loop(self, connections: int, seconds: float, results: Results | None = None) -> Results:
         """`connections` uploads in flight at all times for `seconds`."""
         results = results or Results()
