@@ -87,7 +87,7 @@ class Uploads:
                     if delay > 0:
                         await asyncio.sleep(delay)
                 while room is not None and not room() and go_on():
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(0.02)
                 if not go_on():
                     break
                 request = self.next_request()

@@ -162,13 +162,6 @@ def to_working_size(image: Image.Image, config: PreprocessConfig) -> Image.Image
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def luma(pixels: np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) float32 luma, ITU-R BT.601."""
-    rgb = pixels.astype(np.float32)
-    gray: np.ndarray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-    return gray
-
-
 def laplacian_variance(gray: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: low when the photo has no sharp edges."""
     if min(gray.shape) < 3:  # a strip one or two pixels high has no interior: NaN and warnings otherwise
@@ -177,32 +170,28 @@ def laplacian_variance(gray: np.ndarray) -> float:
     return float(lap.var())
 
 
-def green_fraction(pixels: np.ndarray) -> float:
-    """Share of pixels that are plant green (excess-green index above a small margin): a rough measure of how much
-    of the frame the leaf fills."""
-    rgb = pixels.astype(np.float32) + 1.0
-    total = rgb.sum(axis=-1)
-    r, g, b = rgb[..., 0] / total, rgb[..., 1] / total, rgb[..., 2] / total
-    return float(((2 * g - r - b) > 0.05).mean())
-
-
 def image_stats(image: Image.Image, original_size: tuple[int, int]) -> dict[str, float]:
-    """Figures about the working-size image for the quality gate, and later for input drift checks."""
-    pixels = np.asarray(image)
-    gray = luma(pixels)
-    means = pixels.reshape(-1, 3).mean(axis=0)
+    """Figures about the working-size image for the quality gate, and later for input drift checks. One float
+    conversion of the pixels feeds them all (this runs for every photo, on the inference workers' cores)."""
+    rgb = np.asarray(image).astype(np.float32)  # (H, W, 3)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    gray = red * 0.299 + green * 0.587 + blue * 0.114  # luma, ITU-R BT.601
+    pixels = gray.size
+    means = rgb.reshape(-1, 3).sum(axis=0, dtype=np.float64) / pixels
+    # Excess green above a small margin, 2g - r - b > 0.05 in chromaticity (each channel + 1), without dividing.
+    plant_green = 2.0 * green - red - blue > 0.05 * (red + green + blue + 3.0)
     return {
         "width": float(original_size[0]),
         "height": float(original_size[1]),
-        "luma_mean": float(gray.mean()),
-        "luma_std": float(gray.std()),
-        "clipped_white": float((gray >= 250).mean()),
-        "clipped_black": float((gray <= 5).mean()),
+        "luma_mean": float(gray.mean(dtype=np.float64)),
+        "luma_std": float(gray.std(dtype=np.float64)),
+        "clipped_white": np.count_nonzero(gray >= 250) / pixels,
+        "clipped_black": np.count_nonzero(gray <= 5) / pixels,
         "red_mean": float(means[0]),
         "green_mean": float(means[1]),
         "blue_mean": float(means[2]),
         "sharpness": laplacian_variance(gray),
-        "green_fraction": green_fraction(pixels),
+        "green_fraction": np.count_nonzero(plant_green) / pixels,
     }
 
 
