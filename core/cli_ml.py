@@ -243,10 +243,14 @@ def models_show(version: str) -> None:
 @click.option("--by", "changed_by", default="operator", help="Who promotes, for the record.")
 @click.option("--reason", default="promoted by an operator")
 def models_promote(version: str, changed_by: str, reason: str) -> None:
-    """Make VERSION the champion; running inference workers switch to it without a restart."""
+    """Make VERSION the champion; running inference workers switch to it without a restart (its serving build is
+    made first if it has none, so they switch at once)."""
     from core import registry
+    from core.serving import prepare_for_serving
 
     with registry_session() as session:
+        row = _guarded(lambda: registry.get_version(session, version))
+        prepare_for_serving(settings, BlobStore(settings.blob_dir), row)
         change = _guarded(lambda: registry.promote(session, version, changed_by, reason))
     click.echo(f"champion: {change.version} (was {change.previous_version})")
 

@@ -29,7 +29,7 @@ from core.triggers import AUTO_PROMOTION, finish_run, start_run, switch_on
 from ml.data import Sample, class_root, negatives_beside, scan
 from ml.splits import hash_words, near_any, near_duplicate_groups, perceptual_hashes
 from schemas.labels import LABELS
-from schemas.tables import ModelAliasName, RetrainRun, RetrainStatus
+from schemas.tables import ModelAliasName, ModelVersion, RetrainRun, RetrainStatus
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def run_retraining(
     run.evaluation = figures | {"sets": {name: str(path) for name, path in sets.items()}}
     session.add(run)
     session.commit()
-    return _decide(session, config, run, champion.version, challenger.version, figures)
+    return _decide(session, config, run, champion.version, challenger, figures, blobs)
 
 
 def _decide(
@@ -177,11 +177,14 @@ def _decide(
     config: Settings,
     run: RetrainRun,
     champion: str,
-    challenger: str,
+    challenger_row: ModelVersion,
     figures: dict[str, Any],
+    blobs: BlobStore,
 ) -> RetrainRun:
+    from core.serving import prepare_for_serving
     from ml.challenge import decide
 
+    challenger = challenger_row.version
     if not figures:
         finish_run(session, run, RetrainStatus.KEPT, "nothing to judge on: set MHOGO_HOLDOUT_DIR")
         return run
@@ -194,6 +197,7 @@ def _decide(
     elif not switch_on(session, AUTO_PROMOTION):
         finish_run(session, run, RetrainStatus.KEPT, f"{decision.reason}; automatic promotion is paused")
     else:
+        prepare_for_serving(config, blobs, challenger_row)  # the workers switch to a build that is ready
         registry.promote(session, challenger, f"retraining run {run.id}", decision.reason)
         finish_run(session, run, RetrainStatus.PROMOTED, decision.reason)
     log.warning("retraining run %s: %s, %s", run.id, run.status, run.decision)

@@ -29,6 +29,7 @@ from schemas.tables import ModelVersion
 if TYPE_CHECKING:
     import numpy as np
 
+    from core.config import Settings
     from ml.checkpoint import Checkpoint
     from ml.prediction import Classifier
 
@@ -119,6 +120,14 @@ def ensure_build(
             return path
         log.warning("making the %s build of model %s (once per version)", runtime, row.version)
         return make_build(registry.load(blobs, row), row.sha256, runtime, path, limits, calibration, max_pixels)
+
+
+def prepare_for_serving(config: Settings, blobs: BlobStore, row: ModelVersion) -> None:
+    """Make the version's build for the configured runtime now (before it is promoted), so that the workers
+    switching to it load it at once instead of making it between two photos."""
+    if config.SERVING_RUNTIME != "torch":
+        ensure_build(blobs, row, config.SERVING_RUNTIME, config.quality_thresholds, config.calibration_dir,
+                     config.MAX_IMAGE_PIXELS, prebuilt_path(config.model_path, config.SERVING_RUNTIME))  # fmt: skip
 
 
 def load_classifier(
