@@ -121,7 +121,7 @@ def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -
             f"--queues={','.join(queues)}",
             f"--hostname={name or '-'.join(queues) + '@%h'}",
             f"--concurrency={processes}",
-            "--task-events",
+            *(["--task-events"] if settings.TASK_EVENTS else []),
             "--optimization=fair",
             f"--loglevel={settings.LOG_LEVEL}",
         ]

@@ -54,9 +54,9 @@ task_routes = {name.value: {"queue": queue.value, "routing_key": queue.value} fo
 
 # Flower sees every task a worker takes: received, started, succeeded, failed, retried. Not "sent": that event cost
 # the API a second Redis write per upload (bench/upload_api.py); the queues' lengths are in mhogo's own metrics.
-worker_send_task_events = True
+worker_send_task_events = settings.TASK_EVENTS
 task_send_sent_event = False
-task_track_started = True
+task_track_started = settings.TASK_EVENTS
 
 beat_schedule = {
     "sweep-unqueued-jobs": {"task": TaskName.SWEEP.value, "schedule": settings.SWEEP_INTERVAL_S},
