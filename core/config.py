@@ -61,9 +61,11 @@ class Settings(BaseSettings):
 
     # Workers.
     TORCH_THREADS: int = 0  # 0: as many as the machine has cores
-    # How inference workers run the champion: its int8 ONNX build under ONNX Runtime is the fastest runtime whose
-    # answers match eager PyTorch (bench/runtime.py); "onnx-fp32" and "torch" are there to compare and fall back.
-    SERVING_RUNTIME: Literal["onnx-int8", "onnx-fp32", "torch"] = "onnx-int8"
+    # How inference workers run the champion. bench/runtime.py picks the fastest runtime whose answers stay within
+    # one point of eager PyTorch, on photos no model saw too: the fp32 ONNX build under ONNX Runtime (73 ms a photo
+    # against 122 eager, the same answer on 741 of 741 unseen variants). The int8 build is 2x faster again but gave
+    # another answer on 2.8 % of them: more than one point, so it is there to choose, not the default.
+    SERVING_RUNTIME: Literal["onnx-int8", "onnx-fp32", "torch"] = "onnx-fp32"
     CALIBRATION_DIR: Path | None = None  # photos (class folders) to calibrate an int8 build on; default: samples/
     MODEL_REFRESH_S: float = 2.0  # how often inference workers look for a new champion
     TASK_SOFT_TIME_LIMIT_S: int = 60

@@ -35,19 +35,20 @@ def registered(tmp_path: Path) -> tuple[BlobStore, ModelVersion]:
     return blobs, row
 
 
-def test_the_shipped_int8_build_is_the_baselines_and_serves_its_answers() -> None:
-    shipped = prebuilt_path(settings.model_path, "onnx-int8")
+@pytest.mark.parametrize(("runtime", "agreement"), [("onnx-fp32", 1.0), ("onnx-int8", 0.95)])
+def test_the_shipped_builds_are_the_baselines_and_serve_its_answers(runtime: str, agreement: float) -> None:
+    shipped = prebuilt_path(settings.model_path, runtime)
     spec = json.loads(shipped.with_suffix(".json").read_text())
     assert spec["checkpoint_sha256"] == file_sha256(settings.model_path)
-    assert spec["precision"] == "int8"
-    int8 = PhoneBuild(shipped)  # checks the file against the sha256 its JSON gives
+    assert spec["precision"] == runtime.removeprefix("onnx-")
+    build = PhoneBuild(shipped)  # checks the file against the sha256 its JSON gives
     eager = Predictor(load_checkpoint(settings.model_path))
     limits, pixels = settings.quality_thresholds, settings.MAX_IMAGE_PIXELS
-    served = [diagnose(p.read_bytes(), int8, limits, pixels) for p in PHOTOS]
+    served = [diagnose(p.read_bytes(), build, limits, pixels) for p in PHOTOS]
     reference = [diagnose(p.read_bytes(), eager, limits, pixels) for p in PHOTOS]
     same = [(a["status"], a["label"], a["reason"]) == (b["status"], b["label"], b["reason"])
             for a, b in zip(served, reference, strict=True)]  # fmt: skip
-    assert sum(same) / len(same) >= 0.95, [p.name for p, s in zip(PHOTOS, same, strict=True) if not s]
+    assert sum(same) / len(same) >= agreement, [p.name for p, s in zip(PHOTOS, same, strict=True) if not s]
     for answer in served:
         if answer["probabilities"]:  # the head stays fp32: probabilities are not cut to 1/256 steps
             assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
@@ -57,12 +58,13 @@ def test_a_registered_version_loads_the_shipped_build_without_making_one(
     registered: tuple[BlobStore, ModelVersion],
 ) -> None:
     blobs, row = registered
-    classifier = load_classifier(blobs, row, "onnx-int8", 1, settings.quality_thresholds, SAMPLES,
+    runtime = settings.SERVING_RUNTIME
+    classifier = load_classifier(blobs, row, runtime, 1, settings.quality_thresholds, SAMPLES,
                                  settings.MAX_IMAGE_PIXELS, prebuilt_model=settings.model_path)  # fmt: skip
     assert isinstance(classifier, PhoneBuild)
     assert classifier.version == row.version
-    stored = blobs.path(build_key(row.sha256, "onnx-int8"))
-    assert stored.read_bytes() == prebuilt_path(settings.model_path, "onnx-int8").read_bytes()
+    stored = blobs.path(build_key(row.sha256, runtime))
+    assert stored.read_bytes() == prebuilt_path(settings.model_path, runtime).read_bytes()
 
 
 def test_a_version_without_a_build_gets_one_made_once(registered: tuple[BlobStore, ModelVersion]) -> None:
