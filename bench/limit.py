@@ -47,7 +47,7 @@ class LimitResult:
 def serving_classifier(model: Path, runtime: str, threads: int) -> Any:
     """The model as the inference workers serve it: its ONNX build (shipped beside it, or made now) or eager torch."""
     from core.config import settings
-    from core.serving import _shipped, make_build, prebuilt_path
+    from core.serving import is_shipped, make_build, prebuilt_path
     from ml.checkpoint import file_sha256, load_checkpoint
 
     if runtime == "torch":
@@ -60,7 +60,7 @@ def serving_classifier(model: Path, runtime: str, threads: int) -> Any:
     from ml.phone_build import PhoneBuild
 
     build, sha256 = prebuilt_path(model, runtime), file_sha256(model)
-    if not _shipped(build, sha256):
+    if not is_shipped(build, sha256):
         build = Path(tempfile.mkdtemp(prefix="mhogo-limit-")) / f"model.{runtime}.onnx"
         make_build(load_checkpoint(model), sha256, runtime, build, settings.quality_thresholds,
                    settings.calibration_dir, settings.MAX_IMAGE_PIXELS)  # fmt: skip

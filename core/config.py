@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     # photos (2nd percentile 0.40); a quarter of the negatives (soil, hands, objects, food) are below 0.17.
     MIN_GREEN_FRACTION: float = 0.15
 
-    # Task events (received, started, succeeded, ...) are what Flower's task list shows. They cost an inference
-    # worker about 3 ms of CPU a photo (bench/e2e.py): turn them off where Flower's list of tasks is not watched.
+    # Task events (received, started, succeeded, ...) are what Flower's task list shows. Off, end to end was no
+    # faster within this machine's noise (bench/e2e.py: 0.807 of the limit against 0.814 with them).
     TASK_EVENTS: bool = True
     LOG_LEVEL: str = "INFO"
     LOG_JSON: bool = True  # one JSON object per line, with the job id; false: plain text for a person at a terminal

@@ -88,7 +88,7 @@ def make_build(
     return out
 
 
-def _shipped(prebuilt: Path | None, sha256: str) -> bool:
+def is_shipped(prebuilt: Path | None, sha256: str) -> bool:
     """A build shipped beside the seed checkpoint, made from exactly this checkpoint."""
     if prebuilt is None or not prebuilt.is_file() or not prebuilt.with_suffix(".json").is_file():
         return False
@@ -113,7 +113,7 @@ def ensure_build(
     with FileLock(f"{path}.lock"):
         if path.exists():  # another process made it while this one waited
             return path
-        if _shipped(prebuilt, row.sha256):
+        if is_shipped(prebuilt, row.sha256):
             assert prebuilt is not None
             shutil.copyfile(prebuilt.with_suffix(".json"), path.with_suffix(".json"))
             shutil.copyfile(prebuilt, path)
