@@ -38,11 +38,19 @@ class BlobStore:
     def put_at(self, key: str, data: bytes) -> None:
         """Write atomically: a reader sees the whole blob or none of it. Durably: it survives a power cut once this
         returns (flushes shared with concurrent writers). An existing blob is never rewritten."""
+        self.stage(key, data)
+        self.flush()
+
+    def stage(self, key: str, data: bytes) -> None:
+        """Write atomically, but durably only after the next `flush`: many blobs staged, then one flush for all. An
+        existing blob is never rewritten (its own writer's flush, or the next one, makes it durable)."""
         path = self.path(key)
         if not path.exists():
-            self._sync.write(path, lambda handle: handle.write(data))
-        else:  # written by a concurrent request whose flush may still be running
-            self._sync.wait()
+            self._sync.stage(path, lambda handle: handle.write(data))
+
+    def flush(self) -> None:
+        """Return once every blob staged before this call, by any thread or process, is on disk."""
+        self._sync.wait()
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

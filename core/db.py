@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,11 @@ from typing import Any
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 import schemas.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -71,3 +74,10 @@ def init_db(engine: Engine) -> None:
 def ping(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def close_session(session: Session) -> None:
+    try:
+        session.close()
+    except OperationalError as exc:  # the database went away after the answer was decided: nothing to undo
+        log.warning("closing a session on a lost database connection: %s", exc)

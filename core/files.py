@@ -74,11 +74,15 @@ class GroupSync:
         self._flushing = False
 
     def write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        self.stage(path, write)
+        self.wait()
+
+    def stage(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        """Write and rename, durable after the next `wait` (at once where syncfs is missing)."""
         if self._syncfs is None:
             atomic_write(path, write)
-            return
-        _write_temp_and_rename(path, write, sync=False)
-        self.wait()
+        else:
+            _write_temp_and_rename(path, write, sync=False)
 
     def wait(self) -> None:
         """Return once every file renamed before this call is on disk (a file another thread wrote, too)."""

@@ -3,12 +3,13 @@ the API and the sweeper can race without ever moving a finished job or storing a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, case, func, insert, or_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import CursorResult, Update, case, func, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from schemas.reasons import RejectReason
@@ -16,7 +17,15 @@ from schemas.tables import TERMINAL_STATUSES, Job, JobStatus, new_id, utcnow
 from schemas.tasks import PhotoWork
 
 ACTIVE_STATUSES = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.PROCESSING)
-INSERT_JOB = insert(Job.__table__)  # type: ignore[attr-defined]  # a Core insert: no ORM unit of work per upload
+JOBS_TABLE = Job.__table__  # type: ignore[attr-defined]
+# Core inserts (no ORM unit of work per upload) that skip a row whose (device, key) is taken and name the rows they
+# did insert; made once per process, so their SQL is compiled once per group size.
+_INSERT_NEW_JOBS = {
+    name: dialect.insert(JOBS_TABLE)
+    .on_conflict_do_nothing(index_elements=["device_id", "idempotency_key"])
+    .returning(JOBS_TABLE.c.id)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 
 
 @dataclass(frozen=True)
@@ -34,36 +43,46 @@ def find_job(session: Session, device_id: int, idempotency_key: str) -> Job | No
     return session.exec(statement).first()
 
 
-def insert_job(session: Session, photo: NewPhoto, queued: bool = False) -> str | None:
-    """Insert and commit the job in one statement; its id, or None when the device used this key before (or a
-    concurrent request with it committed first).
+def insert_jobs(session: Session, photos: Sequence[NewPhoto], queued: bool = False) -> list[str | None]:
+    """Insert the jobs in one statement and commit them in one transaction (one flush of the database's log for the
+    whole group). Per photo its new id, or None where the device used that key before, in an earlier upload or
+    earlier in `photos`: the retry of a photo already taken.
 
-    `queued`: the caller sends its message right after the commit, so the row says so at once (one write instead
-    of two); if the send fails, `unqueue` puts it back for the sweeper."""
+    `queued`: the caller sends their messages right after the commit, so the rows say so at once (one write
+    instead of two); a photo whose send fails goes back to the sweeper with `unqueue`."""
+    if not photos:
+        return []
     now = utcnow()
-    job_id = new_id()
-    row = {
-        "id": job_id,
-        "device_id": photo.device_id,
-        "idempotency_key": photo.idempotency_key,
-        "content_sha256": photo.content_sha256,
-        "blob_key": photo.blob_key,
-        "content_type": photo.content_type,
-        "size_bytes": photo.size_bytes,
-        "status": (JobStatus.QUEUED if queued else JobStatus.RECEIVED).value,
-        "enqueue_count": 1 if queued else 0,
-        "created_at": now,
-        "updated_at": now,
-    }
-    try:
-        session.connection().execute(INSERT_JOB, row)  # one statement, compiled once per process
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if find_job(session, photo.device_id, photo.idempotency_key) is None:
-            raise  # the unique constraint did not fire: a real fault
-        return None
-    return job_id
+    status = (JobStatus.QUEUED if queued else JobStatus.RECEIVED).value
+    rows = [
+        {
+            "id": new_id(),
+            "device_id": photo.device_id,
+            "idempotency_key": photo.idempotency_key,
+            "content_sha256": photo.content_sha256,
+            "blob_key": photo.blob_key,
+            "content_type": photo.content_type,
+            "size_bytes": photo.size_bytes,
+            "status": status,
+            "enqueue_count": 1 if queued else 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for photo in photos
+    ]
+    dialect = session.get_bind().dialect.name
+    statement = _INSERT_NEW_JOBS.get(dialect)
+    if statement is None:
+        raise NotImplementedError(f"no insert-unless-the-key-exists for {dialect}")
+    ids = [str(row["id"]) for row in rows]
+    inserted = set(session.connection().execute(statement, rows).scalars())
+    session.commit()
+    return [job_id if job_id in inserted else None for job_id in ids]
+
+
+def insert_job(session: Session, photo: NewPhoto, queued: bool = False) -> str | None:
+    """`insert_jobs` for one photo."""
+    return insert_jobs(session, [photo], queued)[0]
 
 
 def create_job(session: Session, photo: NewPhoto, queued: bool = False) -> tuple[Job, bool]:
@@ -101,15 +120,17 @@ def record_enqueued(session: Session, job_id: str) -> bool:
     return _changed(session, statement)
 
 
-def unqueue(session: Session, job_id: str) -> bool:
-    """Its message could not be sent after all: `queued` becomes `received`, so the sweeper sends it within
-    MHOGO_SWEEP_RECEIVED_AFTER_S."""
+def unqueue(session: Session, job_ids: Sequence[str]) -> int:
+    """Their messages could not be sent after all: `queued` becomes `received`, so the sweeper sends them within
+    MHOGO_SWEEP_RECEIVED_AFTER_S. Returns how many changed."""
     statement = (
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.QUEUED)
+        .where(col(Job.id).in_(job_ids), col(Job.status) == JobStatus.QUEUED)
         .values(status=JobStatus.RECEIVED.value, enqueue_count=col(Job.enqueue_count) - 1, updated_at=utcnow())
     )
-    return _changed(session, statement)
+    result = session.execute(statement)
+    session.commit()
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def claim(session: Session, job_id: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
@@ -28,6 +28,19 @@ class Publisher:
         """One task per photo, named by its job: decode, gates, model and store run in one inference process (a
         chain of stages cost a message, a database round trip and a copy of the prepared image per stage)."""
         self._send(lambda: self.app.send_task(TaskName.DIAGNOSE.value, args=(job_id, blob_key)))
+
+    def publish_photos(self, photos: Sequence[tuple[str, str]]) -> int:
+        """`publish_photo` for each (job id, blob key) in order, over one connection; how many were sent before the
+        broker failed (those after it are left for the sweeper)."""
+        sent = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for job_id, blob_key in photos:
+                    self.app.send_task(TaskName.DIAGNOSE.value, args=(job_id, blob_key), producer=producer)
+                    sent += 1
+        except (OperationalError, RedisError, OSError) as exc:
+            log.warning("broker unavailable after %d of %d photos: %s", sent, len(photos), exc)
+        return sent
 
     def publish_feedback(self, event: FeedbackEvent) -> None:
         self._send(lambda: self.app.send_task(TaskName.FEEDBACK.value, args=(event.model_dump(mode="json"),)))

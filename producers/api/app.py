@@ -109,6 +109,7 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
         if sweep_on_startup:
             startup_sweep(services)
         yield
+        await to_thread.run_sync(services.intake.close)  # what is waiting is accepted before the process ends
 
     app = FastAPI(
         title="mhogo",

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from sqlmodel import Session
 
 from core.blobs import BlobStore
 from core.config import Settings
+from core.db import close_session
 from core.devices import device_for_token
 from producers.api.backlog import Backlog
 from producers.api.ratelimit import DeviceLimiter
+from producers.intake import GroupIntake
 from producers.publisher import Publisher
 from schemas.tables import Device
 
@@ -34,6 +35,11 @@ class Services:
     publisher: Publisher
     backlog: Backlog | None = None  # the photo queues' depth, for backpressure; None: never refuse for it
     limiter: DeviceLimiter | None = None  # per-device rate limits; None: no limit
+    intake: GroupIntake = field(init=False)  # accepts concurrent uploads together (producers.intake)
+
+    def __post_init__(self) -> None:
+        self.intake = GroupIntake(lambda: Session(self.engine, expire_on_commit=False), self.blobs, self.publisher,
+                                  self.settings.MAX_IMAGE_PIXELS)  # fmt: skip
 
 
 async def get_services(request: Request) -> Services:  # async: no thread hop for an attribute read
@@ -92,13 +98,6 @@ def rate_limited(action: str) -> Callable[[Device, Services], Device]:
         return device
 
     return check
-
-
-def close_session(session: Session) -> None:
-    try:
-        session.close()
-    except DatabaseOperationalError as exc:  # the database went away after the answer was decided: nothing to undo
-        log.warning("closing a session on a lost database connection: %s", exc)
 
 
 UploadingDevice = Annotated[Device, Depends(rate_limited("upload"))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from core import jobs
-from core.db import ping
+from core.db import close_session, ping
 from core.errors import BrokerUnavailable, UploadTooLarge
 from core.logs import bind_job
 from producers.api.backlog import retry_after_s
@@ -28,10 +29,9 @@ from producers.api.deps import (
     ServicesDep,
     SessionDep,
     authenticate,
-    close_session,
     limit_rate,
 )
-from producers.intake import Accepted, accept_photo, check_declared_type, check_idempotency_key
+from producers.intake import Upload, check_declared_type, check_idempotency_key
 from schemas.api import (
     Diagnosis,
     FeedbackAccepted,
@@ -106,14 +106,15 @@ async def upload_photo(
     credentials: Credentials,
     idempotency_key: Annotated[str | None, Header(description="Unique per photo, the same on every retry")] = None,
 ) -> JSONResponse:
-    # Two hops to a worker thread in all (the database, Redis and the disk block): one to admit the upload before
-    # its body is read, one to accept it. Dependencies would cost a hop each.
-    # No database connection is held while the body arrives: on 2G that takes seconds, and connections are few.
+    # One hop to a worker thread (the database and Redis block) admits the upload before its body is read; then the
+    # process's intake writer accepts it together with the uploads that arrive meanwhile. Dependencies would cost a
+    # hop each. No database connection is held while the body arrives: on 2G that takes seconds.
     key = check_idempotency_key(idempotency_key)
     device = await run_in_threadpool(admit_upload, services, credentials, key)
     data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
     check_declared_type(declared)
-    accepted = await run_in_threadpool(accept_upload, services, device, key, data)
+    assert device.id is not None
+    accepted = await asyncio.wrap_future(services.intake.submit(Upload(device.id, key, data)))
     with bind_job(accepted.job_id):  # the first line of the job's story; the workers' lines carry the same id
         log.info("photo accepted", extra={"replayed": accepted.replayed, "size_bytes": len(data)})
     status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job_id}"
@@ -131,15 +132,6 @@ def admit_upload(services: Services, credentials: HTTPAuthorizationCredentials |
         limit_rate(services, device, "upload")
         refuse_when_backlogged(services, device, key, session)
         return device
-    finally:
-        close_session(session)
-
-
-def accept_upload(services: Services, device: Device, key: str, data: bytes) -> Accepted:
-    session = Session(services.engine, expire_on_commit=False)
-    try:
-        return accept_photo(session, services.blobs, services.publisher, device, key, data,
-                            services.settings.MAX_IMAGE_PIXELS)  # fmt: skip
     finally:
         close_session(session)
 

@@ -1,15 +1,21 @@
 """The same photo sent many times at once with one key makes one job, on SQLite and PostgreSQL."""
 
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from core.blobs import BlobStore
+from core.db import make_engine
 from core.devices import add_device
-from producers.intake import accept_photo
-from schemas.tables import Job
+from core.errors import IdempotencyConflict, UnreadableImage
+from producers.intake import Accepted, GroupIntake, Upload, accept_photo, accept_photos
+from schemas.tables import Job, JobStatus
 from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher
 
@@ -33,3 +39,106 @@ def test_concurrent_repeats_make_one_job(engine: Engine, tmp_path: Path) -> None
     with Session(engine) as session:
         assert len(session.exec(select(Job)).all()) == 1
     assert len(publisher.photos) == 1
+
+
+def test_a_group_answers_each_upload_on_its_own(engine: Engine, tmp_path: Path) -> None:
+    """Uploads accepted together: new photos, a repeat within the group, a repeat of an earlier upload, a key reused
+    for other bytes and a broken photo each get their own answer, and one bad photo refuses nothing else."""
+    with Session(engine) as session:
+        device, _ = add_device(session, "phone")
+    assert device.id is not None
+    blobs = BlobStore(tmp_path / "blobs")
+    publisher = RecordingPublisher()
+    cmd, cgm = sample_bytes("cmd"), sample_bytes("cgm")
+    with Session(engine, expire_on_commit=False) as session:
+        earlier = accept_photo(session, blobs, publisher, device, "earlier", cgm, 10**8)
+        group = [
+            Upload(device.id, "a", cmd),
+            Upload(device.id, "a", cmd),  # the phone's retry, racing its first try
+            Upload(device.id, "earlier", cgm),
+            Upload(device.id, "earlier", cmd),  # the same key for another photo
+            Upload(device.id, "broken", cmd[: len(cmd) // 2]),
+            Upload(device.id, "b", cgm),
+        ]
+        answers = accept_photos(session, blobs, publisher, group, 10**8)
+    first, retry, again, conflict, broken, other = answers
+    assert isinstance(conflict, IdempotencyConflict)
+    assert isinstance(broken, UnreadableImage)
+    accepted = [answer for answer in (first, retry, again, other) if isinstance(answer, Accepted)]
+    assert [(a.replayed, a.status) for a in accepted] == [(False, "queued"), (True, "queued"), (True, "queued"),
+                                                          (False, "queued")]  # fmt: skip
+    assert isinstance(first, Accepted)
+    assert isinstance(other, Accepted)
+    assert [retry, again] == [
+        Accepted(first.job_id, JobStatus.QUEUED, True),
+        Accepted(earlier.job_id, JobStatus.QUEUED, True),
+    ]
+    assert [job_id for job_id, _ in publisher.photos] == [earlier.job_id, first.job_id, other.job_id]
+    with Session(engine) as session:
+        keys = sorted(job.idempotency_key for job in session.exec(select(Job)).all())
+    assert keys == ["a", "b", "earlier"]
+    assert all(blobs.exists(blob_key) for _, blob_key in publisher.photos)
+
+
+def test_a_group_the_broker_refuses_waits_for_the_sweeper(engine: Engine, tmp_path: Path) -> None:
+    with Session(engine) as session:
+        device, _ = add_device(session, "phone")
+    assert device.id is not None
+    publisher = RecordingPublisher()
+    publisher.down = True
+    uploads = [Upload(device.id, f"key-{n}", sample_bytes("cmd", n)) for n in range(3)]
+    with Session(engine, expire_on_commit=False) as session:
+        answers = accept_photos(session, BlobStore(tmp_path / "blobs"), publisher, uploads, 10**8)
+    assert all(isinstance(answer, Accepted) and answer.status == JobStatus.RECEIVED for answer in answers)
+    with Session(engine) as session:
+        rows = session.exec(select(Job)).all()
+    assert sorted(job.status for job in rows) == [JobStatus.RECEIVED] * 3
+    assert all(job.enqueue_count == 0 for job in rows)
+
+
+def test_the_intake_writer_groups_concurrent_uploads(engine: Engine, tmp_path: Path) -> None:
+    """Many threads submit at once: every upload gets its own answer, and they were accepted in fewer groups than
+    uploads (the point of the writer)."""
+    with Session(engine) as session:
+        device, _ = add_device(session, "phone")
+    assert device.id is not None
+    device_id = device.id
+    publisher = RecordingPublisher()
+    groups: list[int] = []
+    original = publisher.publish_photos
+
+    def count_groups(photos: Sequence[tuple[str, str]]) -> int:
+        groups.append(len(photos))
+        time.sleep(0.01)  # a broker round trip, during which the next uploads queue up
+        return original(photos)
+
+    publisher.publish_photos = count_groups  # type: ignore[method-assign]
+    intake = GroupIntake(lambda: Session(engine, expire_on_commit=False), BlobStore(tmp_path / "blobs"), publisher,
+                         10**8)  # fmt: skip
+    data = sample_bytes("cmd")
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            futures = [pool.submit(lambda n: intake.submit(Upload(device_id, f"k{n % 40}", data)).result(30), n)
+                       for n in range(80)]  # fmt: skip
+            answers = [future.result() for future in futures]
+    finally:
+        intake.close()
+    assert len({answer.job_id for answer in answers}) == 40
+    assert sum(not answer.replayed for answer in answers) == 40
+    assert sum(groups) == 40
+    assert len(groups) < 40
+    with Session(engine) as session:
+        assert len(session.exec(select(Job)).all()) == 40
+
+
+def test_a_database_error_refuses_the_whole_group(tmp_path: Path) -> None:
+    """The database did not answer: nothing of the group is accepted, each request gets the error (a 503 at the
+    API), and the writer goes on with the next group."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'gone' / 'missing.db'}")  # no tables: every insert fails
+    intake = GroupIntake(lambda: Session(engine), BlobStore(tmp_path / "blobs"), RecordingPublisher(), 10**8)
+    try:
+        for attempt in range(2):
+            with pytest.raises(OperationalError):
+                intake.submit(Upload(1, f"key-{attempt}", sample_bytes("cmd"))).result(30)
+    finally:
+        intake.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from celery import Celery
 
 from core.errors import BrokerUnavailable
@@ -26,6 +28,12 @@ class RecordingPublisher(Publisher):
     def publish_photo(self, job_id: str, blob_key: str) -> None:
         self._check()
         self.photos.append((job_id, blob_key))
+
+    def publish_photos(self, photos: Sequence[tuple[str, str]]) -> int:
+        if self.down:
+            return 0
+        self.photos.extend(photos)
+        return len(photos)
 
     def publish_feedback(self, event: FeedbackEvent) -> None:
         self._check()
