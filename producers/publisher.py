@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from redis.exceptions import RedisError
 from sqlmodel import Session
 
@@ -30,17 +30,17 @@ class Publisher:
         self._send(lambda: self.app.send_task(TaskName.DIAGNOSE.value, args=(job_id, blob_key)))
 
     def publish_photos(self, photos: Sequence[tuple[str, str]]) -> int:
-        """`publish_photo` for each (job id, blob key) in order, over one connection; how many were sent before the
-        broker failed (those after it are left for the sweeper)."""
-        sent = 0
+        """`publish_photo` for each (job id, blob key), sent together in one Redis pipeline (kombu's publish batch);
+        how many were sent for sure: all of them, or none when the broker failed (some may have gone: a job sent
+        twice is done once, see core.jobs.claim)."""
         try:
-            with self.app.producer_or_acquire() as producer:
+            with self.app.producer_or_acquire() as producer, producer.batch(max_size=max(1, len(photos))):
                 for job_id, blob_key in photos:
                     self.app.send_task(TaskName.DIAGNOSE.value, args=(job_id, blob_key), producer=producer)
-                    sent += 1
-        except (OperationalError, RedisError, OSError) as exc:
-            log.warning("broker unavailable after %d of %d photos: %s", sent, len(photos), exc)
-        return sent
+        except (OperationalError, BatchPublishError, RedisError, OSError) as exc:
+            log.warning("broker unavailable for %d photos: %s", len(photos), exc)
+            return 0
+        return len(photos)
 
     def publish_feedback(self, event: FeedbackEvent) -> None:
         self._send(lambda: self.app.send_task(TaskName.FEEDBACK.value, args=(event.model_dump(mode="json"),)))

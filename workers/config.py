@@ -14,7 +14,9 @@ broker_transport_options = {
     "visibility_timeout": settings.VISIBILITY_TIMEOUT_S,
     "socket_connect_timeout": settings.PUBLISH_TIMEOUT_S,
     "socket_timeout": 30,
-    "retry_on_timeout": True,
+    # No blind replay of a command that timed out: for a publish, delivery is then unknown, and the API's answer
+    # (queued, or left for the sweeper) must not guess. It also lets kombu send a group of uploads in one pipeline.
+    "retry_on_timeout": False,
     "health_check_interval": 25,
 }
 # When the broker is down, the API must answer fast and leave the job to the sweeper, not hang.
