@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from sqlmodel import Session
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.e2e import Counter, database, saturate, wait_until  # noqa: E402
+from bench.e2e import Counter, database, saturate, scratch_home, wait_until  # noqa: E402
 from bench.limit import photos_under  # noqa: E402
 from bench.loadgen import Uploads  # noqa: E402
 from core.config import Settings  # noqa: E402
@@ -58,7 +57,7 @@ def main() -> int:
     redis.Redis.from_url(redis_url).flushdb()
     figures: dict[str, Any] = {"photos": len(photos), "database": "postgresql"}
     groups: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="mhogo-scale-") as tmp, database("postgresql", Path(tmp)) as db_url:
+    with scratch_home("scale-") as tmp, database("postgresql", Path(tmp)) as db_url:
         home_a, home_b = Path(tmp) / "machine-a", Path(tmp) / "machine-b"
         (home_a / "blobs").mkdir(parents=True)
         home_b.mkdir()
