@@ -1,6 +1,6 @@
 """Benchmark 4, the upload API: durable uploads per second with the workers stopped.
 
-    .venv/bin/python bench/upload_api.py --photos ../shared/data [--database sqlite|postgresql] [--seconds 15] [--rounds 3]
+    .venv/bin/python bench/upload_api.py --photos ../shared/data [--database sqlite|postgresql] [--rounds 3]
 
 Real photos from --photos, scaled and compressed to about 50 KB each (a phone's upload size on 2G), each upload
 with a new Idempotency-Key and new bytes (a JPEG comment with the key), from many device tokens, through the
