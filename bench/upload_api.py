@@ -35,7 +35,15 @@ from sqlmodel import Session, select
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.e2e import cpu_by_service, database, percentile, scratch_home, service_processes, wait_until  # noqa: E402
+from bench.e2e import (  # noqa: E402
+    cpu_by_service,
+    database,
+    percentile,
+    scratch_home,
+    service_processes,
+    stolen_and_total,
+    wait_until,
+)
 from bench.limit import photos_under  # noqa: E402
 from bench.loadgen import Results, Uploads  # noqa: E402
 from core.blobs import BlobStore  # noqa: E402
@@ -58,12 +66,6 @@ def about_50_kb(path: Path, target: int = 50_000) -> bytes:
         if len(best) <= target:
             break
     return best
-
-
-def stolen_and_total() -> tuple[int, int]:
-    """Jiffies the hypervisor took from this machine's CPUs (steal), and all jiffies, from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[7], sum(fields[:8])
 
 
 def measure_round(

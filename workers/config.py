@@ -59,6 +59,7 @@ task_routes = {name.value: {"queue": queue.value, "routing_key": queue.value} fo
 worker_send_task_events = settings.TASK_EVENTS
 task_send_sent_event = False
 task_track_started = settings.TASK_EVENTS
+worker_consumer = "workers.consumer:Consumer"  # sends those events a tenth of a second's worth at a time
 
 beat_schedule = {
     "sweep-unqueued-jobs": {"task": TaskName.SWEEP.value, "schedule": settings.SWEEP_INTERVAL_S},
