@@ -41,6 +41,7 @@ from bench.e2e import (  # noqa: E402
     percentile,
     scratch_home,
     service_processes,
+    steal_percent,
     stolen_and_total,
     wait_until,
 )
@@ -89,7 +90,7 @@ def measure_round(
         "cpu_ms_per_upload": {
             name: round(1000 * (cpu_after[name] - cpu_before[name]) / max(1, accepted), 2) for name in cpu_before
         },
-        "steal_percent": round(100 * (steal_after[0] - steal_before[0]) / max(1, steal_after[1] - steal_before[1]), 1),
+        "steal_percent": round(steal_percent(steal_before, steal_after), 1),
         "bodies": results.bodies,
     }
 

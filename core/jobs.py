@@ -100,10 +100,15 @@ def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job 
     return job
 
 
-def _changed(session: Session, statement: Update) -> bool:
+def _updated(session: Session, statement: Update) -> int:
+    """Run and commit the UPDATE; how many rows it changed."""
     result = session.execute(statement)
     session.commit()
-    return bool(cast(CursorResult[Any], result).rowcount)
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _changed(session: Session, statement: Update) -> bool:
+    return _updated(session, statement) > 0
 
 
 def record_enqueued(session: Session, job_id: str) -> bool:
@@ -128,9 +133,7 @@ def unqueue(session: Session, job_ids: Sequence[str]) -> int:
         .where(col(Job.id).in_(job_ids), col(Job.status) == JobStatus.QUEUED)
         .values(status=JobStatus.RECEIVED.value, enqueue_count=col(Job.enqueue_count) - 1, updated_at=utcnow())
     )
-    result = session.execute(statement)
-    session.commit()
-    return int(cast(CursorResult[Any], result).rowcount)
+    return _updated(session, statement)
 
 
 def claim(session: Session, job_id: str) -> bool:

@@ -119,12 +119,11 @@ def accept_photos(
         assert existing is not None
         answers[n] = replay(existing, photo.content_sha256)
     sent = publisher.publish_photos([(job_id, blob_key) for _, job_id, blob_key in new])
-    if sent < len(new):
-        unsent = [job_id for _, job_id, _ in new[sent:]]
-        log.warning("%d jobs left for the sweeper: the broker did not take them", len(unsent))
-        jobs.unqueue(session, unsent)
-    for rank, (n, job_id, _) in enumerate(new):
-        answers[n] = Accepted(job_id, JobStatus.QUEUED if rank < sent else JobStatus.RECEIVED, replayed=False)
+    if not sent:
+        log.warning("%d jobs left for the sweeper: the broker did not take them", len(new))
+        jobs.unqueue(session, [job_id for _, job_id, _ in new])
+    for n, job_id, _ in new:
+        answers[n] = Accepted(job_id, JobStatus.QUEUED if sent else JobStatus.RECEIVED, replayed=False)
     assert all(answer is not None for answer in answers)
     return cast(list[Answer], answers)
 

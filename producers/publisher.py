@@ -29,18 +29,20 @@ class Publisher:
         chain of stages cost a message, a database round trip and a copy of the prepared image per stage)."""
         self._send(lambda: self.app.send_task(TaskName.DIAGNOSE.value, args=(job_id, blob_key)))
 
-    def publish_photos(self, photos: Sequence[tuple[str, str]]) -> int:
-        """`publish_photo` for each (job id, blob key), sent together in one Redis pipeline (kombu's publish batch);
-        how many were sent for sure: all of them, or none when the broker failed (some may have gone: a job sent
-        twice is done once, see core.jobs.claim)."""
+    def publish_photos(self, photos: Sequence[tuple[str, str]]) -> bool:
+        """`publish_photo` for each (job id, blob key), sent together in one Redis pipeline (kombu's publish batch).
+        True: all were sent; False: the broker failed and none is sure to have gone (some may have: a job sent twice
+        is done once, see core.jobs.claim)."""
+        if not photos:
+            return True
         try:
             with self.app.producer_or_acquire() as producer, producer.batch(max_size=max(1, len(photos))):
                 for job_id, blob_key in photos:
                     self.app.send_task(TaskName.DIAGNOSE.value, args=(job_id, blob_key), producer=producer)
         except (OperationalError, BatchPublishError, RedisError, OSError) as exc:
             log.warning("broker unavailable for %d photos: %s", len(photos), exc)
-            return 0
-        return len(photos)
+            return False
+        return True
 
     def publish_feedback(self, event: FeedbackEvent) -> None:
         self._send(lambda: self.app.send_task(TaskName.FEEDBACK.value, args=(event.model_dump(mode="json"),)))

@@ -107,7 +107,7 @@ def test_the_intake_writer_groups_concurrent_uploads(engine: Engine, tmp_path: P
     groups: list[int] = []
     original = publisher.publish_photos
 
-    def count_groups(photos: Sequence[tuple[str, str]]) -> int:
+    def count_groups(photos: Sequence[tuple[str, str]]) -> bool:
         groups.append(len(photos))
         time.sleep(0.01)  # a broker round trip, during which the next uploads queue up
         return original(photos)

@@ -29,11 +29,11 @@ class RecordingPublisher(Publisher):
         self._check()
         self.photos.append((job_id, blob_key))
 
-    def publish_photos(self, photos: Sequence[tuple[str, str]]) -> int:
+    def publish_photos(self, photos: Sequence[tuple[str, str]]) -> bool:
         if self.down:
-            return 0
+            return False
         self.photos.extend(photos)
-        return len(photos)
+        return True
 
     def publish_feedback(self, event: FeedbackEvent) -> None:
         self._check()
