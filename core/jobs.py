@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, Update, case, func, or_, update
+from sqlalchemy import Update, bindparam, case, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -100,11 +100,18 @@ def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job 
     return job
 
 
-def _updated(session: Session, statement: Update) -> int:
-    """Run and commit the UPDATE; how many rows it changed."""
-    result = session.execute(statement)
+def _rows_changed(session: Session, statement: Update, parameters: dict[str, Any]) -> int:
+    """Run and commit the UPDATE; how many rows it changed. Objects the session holds are read again when next used."""
+    result = session.connection().execute(statement, parameters)
     session.commit()
-    return int(cast(CursorResult[Any], result).rowcount)
+    session.expire_all()
+    return int(result.rowcount)
+
+
+def _updated(session: Session, statement: Update) -> int:
+    """`_rows_changed` for a statement built per call. As Core on the session's connection: the ORM's bulk-update
+    path would evaluate the criteria against every object the session holds, at about the CPU of the statement."""
+    return _rows_changed(session, statement, {})
 
 
 def _changed(session: Session, statement: Update) -> bool:
@@ -136,45 +143,52 @@ def unqueue(session: Session, job_ids: Sequence[str]) -> int:
     return _updated(session, statement)
 
 
+# The two writes of every photo, built once per process: building an UPDATE and its cache key cost more CPU than
+# SQLite spends running it. Core statements on the jobs table, so the ORM's bulk-update machinery stays out too.
+_C = JOBS_TABLE.c
+_CLAIM = (
+    update(JOBS_TABLE)
+    .where(_C.id == bindparam("job_id"), _C.status.in_([status.value for status in ACTIVE_STATUSES]))
+    .values(status=JobStatus.PROCESSING.value, updated_at=bindparam("now"))
+)
+_FINISH = (
+    update(JOBS_TABLE)
+    .where(_C.id == bindparam("job_id"), _C.status.not_in([status.value for status in TERMINAL_STATUSES]))
+    .values(
+        {
+            column: bindparam(f"new_{column}")
+            for column in ("status", "label", "confidence", "probabilities", "model_version", "reason_code",
+                           "reason", "input_stats", "timings_ms", "updated_at", "finished_at")
+        }
+    )
+)  # fmt: skip
+
+
 def claim(session: Session, job_id: str) -> bool:
     """Mark the job `processing` unless it is finished. False means: finished already, skip the work."""
-    statement = (
-        update(Job)
-        .where(col(Job.id) == job_id, col(Job.status).in_(ACTIVE_STATUSES))
-        .values(status=JobStatus.PROCESSING.value, updated_at=utcnow())
-    )
-    return _changed(session, statement)
+    return _rows_changed(session, _CLAIM, {"job_id": job_id, "now": utcnow()}) > 0
 
 
 def finish(session: Session, work: PhotoWork) -> bool:
-    """Store the outcome once. False when another delivery of the same job finished it first."""
+    """Store the outcome once. False when another delivery of the same job finished it first. A rejection keeps the
+    version of the model whose leaf gate turned the photo away, if any."""
     now = utcnow()
-    values: dict[str, object] = {
-        "updated_at": now,
-        "finished_at": now,
+    reason = None if work.rejection is None else RejectReason(work.rejection)
+    outcome = {
+        "status": (JobStatus.CLASSIFIED if reason is None else JobStatus.REJECTED).value,
+        "label": work.label if reason is None else None,
+        "confidence": work.confidence if reason is None else None,
+        "probabilities": work.probabilities if reason is None else None,
+        "model_version": work.model_version,
+        "reason_code": None if reason is None else reason.value,
+        "reason": None if reason is None else reason.message,
         "input_stats": work.input_stats,
         "timings_ms": work.timings_ms,
+        "updated_at": now,
+        "finished_at": now,
     }
-    if work.rejection is not None:
-        reason = RejectReason(work.rejection)
-        values |= {
-            "status": JobStatus.REJECTED.value,
-            "reason_code": reason.value,
-            "reason": reason.message,
-            "model_version": work.model_version,
-        }  # the model whose leaf gate turned it away, if any
-    else:
-        values |= {
-            "status": JobStatus.CLASSIFIED.value,
-            "label": work.label,
-            "confidence": work.confidence,
-            "probabilities": work.probabilities,
-            "model_version": work.model_version,
-        }
-    statement = (
-        update(Job).where(col(Job.id) == work.job_id, col(Job.status).not_in(TERMINAL_STATUSES)).values(**values)
-    )
-    return _changed(session, statement)
+    parameters = {f"new_{column}": value for column, value in outcome.items()}
+    return _rows_changed(session, _FINISH, parameters | {"job_id": work.job_id}) > 0
 
 
 def fail(session: Session, job_id: str, error: str) -> bool:
