@@ -177,7 +177,8 @@ def image_stats(image: Image.Image, original_size: tuple[int, int]) -> dict[str,
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     gray = red * 0.299 + green * 0.587 + blue * 0.114  # luma, ITU-R BT.601
     pixels = gray.size
-    means = rgb.reshape(-1, 3).sum(axis=0, dtype=np.float64) / pixels
+    # Channel by channel: a sum over axis 0 of the (pixels, 3) array took 1.5 ms of the 2.5 here, for the same sums.
+    means = [float(channel.sum(dtype=np.float64)) / pixels for channel in (red, green, blue)]
     # Excess green above a small margin, 2g - r - b > 0.05 in chromaticity (each channel + 1), without dividing.
     plant_green = 2.0 * green - red - blue > 0.05 * (red + green + blue + 3.0)
     return {
@@ -187,9 +188,9 @@ def image_stats(image: Image.Image, original_size: tuple[int, int]) -> dict[str,
         "luma_std": float(gray.std(dtype=np.float64)),
         "clipped_white": np.count_nonzero(gray >= 250) / pixels,
         "clipped_black": np.count_nonzero(gray <= 5) / pixels,
-        "red_mean": float(means[0]),
-        "green_mean": float(means[1]),
-        "blue_mean": float(means[2]),
+        "red_mean": means[0],
+        "green_mean": means[1],
+        "blue_mean": means[2],
         "sharpness": laplacian_variance(gray),
         "green_fraction": np.count_nonzero(plant_green) / pixels,
     }
