@@ -100,22 +100,18 @@ def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job 
     return job
 
 
-def _rows_changed(session: Session, statement: Update, parameters: dict[str, Any]) -> int:
-    """Run and commit the UPDATE; how many rows it changed. Objects the session holds are read again when next used."""
-    result = session.connection().execute(statement, parameters)
+def _rows_changed(session: Session, statement: Update, parameters: dict[str, Any] | None = None) -> int:
+    """Run and commit the UPDATE; how many rows it changed. As Core on the session's connection: the ORM's
+    bulk-update path would evaluate the criteria against every object the session holds, at about the CPU of the
+    statement. Objects the session holds are read again when next used."""
+    result = session.connection().execute(statement, parameters or {})
     session.commit()
     session.expire_all()
     return int(result.rowcount)
 
 
-def _updated(session: Session, statement: Update) -> int:
-    """`_rows_changed` for a statement built per call. As Core on the session's connection: the ORM's bulk-update
-    path would evaluate the criteria against every object the session holds, at about the CPU of the statement."""
-    return _rows_changed(session, statement, {})
-
-
-def _changed(session: Session, statement: Update) -> bool:
-    return _updated(session, statement) > 0
+def _changed(session: Session, statement: Update, parameters: dict[str, Any] | None = None) -> bool:
+    return _rows_changed(session, statement, parameters) > 0
 
 
 def record_enqueued(session: Session, job_id: str) -> bool:
@@ -140,7 +136,7 @@ def unqueue(session: Session, job_ids: Sequence[str]) -> int:
         .where(col(Job.id).in_(job_ids), col(Job.status) == JobStatus.QUEUED)
         .values(status=JobStatus.RECEIVED.value, enqueue_count=col(Job.enqueue_count) - 1, updated_at=utcnow())
     )
-    return _updated(session, statement)
+    return _rows_changed(session, statement)
 
 
 # The two writes of every photo, built once per process: building an UPDATE and its cache key cost more CPU than
@@ -166,29 +162,25 @@ _FINISH = (
 
 def claim(session: Session, job_id: str) -> bool:
     """Mark the job `processing` unless it is finished. False means: finished already, skip the work."""
-    return _rows_changed(session, _CLAIM, {"job_id": job_id, "now": utcnow()}) > 0
+    return _changed(session, _CLAIM, {"job_id": job_id, "now": utcnow()})
 
 
 def finish(session: Session, work: PhotoWork) -> bool:
     """Store the outcome once. False when another delivery of the same job finished it first. A rejection keeps the
     version of the model whose leaf gate turned the photo away, if any."""
     now = utcnow()
-    reason = None if work.rejection is None else RejectReason(work.rejection)
-    outcome = {
-        "status": (JobStatus.CLASSIFIED if reason is None else JobStatus.REJECTED).value,
-        "label": work.label if reason is None else None,
-        "confidence": work.confidence if reason is None else None,
-        "probabilities": work.probabilities if reason is None else None,
-        "model_version": work.model_version,
-        "reason_code": None if reason is None else reason.value,
-        "reason": None if reason is None else reason.message,
-        "input_stats": work.input_stats,
-        "timings_ms": work.timings_ms,
-        "updated_at": now,
-        "finished_at": now,
-    }
+    if work.rejection is None:
+        outcome: dict[str, Any] = {"status": JobStatus.CLASSIFIED.value, "label": work.label,
+                                   "confidence": work.confidence, "probabilities": work.probabilities,
+                                   "reason_code": None, "reason": None}  # fmt: skip
+    else:
+        reason = RejectReason(work.rejection)
+        outcome = {"status": JobStatus.REJECTED.value, "label": None, "confidence": None, "probabilities": None,
+                   "reason_code": reason.value, "reason": reason.message}  # fmt: skip
+    outcome |= {"model_version": work.model_version, "input_stats": work.input_stats, "timings_ms": work.timings_ms,
+                "updated_at": now, "finished_at": now}  # fmt: skip
     parameters = {f"new_{column}": value for column, value in outcome.items()}
-    return _rows_changed(session, _FINISH, parameters | {"job_id": work.job_id}) > 0
+    return _changed(session, _FINISH, parameters | {"job_id": work.job_id})
 
 
 def fail(session: Session, job_id: str, error: str) -> bool:
