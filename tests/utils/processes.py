@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -34,9 +35,28 @@ def wait_for(check: Callable[[], object], timeout: float, what: str, interval: f
     raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """For the child between fork and exec: a SIGTERM when the test process dies, however it dies. A pytest run
+    killed by `timeout` or Ctrl-C twice runs no teardown, and a worker or API it started (in a session of its own,
+    so that `stop` can signal the whole group) would otherwise live on and take the next run's tasks."""
+
+    def arm() -> None:
+        if sys.platform != "linux":
+            return
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the line above: no signal will come
+            os._exit(1)
+
+    return arm
+
+
 def start(command: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:  # the child keeps its own descriptor
-        return subprocess.Popen(list(command), env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(list(command), env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_die_with(os.getpid()))  # fmt: skip
 
 
 def start_mhogo(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
