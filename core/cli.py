@@ -86,7 +86,7 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="api")
     uvicorn.run(
-        "producers.api.app:create_app",
+        "producers.api.app:serve",
         factory=True,
         host=host or settings.API_HOST,
         port=port or settings.API_PORT,

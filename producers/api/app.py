@@ -1,6 +1,6 @@
 """The FastAPI application: `create_app()` wires settings, database, blob store and publisher into the routes.
 
-uvicorn --factory producers.api.app:create_app      (or: mhogo api)
+uvicorn --factory producers.api.app:serve      (or: mhogo api)
 """
 
 from __future__ import annotations
@@ -127,3 +127,12 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.include_router(ops.router)
     app.include_router(dashboard.router)
     return app
+
+
+def serve() -> FastAPI:
+    """The app as `mhogo api` serves it, in every uvicorn process: with `--workers N` each is a fresh interpreter
+    whose logging nobody has set up, and its requests would otherwise go unlogged."""
+    from core.logs import configure_logging
+
+    configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="api")
+    return create_app()

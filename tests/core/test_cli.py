@@ -1,8 +1,10 @@
 """The `mhogo` command, run in-process with click's runner on the test MHOGO_HOME."""
 
 import json
+import os
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from sqlmodel import Session
@@ -13,6 +15,7 @@ from core.config import settings
 from core.db import get_engine
 from core.devices import device_for_token
 from tests.utils.factories import sample_photo
+from tests.utils.processes import free_port, start_mhogo, stop, wait_for
 
 
 def test_devices_add_prints_the_token_as_its_last_line() -> None:
@@ -55,3 +58,20 @@ def test_flower_refuses_to_run_without_a_password(monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(main, ["flower"])
     assert result.exit_code != 0
     assert "MHOGO_FLOWER_PASSWORD" in result.output
+
+
+def test_api_with_several_worker_processes_logs_their_requests_as_json(tmp_path: Path) -> None:
+    """uvicorn's `--workers` processes are fresh interpreters: each sets up mhogo's logging for itself."""
+    env = dict(os.environ) | {"MHOGO_HOME": str(tmp_path), "MHOGO_API_PORT": str(free_port()), "MHOGO_LOG_JSON": "true",
+                              "MHOGO_LOG_LEVEL": "INFO"}  # fmt: skip
+    url = f"http://127.0.0.1:{env['MHOGO_API_PORT']}"
+    api = start_mhogo(["api", "--workers", "2"], env, tmp_path / "api.log")
+    try:
+        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, "the API")
+        assert httpx.get(f"{url}/v1/jobs/nope").status_code == 401
+    finally:
+        stop(api)
+    lines = [json.loads(line) for line in (tmp_path / "api.log").read_text().splitlines()]
+    requests = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert any("/v1/jobs/nope" in line["message"] and "401" in line["message"] for line in requests), requests
+    assert {line["service"] for line in lines} == {"api"}
