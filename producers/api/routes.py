@@ -78,7 +78,9 @@ async def read_photo(request: Request, max_bytes: int) -> tuple[bytes, str | Non
                     status.HTTP_422_UNPROCESSABLE_CONTENT, "Put the photo in the multipart field 'photo'."
                 )
             data = await photo.read()
-            declared = photo.content_type
+            # A part that declares no type (RFC 7578 allows it; some phone HTTP libraries do it) is bytes of an
+            # unknown type, as application/octet-stream: validation then tells a JPEG or PNG from anything else.
+            declared = photo.content_type or "application/octet-stream"
     else:
         data = await request.body()
         declared = content_type

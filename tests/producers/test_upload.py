@@ -135,6 +135,26 @@ def test_not_a_jpeg_or_png_is_415(client: TestClient, auth: dict[str, str], data
     assert "JPEG or PNG" in response.json()["detail"].replace("image/jpeg or image/png", "JPEG or PNG")
 
 
+def test_a_multipart_photo_that_declares_no_type_is_judged_by_its_bytes(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    """A part with no Content-Type of its own (some phone HTTP libraries leave it out) is treated like
+    application/octet-stream: a JPEG is accepted, and what is not a JPEG or PNG still gets a 415 with the reason."""
+
+    def send(data: bytes, key: str) -> Any:
+        boundary = "mhogo-boundary"
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="leaf"\r\n\r\n'.encode()
+        body = head + data + f"\r\n--{boundary}--\r\n".encode()
+        headers = {**auth, "Idempotency-Key": key, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return client.post("/v1/photos", content=body, headers=headers)
+
+    accepted = send(sample_bytes("cbb"), "untyped")
+    assert accepted.status_code == 202, accepted.text
+    refused = send(b"GIF89a\x01\x00\x01\x00", "untyped-gif")
+    assert refused.status_code == 415
+    assert "JPEG or PNG" in refused.json()["detail"]
+
+
 def test_multipart_without_photo_field_is_422(client: TestClient, auth: dict[str, str]) -> None:
     files = {"picture": ("leaf.jpg", sample_bytes(), "image/jpeg")}
     response = client.post("/v1/photos", files=files, headers={**auth, "Idempotency-Key": "m"})
