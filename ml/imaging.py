@@ -230,9 +230,3 @@ def center_square(image: Image.Image, size: int) -> Image.Image:
     left = (resized.width - size) // 2
     top = (resized.height - size) // 2
     return resized.crop((left, top, left + size, top + size))
-
-
-def encode_png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)  # lossless and fast: this is an intermediate, not an archive
-    return buffer.getvalue()

@@ -10,19 +10,42 @@ import pytest
 import torch
 from PIL import Image
 
+from core.config import settings
+from ml.checkpoint import load_checkpoint
 from ml.data import PhotoDataset, Sample
-from ml.imaging import PreprocessConfig, decode, encode_png, prepare
+from ml.diagnose import examine
+from ml.imaging import PreprocessConfig, decode, prepare
 from ml.phone_build import phone_input
-from ml.tensors import model_input
+from ml.predictor import Outputs, Predictor
 from tests.utils.factories import SAMPLES
 
 PHOTOS = sorted(SAMPLES.glob("cassava/*/*.jpg"))[::7] + sorted(SAMPLES.glob("negatives/*.jpg"))[:2]
 
 
-def served_by_workers(data: bytes, config: PreprocessConfig) -> torch.Tensor:
-    """The photos worker prepares and stores a PNG; the inference worker reads it back and makes the input."""
-    stored = encode_png(prepare(decode(data, 10**8), config).image)
-    return model_input(Image.open(io.BytesIO(stored)).convert("RGB"), config)
+class Recording(Predictor):
+    """The shipped model, keeping the batch the serving path hands it."""
+
+    batches: list[torch.Tensor]
+
+    def outputs(self, batch: torch.Tensor) -> Outputs:
+        self.batches.append(batch)
+        return super().outputs(batch)
+
+
+@pytest.fixture(scope="module")
+def served() -> Recording:
+    predictor = Recording(load_checkpoint(settings.model_path))
+    predictor.batches = []
+    return predictor
+
+
+def served_by_workers(data: bytes, predictor: Recording) -> torch.Tensor:
+    """What the inference worker's one function (`examine`: decode, prepare, quality gate, model) feeds the model."""
+    predictor.batches.clear()
+    examined = examine(data, predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    assert examined.reason is None or examined.prediction is not None, examined.reason  # it reached the model
+    (batch,) = predictor.batches
+    return batch[0]
 
 
 def fed_to_the_phone_graph(data: bytes, config: PreprocessConfig) -> torch.Tensor:
@@ -32,21 +55,21 @@ def fed_to_the_phone_graph(data: bytes, config: PreprocessConfig) -> torch.Tenso
 
 
 @pytest.mark.parametrize("path", PHOTOS, ids=lambda p: p.name)
-def test_training_serving_and_phone_see_the_same_tensor(path: Path) -> None:
-    config = PreprocessConfig()
+def test_training_serving_and_phone_see_the_same_tensor(path: Path, served: Recording) -> None:
+    config = served.preprocess
     training, _ = PhotoDataset([Sample(path, 0)], config)[0]
     data = path.read_bytes()
     assert training.shape == (3, config.input_size, config.input_size)
-    assert torch.equal(training, served_by_workers(data, config))
+    assert torch.equal(training, served_by_workers(data, served))
     assert torch.equal(training, fed_to_the_phone_graph(data, config))
 
 
-def test_a_dark_photo_is_lifted_the_same_way_everywhere() -> None:
+def test_a_dark_photo_is_lifted_the_same_way_everywhere(served: Recording) -> None:
     image = decode(PHOTOS[0].read_bytes(), 10**8)
     dark = Image.fromarray((np.asarray(image) * 0.4).astype(np.uint8))
     buffer = io.BytesIO()
     dark.save(buffer, format="PNG")
-    config = PreprocessConfig()
-    assert torch.equal(served_by_workers(buffer.getvalue(), config), fed_to_the_phone_graph(buffer.getvalue(), config))
+    config = served.preprocess
+    assert torch.equal(served_by_workers(buffer.getvalue(), served), fed_to_the_phone_graph(buffer.getvalue(), config))
     lifted = prepare(dark, config)
     assert float(np.asarray(lifted.image).mean()) > lifted.stats["luma_mean"] + 10  # the lift did happen
