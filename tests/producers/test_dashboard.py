@@ -6,6 +6,8 @@ import base64
 import html
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +20,7 @@ from sqlmodel import Session
 from core import browser
 from core.browser import chart_boxes, screenshot_dashboard, screenshot_problems
 from core.db import init_db, make_engine
-from producers.api import dashboard
+from producers.api import charts, dashboard
 from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.tables import utcnow
@@ -179,8 +181,15 @@ def test_a_missing_chromium_fails_with_the_command_that_installs_it(monkeypatch:
 def test_long_series_are_thinned_to_means_at_the_middle_time() -> None:
     start = utcnow()
     times = [start + timedelta(minutes=i) for i in range(1000)]
-    numbers, values = dashboard.thin(times, [float(i) for i in range(1000)], limit=100)
+    numbers, values = charts.thin(times, [float(i) for i in range(1000)], limit=100)
     assert len(numbers) == len(values) == 100
     assert values[:2] == [4.5, 14.5]  # the means of 0..9 and 10..19
-    assert numbers[0] == dashboard.date_number(times[4])
-    assert dashboard.thin(times[:5], [1.0] * 5, limit=100) == (dashboard.date_numbers(times[:5]), [1.0] * 5)
+    assert numbers[0] == charts.date_number(times[4])
+    assert charts.thin(times[:5], [1.0] * 5, limit=100) == (charts.date_numbers(times[:5]), [1.0] * 5)
+
+
+def test_an_api_process_loads_matplotlib_only_when_the_dashboard_is_asked_for() -> None:
+    """Every uvicorn worker imports the app; only the one that draws /ops should pay for matplotlib."""
+    code = "import sys, producers.api.app; print('matplotlib' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"
