@@ -23,8 +23,9 @@ up: install
 	$(BIN)/mhogo up --demo
 
 test: install lint
-	# Two test processes, each test file in one of them: most files wait on services and subprocesses.
-	$(BIN)/pytest -n 2 --dist loadfile
+	# Two test processes, each test file in one of them: most files wait on services and subprocesses. The slowest
+	# tests are listed at the end, to keep CI within its 15 minutes.
+	$(BIN)/pytest -n 2 --dist loadfile --durations 15
 
 lint: install
 	$(BIN)/ruff check .
