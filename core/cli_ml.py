@@ -58,6 +58,12 @@ def open_model(ref: str | None) -> Checkpoint:
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --cv: also write an HTML report with the confusion matrix drawn, and every figure as JSON "
                    "beside it.")  # fmt: skip
+@click.option(
+    "--keep-folds",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --cv: save each fold's model (with its leaf gate) in this folder as fold-K.pt.",
+)
 @click.option("--register", is_flag=True, help="Register the model it writes, as the challenger.")
 @click.option("--all-photos", is_flag=True,
               help="Train the model on every photo, with no validation or test split of its own: use with --cv, "
@@ -77,6 +83,7 @@ def train(
     out: Path | None,
     folds: int | None,
     report: Path | None,
+    keep_folds: Path | None,
     register: bool,
     all_photos: bool,
     backbone: str | None,
@@ -107,7 +114,7 @@ def train(
 
     extra: dict[str, object] = {"code_version": code_version()}  # before a long CV: the tree may change meanwhile
     if folds:
-        result = cross_validate(data_dir, config, settings.quality_thresholds, folds, negatives_dir)
+        result = cross_validate(data_dir, config, settings.quality_thresholds, folds, negatives_dir, keep_folds)
         if report:
             from ml.report import write_cv_report
 

@@ -144,13 +144,23 @@ def threshold_at(leaf_scores: torch.Tensor, false_rejection: float) -> float:
     return float(ordered[k])
 
 
-def fit_gate(leaves: GateData, others: GateData, config: GateConfig) -> LeafGate:
-    """The gate, with its threshold set on out-of-fold scores (see the module docstring)."""
+@dataclass
+class OutOfFold:
+    """Every row's gate inputs, label and out-of-fold score: what a threshold is chosen from."""
+
+    x: torch.Tensor  # (N, F) gate inputs
+    is_leaf: torch.Tensor  # (N,) bool
+    served: torch.Tensor  # (N,) bool: the view as served
+    score: torch.Tensor  # (N,) P(cassava leaf) from a gate fitted without this row's photo
+
+
+def out_of_fold(leaves: GateData, others: GateData, config: GateConfig) -> OutOfFold:
+    """Split the photos into inner folds (a photo's views stay together) and score each fold with a gate fitted on
+    the others."""
     x = torch.cat([leaves.features(config.inputs), others.features(config.inputs)])
     is_leaf = torch.cat([torch.ones(len(leaves), dtype=torch.bool), torch.zeros(len(others), dtype=torch.bool)])
     # Photo ids that do not collide between the two sets, each photo in one inner fold with all its views.
     photo = torch.cat([leaves.photo * 2, others.photo * 2 + 1])
-    served = torch.cat([leaves.served, others.served])
     ids = sorted(set(photo.tolist()))
     random.Random(config.seed).shuffle(ids)
     fold_of = {photo_id: n % config.inner_folds for n, photo_id in enumerate(ids)}
@@ -159,6 +169,13 @@ def fit_gate(leaves: GateData, others: GateData, config: GateConfig) -> LeafGate
     for fold in range(config.inner_folds):
         inside = folds != fold
         oof[~inside] = _score(x[~inside], *_fit(x[inside], is_leaf[inside], config.l2))
+    return OutOfFold(x, is_leaf, torch.cat([leaves.served, others.served]), oof)
+
+
+def fit_gate(leaves: GateData, others: GateData, config: GateConfig) -> LeafGate:
+    """The gate, with its threshold set on out-of-fold scores (see the module docstring)."""
+    scored = out_of_fold(leaves, others, config)
+    x, is_leaf, served, oof = scored.x, scored.is_leaf, scored.served, scored.score
     threshold = threshold_at(oof[served & is_leaf], config.false_rejection_target)
     by_target = {str(t): threshold_at(oof[served & is_leaf], t) for t in TARGETS}
     mean, scale, weight, bias = _fit(x, is_leaf, config.l2)

@@ -429,12 +429,19 @@ def fold_splits(
 
 
 def cross_validate(
-    data_dir: Path, config: TrainConfig, limits: QualityThresholds, folds: int = 5, negatives_dir: Path | None = None
+    data_dir: Path,
+    config: TrainConfig,
+    limits: QualityThresholds,
+    folds: int = 5,
+    negatives_dir: Path | None = None,
+    keep_dir: Path | None = None,
 ) -> dict[str, Any]:
     """k-fold cross-validation by whole near-duplicate groups: every photo is tested once, by a model that never
     saw it or its near-duplicates. With negatives, each fold's model also gets a leaf gate fitted on that fold's
     training photos, and its held-out photos (cassava and not) go through it, as in serving. Returns per-fold and
-    pooled figures for every test-time augmentation, and the gate's figures for every choice of its inputs."""
+    pooled figures for every test-time augmentation, and the gate's figures for every choice of its inputs. With
+    `keep_dir`, each fold's model (with its gate) is saved there as fold-K.pt, so later studies of the gate or the
+    serving path need not train again."""
     started = time.monotonic()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -453,6 +460,12 @@ def cross_validate(
             if train_others:
                 gate, figures = fold_gate(model, config, train_set, train_others, held_out, held_out_others)
                 gate_per_fold.append(figures)
+            if keep_dir:
+                keep_dir.mkdir(parents=True, exist_ok=True)
+                meta = {"params": config.to_dict(), "fold": k, "folds": folds}
+                kept = Checkpoint(model, tuple(CLASSES), config.preprocess, f"fold-{k}", meta,
+                                  tta_views=config.tta_views, leaf_gate=gate)  # fmt: skip
+                save_checkpoint(kept, keep_dir / f"fold-{k}.pt")
             for views in outcomes:
                 checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, f"fold-{k}", tta_views=views,
                                         leaf_gate=gate)  # fmt: skip

@@ -19,7 +19,8 @@ def run(*args: str) -> str:
 
 def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> None:
     out, report = tmp_path / "m.pt", tmp_path / "cv.html"
-    args = ["--all-photos", "--soup", "1", "--backbone", "lite1", "--report", str(report)]  # soups: elsewhere
+    folds = tmp_path / "folds"
+    args = ["--all-photos", "--soup", "1", "--backbone", "lite1", "--report", str(report), "--keep-folds", str(folds)]
     summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out), *args)
                          .strip().splitlines()[-1])  # fmt: skip
     assert summary["cross_validation"]["folds"] == 2
@@ -41,6 +42,10 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert (tmp_path / "cv-confusion.png").read_bytes().startswith(b"\x89PNG")
     assert (tmp_path / "cv-leaf-gate.png").read_bytes().startswith(b"\x89PNG")  # held-out scores drawn
     assert "2-fold cross-validation" in report.read_text()
+    kept = [load_checkpoint(folds / f"fold-{k}.pt") for k in range(2)]  # each fold's model, with its gate
+    assert [(c.version, c.meta["fold"]) for c in kept] == [("fold-0", 0), ("fold-1", 1)]
+    assert all(c.tta_views == written.tta_views for c in kept)
+    assert all(c.leaf_gate is not None for c in kept)
 
 
 def test_evaluate_prints_one_json_object(tmp_path: Path) -> None:

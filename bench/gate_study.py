@@ -1,0 +1,171 @@
+"""How should the leaf gate's threshold be chosen? Every rule measured on the same cross-validation folds.
+
+    .venv/bin/python bench/gate_study.py FOLDS_DIR [--data ../shared/data] [--out bench/results/gate-study.json]
+
+FOLDS_DIR holds the fold models of `mhogo train --cv K --keep-folds FOLDS_DIR` (each with the gate its fold's
+training photos fitted). For each fold this script recomputes what a rule may look at (the out-of-fold gate scores
+of the fold's training photos, as `ml.gatefit.fit_gate` does) and runs the fold's held-out photos, cassava and not,
+through the serving path once with the leaf gate open, keeping each photo's diagnosis, quality verdict and leaf
+score. A rule then picks a threshold per fold from the training side only, and the held-out figures follow exactly
+as the cross-validation computes them: accuracy and macro-F1 with rejected photos counted wrong, cassava photos
+turned away, negatives turned away. The gate's weights are the same for every rule; only the threshold moves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from core.config import settings
+from ml.checkpoint import load_checkpoint
+from ml.evaluate import Outcome, cassava_metrics, gate_figures, run_photos
+from ml.gatefit import OutOfFold, gate_data, out_of_fold, threshold_at
+from ml.predictor import Predictor
+from ml.train import CLASSES, Dataset, TrainConfig, fold_splits, load_dataset
+
+Rule = Callable[[OutOfFold], float]
+
+
+def cassava_quantile(target: float, views: str = "served") -> Rule:
+    """The score below which `target` of the training cassava photos fall (out of fold): the rule in use."""
+
+    def rule(oof: OutOfFold) -> float:
+        rows = oof.is_leaf & oof.served if views == "served" else oof.is_leaf
+        return threshold_at(oof.score[rows], target)
+
+    return rule
+
+
+def negatives_quantile(rejected: float) -> Rule:
+    """The score below which `rejected` of the training negatives fall (out of fold)."""
+
+    def rule(oof: OutOfFold) -> float:
+        ordered = oof.score[~oof.is_leaf & oof.served].sort().values
+        return float(ordered[min(math.ceil(rejected * len(ordered)), len(ordered) - 1)])
+
+    return rule
+
+
+def logit_normal(target: float) -> Rule:
+    """A normal fitted to the logits of the training cassava scores (out of fold, served views), cut at its
+    `target` quantile: uses every photo's score, not two order statistics."""
+
+    def rule(oof: OutOfFold) -> float:
+        logits = torch.logit(oof.score[oof.is_leaf & oof.served].clamp(1e-6, 1 - 1e-6))
+        z = statistics.NormalDist().inv_cdf(target)
+        return float(torch.sigmoid(logits.mean() + z * logits.std()))
+
+    return rule
+
+
+def weighted_errors(cost: float) -> Rule:
+    """The threshold minimising cost x (cassava turned away) + (negatives let through), as rates, out of fold."""
+
+    def rule(oof: OutOfFold) -> float:
+        leaf = oof.score[oof.is_leaf & oof.served]
+        other = oof.score[~oof.is_leaf & oof.served]
+        candidates = torch.cat([leaf, other]).sort().values
+        errors = [cost * float((leaf < t).float().mean()) + float((other >= t).float().mean()) for t in candidates]
+        return float(candidates[min(range(len(errors)), key=errors.__getitem__)])
+
+    return rule
+
+
+RULES: dict[str, Rule] = {
+    "cassava 3% (in use)": cassava_quantile(0.03),
+    "cassava 2%": cassava_quantile(0.02),
+    "cassava 5%": cassava_quantile(0.05),
+    "cassava 3%, all views": cassava_quantile(0.03, views="all"),
+    "cassava 5%, all views": cassava_quantile(0.05, views="all"),
+    "logit-normal 2%": logit_normal(0.02),
+    "logit-normal 3%": logit_normal(0.03),
+    "negatives 95%": negatives_quantile(0.95),
+    "negatives 97%": negatives_quantile(0.97),
+    "errors, cassava x1": weighted_errors(1.0),
+    "errors, cassava x2": weighted_errors(2.0),
+    "errors, cassava x3": weighted_errors(3.0),
+    "fixed 0.5": lambda oof: 0.5,
+}
+
+
+@dataclasses.dataclass
+class Fold:
+    oof: OutOfFold
+    cassava: list[Outcome]  # held out, leaf gate open
+    negatives: list[Outcome]
+
+
+def measure_fold(path: Path, data: Dataset) -> Fold:
+    checkpoint = load_checkpoint(path)
+    config = TrainConfig.from_dict(checkpoint.meta["params"])
+    fold, folds = checkpoint.meta["fold"], checkpoint.meta["folds"]
+    train_set, held_out = fold_splits(data, folds, config.seed)[fold]
+    train_others, held_out_others = fold_splits(data, folds, config.seed, negatives=True)[fold]
+    gate = checkpoint.leaf_gate
+    assert gate is not None, f"{path}: no leaf gate (train the folds with negatives)"
+    views, seed = config.gate.augmented_views, config.gate.seed
+    leaves = gate_data(checkpoint, train_set, config.augment, views, seed, progress=True)
+    others = gate_data(checkpoint, train_others, config.augment, views, seed, progress=True)
+    oof = out_of_fold(leaves, others, config.gate)
+    gate.threshold = -1.0  # open: keep every photo's diagnosis and score; the rules close it afterwards
+    predictor = Predictor(checkpoint)
+    limits = settings.quality_thresholds
+    return Fold(oof, run_photos(predictor, held_out, limits), run_photos(predictor, held_out_others, limits))
+
+
+def close(outcomes: list[Outcome], threshold: float) -> list[Outcome]:
+    """The outcomes as a gate with this threshold would have served them."""
+    return [dataclasses.replace(o, predicted=-1, reason="not_cassava_leaf", probabilities=None)
+            if o.reason is None and o.leaf is not None and o.leaf < threshold else o
+            for o in outcomes]  # fmt: skip
+
+
+def apply(rule: Rule, folds: list[Fold]) -> dict[str, object]:
+    per_fold = []
+    for fold in folds:
+        threshold = rule(fold.oof)
+        metrics = cassava_metrics(close(fold.cassava, threshold), CLASSES)
+        figures = gate_figures(metrics, close(fold.negatives, threshold))
+        per_fold.append({"threshold": round(threshold, 4), "accuracy": metrics["accuracy"],
+                         "macro_f1": metrics["macro_f1"], **figures})  # fmt: skip
+    mean = {key: round(sum(f[key] for f in per_fold) / len(per_fold), 4)
+            for key in ("accuracy", "macro_f1", "false_rejection_rate", "negative_rejection_rate")}  # fmt: skip
+    return {"mean": mean, "per_fold": per_fold}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folds_dir", type=Path)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=None, help="Also write every figure here as JSON.")
+    args = parser.parse_args()
+    torch.set_num_threads(settings.torch_threads or 2)
+    paths = sorted(args.folds_dir.glob("fold-*.pt"))
+    if not paths:
+        sys.exit(f"no fold-*.pt in {args.folds_dir}: run mhogo train --cv K --keep-folds {args.folds_dir}")
+    data = load_dataset(args.data)
+    folds = [measure_fold(path, data) for path in tqdm(paths, desc="folds", unit="fold")]
+    results = {name: apply(rule, folds) for name, rule in RULES.items()}
+    print(f"{'rule':24} {'accuracy':>8} {'macro-F1':>8} {'cassava rej':>11} {'negatives rej':>13}  thresholds")
+    for name, result in results.items():
+        m = result["mean"]
+        thresholds = " ".join(f"{f['threshold']:.2f}" for f in result["per_fold"])  # type: ignore[attr-defined]
+        print(
+            f"{name:24} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} {m['false_rejection_rate']:11.3f} "  # type: ignore[index]
+            f"{m['negative_rejection_rate']:13.3f}  {thresholds}"
+        )  # type: ignore[index]
+    if args.out:
+        args.out.write_text(json.dumps({"folds_dir": str(args.folds_dir), "rules": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
