@@ -1,9 +1,10 @@
 """How should the leaf gate's threshold be chosen? Every rule measured on the same cross-validation folds.
 
-    .venv/bin/python bench/gate_study.py FOLDS_DIR [--data ../shared/data] [--out bench/results/gate-study.json]
+    .venv/bin/python bench/gate_study.py FOLDS_DIR [FOLDS_DIR ...] [--data ../shared/data] [--out FILE.json]
 
-FOLDS_DIR holds the fold models of `mhogo train --cv K --keep-folds FOLDS_DIR` (each with the gate its fold's
-training photos fitted). For each fold this script recomputes what a rule may look at (the out-of-fold gate scores
+FOLDS_DIR holds the fold models of `mhogo train --cv K --keep-folds FOLDS_DIR`. Given several (the same folds,
+other backbones), fold K's model is the ensemble of every folder's fold K (ml/ensemble.py), with a gate fitted
+on its joined embedding. For each fold this script recomputes what a rule may look at (the out-of-fold gate scores
 of the fold's training photos, as `ml.gatefit.fit_gate` does) and runs the fold's held-out photos, cassava and not,
 through the serving path once with the leaf gate open, keeping each photo's diagnosis, quality verdict and leaf
 score. A rule then picks a threshold per fold from the training side only, and the held-out figures follow exactly
@@ -21,14 +22,17 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from tqdm import tqdm
 
 from core.config import settings
-from ml.checkpoint import load_checkpoint
+from ml.checkpoint import Checkpoint, load_checkpoint
+from ml.ensemble import Ensemble
 from ml.evaluate import Outcome, cassava_metrics, gate_figures, run_photos
-from ml.gatefit import OutOfFold, gate_data, out_of_fold, threshold_at
+from ml.gatefit import OutOfFold, fit_gate, gate_data, out_of_fold, threshold_at
+from ml.model import CassavaNet
 from ml.predictor import Predictor
 from ml.train import CLASSES, Dataset, TrainConfig, fold_splits, load_dataset
 
@@ -94,6 +98,7 @@ RULES: dict[str, Rule] = {
     "errors, cassava x2": weighted_errors(2.0),
     "errors, cassava x3": weighted_errors(3.0),
     "fixed 0.5": lambda oof: 0.5,
+    "no leaf gate": lambda oof: -1.0,
 }
 
 
@@ -104,18 +109,25 @@ class Fold:
     negatives: list[Outcome]
 
 
-def measure_fold(path: Path, data: Dataset) -> Fold:
-    checkpoint = load_checkpoint(path)
+def measure_fold(paths: list[Path], data: Dataset) -> Fold:
+    members = [load_checkpoint(path) for path in paths]
+    checkpoint = members[0]
     config = TrainConfig.from_dict(checkpoint.meta["params"])
     fold, folds = checkpoint.meta["fold"], checkpoint.meta["folds"]
+    if len(members) > 1:
+        assert all(m.meta["fold"] == fold and m.preprocess == checkpoint.preprocess for m in members), paths
+        model = cast(CassavaNet, Ensemble([m.model for m in members]))  # features + classify, as the Predictor needs
+        version = "+".join(m.version for m in members)
+        checkpoint = Checkpoint(
+            model, checkpoint.classes, checkpoint.preprocess, version, tta_views=checkpoint.tta_views
+        )
     train_set, held_out = fold_splits(data, folds, config.seed)[fold]
     train_others, held_out_others = fold_splits(data, folds, config.seed, negatives=True)[fold]
-    gate = checkpoint.leaf_gate
-    assert gate is not None, f"{path}: no leaf gate (train the folds with negatives)"
     views, seed = config.gate.augmented_views, config.gate.seed
     leaves = gate_data(checkpoint, train_set, config.augment, views, seed, progress=True)
     others = gate_data(checkpoint, train_others, config.augment, views, seed, progress=True)
     oof = out_of_fold(leaves, others, config.gate)
+    gate = checkpoint.leaf_gate = fit_gate(leaves, others, config.gate)  # as the fold's own: same photos, same code
     gate.threshold = -1.0  # open: keep every photo's diagnosis and score; the rules close it afterwards
     predictor = Predictor(checkpoint)
     limits = settings.quality_thresholds
@@ -129,7 +141,7 @@ def close(outcomes: list[Outcome], threshold: float) -> list[Outcome]:
             for o in outcomes]  # fmt: skip
 
 
-def apply(rule: Rule, folds: list[Fold]) -> dict[str, object]:
+def apply(rule: Rule, folds: list[Fold]) -> dict[str, Any]:
     per_fold = []
     for fold in folds:
         threshold = rule(fold.oof)
@@ -144,27 +156,25 @@ def apply(rule: Rule, folds: list[Fold]) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folds_dir", type=Path)
+    parser.add_argument("folds_dirs", type=Path, nargs="+")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=None, help="Also write every figure here as JSON.")
     args = parser.parse_args()
     torch.set_num_threads(settings.torch_threads or 2)
-    paths = sorted(args.folds_dir.glob("fold-*.pt"))
-    if not paths:
-        sys.exit(f"no fold-*.pt in {args.folds_dir}: run mhogo train --cv K --keep-folds {args.folds_dir}")
+    names = sorted(path.name for path in args.folds_dirs[0].glob("fold-*.pt"))
+    if not names:
+        sys.exit(f"no fold-*.pt in {args.folds_dirs[0]}: run mhogo train --cv K --keep-folds DIR")
     data = load_dataset(args.data)
-    folds = [measure_fold(path, data) for path in tqdm(paths, desc="folds", unit="fold")]
+    folds = [measure_fold([d / name for d in args.folds_dirs], data) for name in tqdm(names, desc="folds", unit="fold")]
     results = {name: apply(rule, folds) for name, rule in RULES.items()}
     print(f"{'rule':24} {'accuracy':>8} {'macro-F1':>8} {'cassava rej':>11} {'negatives rej':>13}  thresholds")
     for name, result in results.items():
         m = result["mean"]
-        thresholds = " ".join(f"{f['threshold']:.2f}" for f in result["per_fold"])  # type: ignore[attr-defined]
-        print(
-            f"{name:24} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} {m['false_rejection_rate']:11.3f} "  # type: ignore[index]
-            f"{m['negative_rejection_rate']:13.3f}  {thresholds}"
-        )  # type: ignore[index]
+        thresholds = " ".join(f"{f['threshold']:.2f}" for f in result["per_fold"])
+        print(f"{name:24} {m['accuracy']:8.3f} {m['macro_f1']:8.3f} {m['false_rejection_rate']:11.3f} "
+              f"{m['negative_rejection_rate']:13.3f}  {thresholds}")  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps({"folds_dir": str(args.folds_dir), "rules": results}, indent=1))
+        args.out.write_text(json.dumps({"folds_dirs": [str(d) for d in args.folds_dirs], "rules": results}, indent=1))
 
 
 if __name__ == "__main__":

@@ -449,8 +449,9 @@ def cross_validate(
     splits = fold_splits(data, folds, config.seed)
     other_splits = fold_splits(data, folds, config.seed, negatives=True)
     total = sum(steps_per_fit(len(train_set), config) for train_set, _ in splits)
-    outcomes: dict[int, list[Any]] = {views: [] for views in (1, 2, 4)}
-    per_fold: dict[int, list[dict[str, Any]]] = {views: [] for views in (1, 2, 4)}
+    measured = (config.tta_views,) if config.dry_run else (1, 2, 4)  # a dry run checks the path, not the choice
+    outcomes: dict[int, list[Any]] = {views: [] for views in measured}
+    per_fold: dict[int, list[dict[str, Any]]] = {views: [] for views in measured}
     gate_per_fold: list[dict[str, Any]] = []
     with tqdm(total=total, desc=f"{folds}-fold cross-validation", unit="batch", dynamic_ncols=True) as bar:
         for k, (train_set, held_out) in enumerate(splits):

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ml.ensemble import Ensemble
 from ml.imaging import PreprocessConfig
 from ml.model import BACKBONES, CassavaNet, ModelConfig, imagenet_state_dict, load_imagenet_backbone
 from ml.tensors import to_tensor
@@ -51,3 +52,20 @@ def test_drop_connect_only_in_training(rate: float) -> None:
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.equal(model(x), model(x))
+
+
+def test_an_ensemble_joins_embeddings_and_answers_the_geometric_mean() -> None:
+    torch.manual_seed(0)
+    members = [CassavaNet(ModelConfig.for_backbone(name, head_channels=width)).eval()
+               for name, width in (("lite0", 64), ("lite1", 96))]  # fmt: skip
+    ensemble = Ensemble(members).eval()
+    x = torch.randn(3, 3, 96, 96)
+    with torch.inference_mode():
+        embedding = ensemble.features(x)
+        joined = ensemble(x).softmax(dim=-1)
+        alone = [member(x).softmax(dim=-1) for member in members]
+    assert embedding.shape == (3, 64 + 96)
+    geometric = (alone[0] * alone[1]).sqrt()
+    assert torch.allclose(joined, geometric / geometric.sum(dim=-1, keepdim=True), atol=1e-6)
+    with pytest.raises(ValueError, match="two members"):
+        Ensemble(members[:1])
