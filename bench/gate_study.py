@@ -116,7 +116,7 @@ def measure_fold(paths: list[Path], data: Dataset) -> Fold:
     fold, folds = checkpoint.meta["fold"], checkpoint.meta["folds"]
     if len(members) > 1:
         assert all(m.meta["fold"] == fold and m.preprocess == checkpoint.preprocess for m in members), paths
-        model = cast(CassavaNet, Ensemble([m.model for m in members]))  # features + classify, as the Predictor needs
+        model = Ensemble([cast(CassavaNet, m.model) for m in members])
         version = "+".join(m.version for m in members)
         checkpoint = Checkpoint(
             model, checkpoint.classes, checkpoint.preprocess, version, tta_views=checkpoint.tta_views

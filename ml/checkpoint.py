@@ -13,6 +13,7 @@ import torch
 
 from core.errors import ModelError
 from core.files import atomic_write
+from ml.ensemble import Ensemble
 from ml.imaging import PreprocessConfig
 from ml.leafgate import LeafGate
 from ml.model import CassavaNet, ModelConfig
@@ -22,7 +23,7 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Checkpoint:
-    model: CassavaNet
+    model: CassavaNet | Ensemble
     classes: tuple[str, ...]
     preprocess: PreprocessConfig
     version: str
@@ -36,7 +37,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> str:
     payload = {
         "format": FORMAT_VERSION,
         "state_dict": checkpoint.model.state_dict(),
-        "config": checkpoint.model.config.to_dict(),
+        "config": model_config(checkpoint.model),
         "classes": list(checkpoint.classes),
         "preprocessing": checkpoint.preprocess.to_dict(),
         "version": checkpoint.version,
@@ -56,7 +57,7 @@ def load_checkpoint(source: Path | bytes) -> Checkpoint:
                              weights_only=True)  # fmt: skip
         if payload.get("format") != FORMAT_VERSION:
             raise ModelError(f"{_name(source)}: checkpoint format {payload.get('format')!r}, expected {FORMAT_VERSION}")
-        model = CassavaNet(ModelConfig.from_dict(payload["config"]))
+        model = build_model(payload["config"])
         model.load_state_dict(payload["state_dict"])
         gate = LeafGate.from_dict(payload["leaf_gate"]) if payload.get("leaf_gate") else None
     except (OSError, KeyError, RuntimeError, TypeError, pickle.UnpicklingError) as exc:
@@ -71,6 +72,19 @@ def load_checkpoint(source: Path | bytes) -> Checkpoint:
         tta_views=payload.get("inference", {}).get("tta_views", 1),
         leaf_gate=gate,
     )
+
+
+def model_config(model: CassavaNet | Ensemble) -> dict[str, Any]:
+    """What rebuilds the network's layers: its ModelConfig, or an ensemble's list of them."""
+    if isinstance(model, Ensemble):
+        return {"members": [member.config.to_dict() for member in model.nets()]}
+    return model.config.to_dict()
+
+
+def build_model(config: dict[str, Any]) -> CassavaNet | Ensemble:
+    if "members" in config:
+        return Ensemble([CassavaNet(ModelConfig.from_dict(member)) for member in config["members"]])
+    return CassavaNet(ModelConfig.from_dict(config))
 
 
 def _name(source: Path | bytes) -> str:

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from core.cli import main
 from ml.checkpoint import load_checkpoint
+from ml.model import CassavaNet
 from tests.utils.factories import SAMPLES
 from tests.utils.models import tiny_model
 
@@ -33,6 +34,7 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert summary["test"] is None
     assert "test_metrics" not in meta
     assert meta["params"]["soup"] == 1
+    assert isinstance(written.model, CassavaNet)
     assert written.model.config.backbone == "lite1"
     assert written.version.startswith("lite1-")
     assert written.leaf_gate is not None  # samples/negatives was found beside the class folders

@@ -1,9 +1,12 @@
 """The backbones are really EfficientNet-Lite0, 1 and 2 with their ImageNet weights: they recognise ImageNet things."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
 
+from ml.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ml.ensemble import Ensemble
 from ml.imaging import PreprocessConfig
 from ml.model import BACKBONES, CassavaNet, ModelConfig, imagenet_state_dict, load_imagenet_backbone
@@ -69,3 +72,15 @@ def test_an_ensemble_joins_embeddings_and_answers_the_geometric_mean() -> None:
     assert torch.allclose(joined, geometric / geometric.sum(dim=-1, keepdim=True), atol=1e-6)
     with pytest.raises(ValueError, match="two members"):
         Ensemble(members[:1])
+
+
+def test_an_ensemble_survives_its_checkpoint(tmp_path: Path) -> None:
+    members = [CassavaNet(ModelConfig.for_backbone(name, head_channels=32)).eval() for name in ("lite0", "lite1")]
+    saved = Checkpoint(Ensemble(members).eval(), ("a", "b", "c", "d", "e"), PreprocessConfig(), "ens-1")
+    save_checkpoint(saved, tmp_path / "ens.pt")
+    loaded = load_checkpoint(tmp_path / "ens.pt")
+    assert isinstance(loaded.model, Ensemble)
+    assert [m.config.backbone for m in loaded.model.nets()] == ["lite0", "lite1"]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded.model(x), saved.model(x))
