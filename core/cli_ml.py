@@ -51,6 +51,18 @@ def open_model(ref: str | None) -> Checkpoint:
         return registry.load(blobs, row)
 
 
+def _backbones(value: str | None) -> tuple[str, ...] | None:
+    from ml.model import BACKBONES
+
+    if value is None:
+        return None
+    names = tuple(value.split("+"))
+    unknown = [name for name in names if name not in BACKBONES]
+    if unknown or len(set(names)) != len(names):
+        raise click.BadParameter(f"{value!r}: give one of {', '.join(BACKBONES)}, or distinct ones joined by +")
+    return names
+
+
 @main.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to write the model.")
@@ -68,8 +80,9 @@ def open_model(ref: str | None) -> Checkpoint:
 @click.option("--all-photos", is_flag=True,
               help="Train the model on every photo, with no validation or test split of its own: use with --cv, "
                    "which measures the recipe and whose figures the model then records.")  # fmt: skip
-@click.option("--backbone", type=click.Choice(["lite0", "lite1", "lite2"]), default=None,
-              help="Which ImageNet-pretrained EfficientNet-Lite to fine-tune (default: lite0).")  # fmt: skip
+@click.option("--backbone", callback=lambda _ctx, _param, value: _backbones(value), default=None,
+              help="Which ImageNet-pretrained EfficientNet-Lite to fine-tune: lite0 (default), lite1, lite2, or "
+                   "several joined by + (lite1+lite2) to train each and serve them as one ensemble.")  # fmt: skip
 @click.option("--negatives", "negatives_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Photos that are not cassava leaves, for the leaf gate (default: DATA_DIR/negatives "
               "if it exists; without any, the model has no leaf gate).")  # fmt: skip
@@ -86,7 +99,7 @@ def train(
     keep_folds: Path | None,
     register: bool,
     all_photos: bool,
-    backbone: str | None,
+    backbone: tuple[str, ...] | None,
     negatives_dir: Path | None,
     epochs: int | None,
     soup: int | None,
@@ -105,7 +118,8 @@ def train(
     if backbone:
         from ml.model import ModelConfig
 
-        config.model = ModelConfig.for_backbone(backbone)
+        config.model = ModelConfig.for_backbone(backbone[0])
+        config.ensemble = backbone if len(backbone) > 1 else ()
     if all_photos:
         config.val_fraction = config.test_fraction = 0.0
     config.seed = config.seed if seed is None else seed

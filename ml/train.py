@@ -44,6 +44,7 @@ from ml.data import (
     scan_negatives,
 )
 from ml.drift import reference
+from ml.ensemble import Ensemble
 from ml.evaluate import cassava_metrics, gate_figures, run_photos
 from ml.gatefit import GateConfig, attach_gate, compare_inputs, fit_gate, gate_data
 from ml.imaging import PreprocessConfig, decode, prepare
@@ -82,6 +83,18 @@ class TrainConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     gate: GateConfig = field(default_factory=GateConfig)  # the leaf gate, fitted when negatives are given
+    ensemble: tuple[str, ...] = ()  # two backbones or more: each is trained (as `model` with that backbone, soup and
+    # all) on the same photos, and they serve as one (ml/ensemble.py); empty: `model` alone
+
+    def members(self) -> list[ModelConfig]:
+        """The networks this recipe trains: `model`, or `model` once per backbone of the ensemble."""
+        return [dataclasses.replace(self.model, stages=ModelConfig.for_backbone(b).stages, backbone=b)
+                for b in self.ensemble] or [self.model]  # fmt: skip
+
+    @property
+    def name(self) -> str:
+        """lite1, or lite1+lite2 for an ensemble: the start of a trained model's version."""
+        return "+".join(member.backbone for member in self.members())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +110,7 @@ class TrainConfig:
             preprocess=_from_fields(PreprocessConfig, raw.get("preprocess", {})),
             augment=_from_fields(AugmentConfig, raw.get("augment", {})),
             gate=_from_fields(GateConfig, raw.get("gate", {})),
+            ensemble=tuple(raw.get("ensemble", ())),
         )
 
 
@@ -235,6 +249,21 @@ def average_weights(models: Sequence[CassavaNet]) -> CassavaNet:
     return soup
 
 
+def fit_recipe(
+    train_set: Sequence[Sample], config: TrainConfig, bar: tqdm, val_set: Sequence[Sample] = ()
+) -> tuple[CassavaNet | Ensemble, list[dict[str, Any]]]:
+    """The recipe's model: one network (see `fit`), or each member of its ensemble fitted in turn and joined."""
+    members = config.members()
+    if len(members) == 1:
+        return fit(train_set, config, bar, val_set)
+    fitted = [
+        fit(train_set, dataclasses.replace(config, model=member, ensemble=()), bar, val_set) for member in members
+    ]
+    history = [{"member": member.backbone, **row} for member, (_, rows) in zip(members, fitted, strict=True)
+               for row in rows]  # fmt: skip
+    return Ensemble([model for model, _ in fitted]).eval(), history
+
+
 def fit(
     train_set: Sequence[Sample], config: TrainConfig, bar: tqdm, val_set: Sequence[Sample] = ()
 ) -> tuple[CassavaNet, list[dict[str, Any]]]:
@@ -282,13 +311,13 @@ def recalibrate_batch_norm(model: CassavaNet, train_set: Sequence[Sample], confi
 
 def steps_per_fit(n_train: int, config: TrainConfig) -> int:
     if config.dry_run:
-        return min(2, max(1, n_train // 4)) * config.soup
+        return min(2, max(1, n_train // 4)) * config.soup * len(config.members())
     batches = n_train // config.batch_size if n_train > config.batch_size else 1
-    return batches * config.epochs * config.soup
+    return batches * config.epochs * config.soup * len(config.members())
 
 
 def evaluate(
-    model: CassavaNet,
+    model: CassavaNet | Ensemble,
     samples: Sequence[Sample],
     config: TrainConfig,
     limits: QualityThresholds,
@@ -361,7 +390,7 @@ def train(
     others = train_val_test(data.negatives, data.negative_groups, config.val_fraction, config.test_fraction,
                             config.seed) if data.negatives else ([], [], [])  # fmt: skip
     with tqdm(total=steps_per_fit(len(train_set), config), desc="training", unit="batch", dynamic_ncols=True) as bar:
-        model, history = fit(train_set, config, bar, val_set)
+        model, history = fit_recipe(train_set, config, bar, val_set)
     gate = None
     if others[0]:
         candidate = Checkpoint(model, tuple(CLASSES), config.preprocess, "candidate", tta_views=config.tta_views)
@@ -395,7 +424,7 @@ def train(
         **{f"{part}_report": report for part, report in reports.items()},
         **(extra_meta or {}),
     }
-    version = f"{config.model.backbone}-{finished:%Y%m%d-%H%M%S}"
+    version = f"{config.name}-{finished:%Y%m%d-%H%M%S}"
     checkpoint = Checkpoint(model, tuple(CLASSES), config.preprocess, version, meta, tta_views=config.tta_views,
                             leaf_gate=gate)  # fmt: skip
     sha = save_checkpoint(checkpoint, out)
@@ -456,7 +485,7 @@ def cross_validate(
     with tqdm(total=total, desc=f"{folds}-fold cross-validation", unit="batch", dynamic_ncols=True) as bar:
         for k, (train_set, held_out) in enumerate(splits):
             train_others, held_out_others = other_splits[k]
-            model, _ = fit(train_set, config, bar)
+            model, _ = fit_recipe(train_set, config, bar)
             gate = None
             if train_others:
                 gate, figures = fold_gate(model, config, train_set, train_others, held_out, held_out_others)
@@ -524,7 +553,7 @@ def cross_validate(
 
 
 def fold_gate(
-    model: CassavaNet,
+    model: CassavaNet | Ensemble,
     config: TrainConfig,
     train_set: Sequence[Sample],
     train_others: Sequence[Sample],

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from core.cli import main
 from ml.checkpoint import load_checkpoint
-from ml.model import CassavaNet
+from ml.ensemble import Ensemble
 from tests.utils.factories import SAMPLES
 from tests.utils.models import tiny_model
 
@@ -21,7 +21,17 @@ def run(*args: str) -> str:
 def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> None:
     out, report = tmp_path / "m.pt", tmp_path / "cv.html"
     folds = tmp_path / "folds"
-    args = ["--all-photos", "--soup", "1", "--backbone", "lite1", "--report", str(report), "--keep-folds", str(folds)]
+    args = [
+        "--all-photos",
+        "--soup",
+        "1",
+        "--backbone",
+        "lite0+lite1",
+        "--report",
+        str(report),
+        "--keep-folds",
+        str(folds),
+    ]  # an ensemble recipe: its members train in turn; single networks train in every other test
     summary = json.loads(run("train", str(SAMPLES), "--cv", "2", "--dry-run", "--out", str(out), *args)
                          .strip().splitlines()[-1])  # fmt: skip
     assert summary["cross_validation"]["folds"] == 2
@@ -34,9 +44,11 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     assert summary["test"] is None
     assert "test_metrics" not in meta
     assert meta["params"]["soup"] == 1
-    assert isinstance(written.model, CassavaNet)
-    assert written.model.config.backbone == "lite1"
-    assert written.version.startswith("lite1-")
+    assert isinstance(written.model, Ensemble)
+    assert [net.config.backbone for net in written.model.nets()] == ["lite0", "lite1"]
+    assert written.version.startswith("lite0+lite1-")
+    assert list(meta["params"]["ensemble"]) == ["lite0", "lite1"]
+    assert {row["member"] for row in meta["history"]} == {"lite0", "lite1"}
     assert written.leaf_gate is not None  # samples/negatives was found beside the class folders
     assert meta["split"]["negatives"] == [10, 0, 0]
     assert 0 <= summary["cross_validation"]["mean_negative_rejection_rate"] <= 1
@@ -47,7 +59,7 @@ def test_cross_validation_with_a_model_and_a_drawn_report(tmp_path: Path) -> Non
     kept = [load_checkpoint(folds / f"fold-{k}.pt") for k in range(2)]  # each fold's model, with its gate
     assert [(c.version, c.meta["fold"]) for c in kept] == [("fold-0", 0), ("fold-1", 1)]
     assert all(c.tta_views == written.tta_views for c in kept)
-    assert all(c.leaf_gate is not None for c in kept)
+    assert all(c.leaf_gate is not None and isinstance(c.model, Ensemble) for c in kept)
 
 
 def test_evaluate_prints_one_json_object(tmp_path: Path) -> None:
