@@ -31,7 +31,7 @@ from core.config import settings
 from ml.checkpoint import Checkpoint, load_checkpoint
 from ml.ensemble import Ensemble
 from ml.evaluate import Outcome, cassava_metrics, gate_figures, run_photos
-from ml.gatefit import OutOfFold, fit_gate, gate_data, out_of_fold, threshold_at
+from ml.gatefit import OutOfFold, gate_data, gate_from, out_of_fold, threshold_at
 from ml.model import CassavaNet
 from ml.predictor import Predictor
 from ml.train import CLASSES, Dataset, TrainConfig, fold_splits, load_dataset
@@ -127,7 +127,7 @@ def measure_fold(paths: list[Path], data: Dataset) -> Fold:
     leaves = gate_data(checkpoint, train_set, config.augment, views, seed, progress=True)
     others = gate_data(checkpoint, train_others, config.augment, views, seed, progress=True)
     oof = out_of_fold(leaves, others, config.gate)
-    gate = checkpoint.leaf_gate = fit_gate(leaves, others, config.gate)  # as the fold's own: same photos, same code
+    gate = checkpoint.leaf_gate = gate_from(oof, config.gate)  # as the fold's own: same photos, same code
     gate.threshold = -1.0  # open: keep every photo's diagnosis and score; the rules close it afterwards
     predictor = Predictor(checkpoint)
     limits = settings.quality_thresholds

@@ -174,7 +174,11 @@ def out_of_fold(leaves: GateData, others: GateData, config: GateConfig) -> OutOf
 
 def fit_gate(leaves: GateData, others: GateData, config: GateConfig) -> LeafGate:
     """The gate, with its threshold set on out-of-fold scores (see the module docstring)."""
-    scored = out_of_fold(leaves, others, config)
+    return gate_from(out_of_fold(leaves, others, config), config)
+
+
+def gate_from(scored: OutOfFold, config: GateConfig) -> LeafGate:
+    """The gate fitted on every row of `scored`, its threshold from the rows' out-of-fold scores."""
     x, is_leaf, served, oof = scored.x, scored.is_leaf, scored.served, scored.score
     threshold = threshold_at(oof[served & is_leaf], config.false_rejection_target)
     by_target = {str(t): threshold_at(oof[served & is_leaf], t) for t in TARGETS}
@@ -182,8 +186,8 @@ def fit_gate(leaves: GateData, others: GateData, config: GateConfig) -> LeafGate
     oof_served_others = oof[served & ~is_leaf]
     fitted = {
         "config": config.to_dict(),
-        "cassava_photos": int(leaves.served.sum()),
-        "other_photos": int(others.served.sum()),
+        "cassava_photos": int((served & is_leaf).sum()),
+        "other_photos": int((served & ~is_leaf).sum()),
         "rows": len(x),
         "out_of_fold": {
             "false_rejection_rate": round(float((oof[served & is_leaf] < threshold).float().mean()), 4),
