@@ -47,7 +47,7 @@ from bench.loadgen import Results, Uploads  # noqa: E402
 from core.config import Settings, settings  # noqa: E402
 from core.db import init_db, make_engine  # noqa: E402
 from core.devices import add_device  # noqa: E402
-from core.stack import Service, Stack, free_port  # noqa: E402
+from mhogo.stack import Service, Stack, free_port  # noqa: E402
 from schemas.tables import Job  # noqa: E402
 from tests.utils.postgres import postgres_database  # noqa: E402
 
@@ -223,7 +223,6 @@ def main() -> int:
         services = (
             Service("api", ("api",)),
             Service("worker-inference", ("worker", "inference", "-c", str(args.cores))),
-            Service("worker-photos", ("worker", "photos")),
         )
         log = (home / "stack.log").open("w")
         stack = Stack(config, services=services, out=log)

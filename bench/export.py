@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.cli_ml import open_model
+from core import registry
+from core.blobs import BlobStore
 from core.config import settings
+from core.db import open_session
 from ml.data import scan
 from ml.export import export_int8, export_onnx
 from ml.imaging import decode, prepare
@@ -47,7 +49,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    checkpoint = open_model(args.model)
+    with open_session(settings.database_url) as session:
+        checkpoint = registry.resolve(session, BlobStore(settings.blob_dir), args.model, settings.model_path)
     samples = scan(args.data_dir, checkpoint.classes)
     print(f"{checkpoint.version}: {len(samples)} photos, {args.threads} thread(s), tta views {checkpoint.tta_views}")
     images = [prepare(decode(s.path.read_bytes(), 10**8), checkpoint.preprocess).image for s in samples]

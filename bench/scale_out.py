@@ -34,11 +34,11 @@ from bench.loadgen import Uploads  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.db import init_db, make_engine  # noqa: E402
 from core.devices import add_device  # noqa: E402
-from core.stack import Service, Stack, free_port  # noqa: E402
+from mhogo.stack import Service, Stack, free_port  # noqa: E402
 
 
 def start_group(name: str, core: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    command = ["taskset", "-c", str(core), sys.executable, "-m", "core", "worker", "inference", "-c", "1",
+    command = ["taskset", "-c", str(core), sys.executable, "-m", "mhogo", "worker", "inference", "-c", "1",
                "--name", f"inference@{name}"]  # fmt: skip
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -51,7 +51,7 @@ from core.blobs import BlobStore  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.db import init_db, make_engine  # noqa: E402
 from core.devices import add_device  # noqa: E402
-from core.stack import Service, Stack, free_port  # noqa: E402
+from mhogo.stack import Service, Stack, free_port  # noqa: E402
 from schemas.tables import Job  # noqa: E402
 
 

@@ -71,6 +71,24 @@ def init_db(engine: Engine) -> None:
         SQLModel.metadata.create_all(engine)  # another process created a table between our check and our CREATE
 
 
+_READY: set[str] = set()
+
+
+def open_database(url: str) -> Engine:
+    """The process's engine for `url`, its tables in place: what every entry point (a command, a worker, a
+    benchmark) calls before its first query. The tables are looked at once per URL per process."""
+    engine = get_engine(url)
+    if url not in _READY:
+        init_db(engine)
+        _READY.add(url)
+    return engine
+
+
+def open_session(url: str) -> Session:
+    """A session on `open_database(url)` whose objects stay readable after a commit, as a command uses them."""
+    return Session(open_database(url), expire_on_commit=False)
+
+
 def ping(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))

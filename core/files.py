@@ -1,47 +1,16 @@
-"""Writing files so that a reader, or a crash, never sees half of one, and so that a file reported written survives
-a power cut."""
+"""Durable writes of many small files at the cost of few flushes of the disk (the blob store's group commit)."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-
-def _write_temp_and_rename(path: Path, write: Callable[[BinaryIO], object], sync: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            if sync:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through `write` into a temporary file beside `path`, fsync it, rename it over `path`, and fsync the
-    folder so the rename itself survives a power cut. On any error nothing is left behind."""
-    _write_temp_and_rename(path, write, sync=True)
-    fsync_folder(path.parent)
+from ml.files import atomic_write, write_and_rename
 
 
 def _syncfs() -> Callable[[int], int] | None:
@@ -82,7 +51,7 @@ class GroupSync:
         if self._syncfs is None:
             atomic_write(path, write)
         else:
-            _write_temp_and_rename(path, write, sync=False)
+            write_and_rename(path, write, sync=False)
 
     def wait(self) -> None:
         """Return once every file renamed before this call is on disk (a file another thread wrote, too)."""

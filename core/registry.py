@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core.blobs import BlobStore
-from core.errors import ModelError, RegistryError
+from schemas.errors import ModelError, RegistryError
 from schemas.tables import AliasChange, ModelAlias, ModelAliasName, ModelVersion, utcnow
 
 if TYPE_CHECKING:
@@ -181,3 +181,20 @@ def load(blobs: BlobStore, row: ModelVersion) -> Checkpoint:
     if hashlib.sha256(data).hexdigest() != row.sha256:
         raise ModelError(f"the artifact of {row.version} does not match its sha256: refusing to serve it")
     return load_checkpoint(data)
+
+
+def resolve(session: Session, blobs: BlobStore, ref: str | None, seed_model: Path) -> Checkpoint:
+    """The checkpoint `ref` names: a checkpoint file, a registered version, an alias (`champion`, `challenger`), or
+    by default the champion (seeded from `seed_model` on a fresh registry)."""
+    from ml.checkpoint import load_checkpoint
+
+    if ref is not None and Path(ref).is_file():
+        return load_checkpoint(Path(ref))
+    if ref is None:
+        return load(blobs, ensure_champion(session, blobs, seed_model))
+    if ref in {alias.value for alias in ModelAliasName}:
+        version = alias_version(session, ModelAliasName(ref))
+        if version is None:
+            raise RegistryError(f"no model is {ref} yet")
+        ref = version
+    return load(blobs, get_version(session, ref))

@@ -25,11 +25,11 @@ from core import registry
 from core.blobs import BlobStore
 from core.config import Settings
 from core.feedback import LabelledPhoto, labelled_photos
-from core.triggers import AUTO_PROMOTION, finish_run, start_run, switch_on
+from core.triggers import finish_run, start_run, switch_on
 from ml.data import Sample, class_root, negatives_beside, scan
 from ml.splits import hash_words, near_any, near_duplicate_groups, perceptual_hashes
 from schemas.labels import LABELS
-from schemas.tables import ModelAliasName, ModelVersion, RetrainRun, RetrainStatus
+from schemas.tables import ModelAliasName, ModelVersion, RetrainRun, RetrainStatus, SwitchName
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _decide(
         finish_run(session, run, RetrainStatus.KEPT, decision.reason)
     elif registry.alias_version(session, ModelAliasName.CHAMPION) != champion:
         finish_run(session, run, RetrainStatus.KEPT, f"{decision.reason}; but the champion changed while training")
-    elif not switch_on(session, AUTO_PROMOTION):
+    elif not switch_on(session, SwitchName.AUTO_PROMOTION):
         finish_run(session, run, RetrainStatus.KEPT, f"{decision.reason}; automatic promotion is paused")
     else:
         prepare_for_serving(config, blobs, challenger_row)  # the workers switch to a build that is ready

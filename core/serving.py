@@ -22,8 +22,8 @@ from filelock import FileLock
 
 from core import registry
 from core.blobs import BlobStore
-from core.errors import ModelError
 from ml.quality import QualityThresholds
+from schemas.errors import ModelError
 from schemas.tables import ModelVersion
 
 if TYPE_CHECKING:

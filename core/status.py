@@ -17,7 +17,16 @@ from sqlmodel import Session, col, select
 
 from core import monitoring, registry, triggers
 from core.config import Settings
-from schemas.tables import AliasChange, MetricPoint, ModelAliasName, ModelVersion, OperatorSwitch, RetrainRun, utcnow
+from schemas.tables import (
+    AliasChange,
+    MetricPoint,
+    ModelAliasName,
+    ModelVersion,
+    OperatorSwitch,
+    RetrainRun,
+    SwitchName,
+    utcnow,
+)
 
 FEEDBACK_FIGURES = ("labelled", "accuracy", "macro_f1", "ece")
 RUNS_LOOKED_AT = 200
@@ -130,11 +139,11 @@ def version_record(session: Session, version: str | None) -> dict[str, Any] | No
 
 def switches(session: Session, config: Settings) -> dict[str, Any]:
     """Each switch's state, who flipped it last and why. Retraining also needs MHOGO_AUTO_RETRAIN."""
-    out = {}
-    for name, setting in ((triggers.AUTO_PROMOTION, True), (triggers.AUTO_RETRAIN, config.AUTO_RETRAIN)):
+    out: dict[str, Any] = {}
+    for name, setting in ((SwitchName.AUTO_PROMOTION, True), (SwitchName.AUTO_RETRAIN, config.AUTO_RETRAIN)):
         switch = triggers.switch_on(session, name)
         row = session.get(OperatorSwitch, name)
-        out[name] = {"on": switch and setting, "switch": switch, "setting": setting,
+        out[name.value] = {"on": switch and setting, "switch": switch, "setting": setting,
                      "changed_by": row.changed_by if row else None, "reason": row.reason if row else None,
                      "changed_at": row.changed_at.isoformat() if row else None}  # fmt: skip
     return out

@@ -20,22 +20,21 @@ from sqlmodel import Session, col, select
 
 from core import registry
 from core.config import Settings
-from core.errors import BrokerUnavailable, RegistryError
 from core.feedback import labelled_photos
 from core.monitoring import series
+from schemas.errors import BrokerUnavailable, RegistryError
 from schemas.tables import (
     ModelAliasName,
     OperatorSwitch,
     RetrainRun,
     RetrainStatus,
+    SwitchName,
     utcnow,
 )
 
 log = logging.getLogger(__name__)
 
 FIRE_LOCK = "mhogo:retrain:fire"
-AUTO_PROMOTION = "auto_promotion"
-AUTO_RETRAIN = "auto_retrain"
 
 
 @dataclass(frozen=True)
@@ -44,12 +43,12 @@ class Firing:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def switch_on(session: Session, name: str, default: bool = True) -> bool:
+def switch_on(session: Session, name: SwitchName, default: bool = True) -> bool:
     row = session.get(OperatorSwitch, name)
     return default if row is None else row.enabled
 
 
-def set_switch(session: Session, name: str, enabled: bool, changed_by: str, reason: str | None = None) -> None:
+def set_switch(session: Session, name: SwitchName, enabled: bool, changed_by: str, reason: str | None = None) -> None:
     row = session.get(OperatorSwitch, name) or OperatorSwitch(name=name, enabled=enabled, changed_by=changed_by)
     row.enabled, row.changed_by, row.reason, row.changed_at = enabled, changed_by, reason, utcnow()
     session.add(row)
@@ -136,7 +135,7 @@ def maybe_retrain(
 ) -> RetrainRun | None:
     """Check the rules and fire the first that holds. Cheap when nothing fires: a few indexed queries."""
     now = utcnow()
-    if not config.AUTO_RETRAIN or not switch_on(session, AUTO_RETRAIN):
+    if not config.AUTO_RETRAIN or not switch_on(session, SwitchName.AUTO_RETRAIN):
         return None
     previous = last_run(session)
     cooldown = timedelta(seconds=config.RETRAIN_COOLDOWN_S)

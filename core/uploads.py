@@ -17,12 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core import jobs
+from schemas.errors import OffsetConflict
 from schemas.tables import Upload, UploadChunk, utcnow
-
-
-class OffsetConflict(Exception):
-    """The request's Upload-Offset is not where the upload stands (another request moved it, or the client is
-    behind); the client must ask (HEAD) and resume from there."""
 
 
 def find_upload(session: Session, upload_id: str, device_id: int) -> Upload | None:

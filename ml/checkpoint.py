@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from core.errors import ModelError
-from core.files import atomic_write
 from ml.ensemble import Ensemble
+from ml.files import atomic_write
 from ml.imaging import PreprocessConfig
 from ml.leafgate import LeafGate
 from ml.model import CassavaNet, ModelConfig
+from schemas.errors import ModelError
 
 FORMAT_VERSION = 1
 

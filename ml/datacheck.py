@@ -16,11 +16,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from core.errors import BadInput
 from ml.data import Sample, label_name, negatives_beside, scan
 from ml.imaging import PreprocessConfig, decode, prepare
 from ml.quality import QualityThresholds, quality_gate
 from ml.splits import MAX_PIXELS, NEAR_DUPLICATE_BITS, near_duplicate_groups
+from schemas.errors import BadInput
 from schemas.reasons import RejectReason
 
 

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import BadInput
 from ml.imaging import decode, prepare
 from ml.prediction import Classifier, Prediction
 from ml.quality import QualityThresholds, leaf_verdict, quality_gate
+from schemas.errors import BadInput
 from schemas.reasons import RejectReason
 
 

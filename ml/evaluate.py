@@ -16,13 +16,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from core.errors import BadInput
 from ml.data import Sample, negatives_beside, scan
 from ml.imaging import decode, prepare
 from ml.metrics import expected_calibration_error, reliability, summarize
 from ml.predictor import Predictor
 from ml.quality import QualityThresholds, leaf_verdict, quality_gate
 from ml.tensors import model_input
+from schemas.errors import BadInput
 from schemas.reasons import RejectReason
 
 MAX_PIXELS = 100_000_000

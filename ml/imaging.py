@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from core.errors import UnreadableImage, UnsupportedMediaType
+from schemas.errors import UnreadableImage, UnsupportedMediaType
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

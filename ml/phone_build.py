@@ -14,11 +14,11 @@ import numpy as np
 import onnxruntime
 from PIL import Image
 
-from core.errors import ModelError
 from ml.diagnose import diagnose
 from ml.imaging import PreprocessConfig, center_square
 from ml.prediction import Prediction, make_prediction
 from ml.quality import QualityThresholds
+from schemas.errors import ModelError
 
 MAX_PIXELS = 50_000_000  # as the server's default MHOGO_MAX_IMAGE_PIXELS
 

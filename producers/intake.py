@@ -21,9 +21,9 @@ from sqlmodel import Session
 from core import jobs
 from core.blobs import BlobStore
 from core.db import close_session
-from core.errors import BadInput, IdempotencyConflict, MhogoError, UnsupportedMediaType
+from core.publisher import Publisher
 from ml.imaging import validate
-from producers.publisher import Publisher
+from schemas.errors import BadInput, IdempotencyConflict, MhogoError, MissingIdempotencyKey, UnsupportedMediaType
 from schemas.tables import Device, Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ SUFFIXES = {"JPEG": ".jpg", "PNG": ".png"}
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 ACCEPTED_DECLARED_TYPES = {"image/jpeg", "image/jpg", "image/png", "application/octet-stream"}
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII, as an sf-string carries it
-
-
-class MissingIdempotencyKey(BadInput):
-    pass
 
 
 @dataclass(frozen=True)

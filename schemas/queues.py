@@ -6,15 +6,14 @@ from enum import StrEnum
 
 
 class QueueName(StrEnum):
-    PHOTOS = "photos"  # housekeeping of the photo jobs (the sweeper): cheap, no model
     INFERENCE = "inference"  # one task per photo (decode, gates, model, store): one process per core
-    EVENTS = "events"  # feedback and logging events, never on the inference path
+    EVENTS = "events"  # feedback, phone events and housekeeping (metrics tick, sweeper): never the inference path
     RETRAINING = "retraining"  # long training runs, one at a time
 
 
 class TaskName(StrEnum):
     DIAGNOSE = "mhogo.inference.diagnose"
-    SWEEP = "mhogo.photos.sweep"
+    SWEEP = "mhogo.events.sweep"
     FEEDBACK = "mhogo.events.feedback"
     CLIENT_EVENTS = "mhogo.events.client"
     AGGREGATE = "mhogo.events.aggregate"
@@ -23,7 +22,7 @@ class TaskName(StrEnum):
 
 TASK_QUEUES: dict[TaskName, QueueName] = {
     TaskName.DIAGNOSE: QueueName.INFERENCE,
-    TaskName.SWEEP: QueueName.PHOTOS,
+    TaskName.SWEEP: QueueName.EVENTS,
     TaskName.FEEDBACK: QueueName.EVENTS,
     TaskName.CLIENT_EVENTS: QueueName.EVENTS,
     TaskName.AGGREGATE: QueueName.EVENTS,

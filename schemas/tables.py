@@ -280,6 +280,13 @@ class RetrainRun(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class SwitchName(StrEnum):
+    """The switches an operator flips at run time (`mhogo promotion pause`, `mhogo retraining pause`)."""
+
+    AUTO_PROMOTION = "auto_promotion"  # a retraining run may promote the challenger it trained
+    AUTO_RETRAIN = "auto_retrain"  # the trigger rules may fire a retraining run
+
+
 class OperatorSwitch(SQLModel, table=True):
     """A switch an operator flips at run time, e.g. `auto_promotion` off; every worker reads it from here."""
 

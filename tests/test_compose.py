@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from core.stack import SERVICES
+from mhogo.stack import SERVICES
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,21 +1,25 @@
-"""The one Celery app. Producers import it to send tasks by name; workers run it with the task modules."""
+"""The worker side of the one Celery app (`core.celery_app`): the task modules, the consumer that batches task
+events, and the hooks every worker process needs (logging with the job id, fresh database connections after a
+fork). `mhogo worker`, `mhogo beat` and Flower run this module's `app`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery, Task
+from celery import Task
 from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
 
+from core.celery_app import app
 from core.config import settings
 from core.logs import TaskTokens, bind_task, configure_logging, unbind_task
 from workers.base import PhotoTask, _job_id
 
-app = Celery(
-    "mhogo",
-    include=["workers.photos", "workers.inference", "workers.events", "workers.retraining", "workers.telemetry"],
+__all__ = ["app"]  # the task modules decorate their tasks with it
+
+app.conf.update(
+    include=["workers.inference", "workers.events", "workers.retraining", "workers.telemetry"],
+    worker_consumer="workers.consumer:Consumer",  # sends task events a tenth of a second's worth at a time
 )
-app.config_from_object("workers.config")
 
 # The context each running task set, by task id, to put back when it ends (a list: an eager chain nests tasks).
 _bound: dict[str, list[TaskTokens]] = {}

@@ -18,7 +18,7 @@ from core.blobs import BlobStore
 from core.config import settings
 from core.db import get_engine, init_db
 from core.deliveries import DeliveryCounter
-from core.errors import TransientError
+from schemas.errors import TransientError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""Tasks of the events queue: feedback, events the phones report, and the aggregation tick. Kept off the inference
-path, so a burst of feedback never slows a diagnosis. After each feedback event and each tick, the trigger rules are
-checked; at most one retraining run is ever open (core.triggers)."""
+"""Tasks of the events queue: feedback, events the phones report, and the housekeeping beat schedules: the
+aggregation tick and the sweeper. Kept off the inference path, so a burst of feedback never slows a diagnosis, and
+run by a small process that loads no model. After each feedback event and each tick, the trigger rules are checked;
+at most one retraining run is ever open (core.triggers)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from core import monitoring, telemetry, triggers
 from core.config import settings
 from core.feedback import record_feedback
-from producers.publisher import Publisher
+from core.publisher import Publisher
+from core.sweeper import sweep_once
 from schemas.queues import TaskName
 from schemas.tables import ClientEvent, utcnow
 from schemas.tasks import ClientEvents, FeedbackEvent
@@ -27,6 +29,7 @@ from workers.base import RETRY_POLICY, MhogoTask
 log = logging.getLogger(__name__)
 
 AGGREGATE_LOCK = "mhogo:aggregate:lock"
+SWEEP_LOCK = "mhogo:sweep:lock"
 WORKER = f"aggregation worker on {socket.gethostname()}"
 
 
@@ -85,3 +88,17 @@ def aggregate(self: MhogoTask) -> dict[str, Any]:
         with contextlib.suppress(LockError):
             lock.release()
     return {"points": len(points), "retraining_run": check_triggers(self)}
+
+
+@app.task(name=TaskName.SWEEP, bind=True, base=MhogoTask, **RETRY_POLICY)
+def sweep(self: MhogoTask) -> dict[str, int]:
+    """Enqueue every job the API could not enqueue, and re-enqueue those whose message was lost (core.sweeper). One
+    sweep at a time across all workers."""
+    lock = self.deliveries.redis.lock(SWEEP_LOCK, timeout=max(60, int(settings.SWEEP_INTERVAL_S * 2)), blocking=False)
+    if not lock.acquire():
+        return {"skipped": 1}
+    try:
+        return sweep_once(self.session, Publisher(app), settings)
+    finally:
+        with contextlib.suppress(LockError):  # it expired during a very long sweep: another may hold it now
+            lock.release()

@@ -17,10 +17,10 @@ from celery.signals import worker_process_init
 
 from core import jobs, registry
 from core.config import settings
-from core.errors import ModelError
 from core.serving import load_classifier
 from ml.diagnose import examine
 from ml.prediction import Classifier
+from schemas.errors import ModelError
 from schemas.queues import QueueName, TaskName
 from schemas.reasons import RejectReason
 from schemas.tasks import PhotoWork

@@ -18,9 +18,18 @@ from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from sqlmodel import Session
 
 from core.blobs import BlobStore
+from core.celery_app import app as celery_app
 from core.config import Settings, settings
 from core.db import get_engine, init_db
-from core.errors import (
+from core.publisher import Publisher
+from core.sweeper import sweep_once
+from producers.api import dashboard, ops, tus
+from producers.api.backlog import Backlog
+from producers.api.deps import Services
+from producers.api.limits import BodySizeLimit
+from producers.api.ratelimit import DeviceLimiter
+from producers.api.routes import router
+from schemas.errors import (
     BadInput,
     IdempotencyConflict,
     MhogoError,
@@ -29,14 +38,6 @@ from core.errors import (
     UnsupportedMediaType,
     UploadTooLarge,
 )
-from producers.api import dashboard, ops, tus
-from producers.api.backlog import Backlog
-from producers.api.deps import Services
-from producers.api.limits import BodySizeLimit
-from producers.api.ratelimit import DeviceLimiter
-from producers.api.routes import router
-from producers.publisher import Publisher
-from producers.sweeper import sweep_once
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +74,11 @@ async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 
 def default_services(config: Settings) -> Services:
-    from workers.app import app as celery_app  # the one Celery app, used here only to send tasks by name
-
     return Services(
         settings=config,
         engine=get_engine(config.database_url),
         blobs=BlobStore(config.blob_dir),
-        publisher=Publisher(celery_app),
+        publisher=Publisher(celery_app),  # the one Celery app, used here only to send tasks by name
         backlog=Backlog(redis.Redis.from_url(config.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)),
         limiter=DeviceLimiter.from_settings(config.REDIS_URL, config.RATE_LIMIT),
     )

@@ -15,7 +15,7 @@ from schemas.queues import QueueName
 
 log = logging.getLogger(__name__)
 
-PHOTO_QUEUES = (QueueName.PHOTOS.value, QueueName.INFERENCE.value)
+PHOTO_QUEUES = (QueueName.INFERENCE.value,)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core.config import Settings
-from producers.api.dashboard import STATUS_COLOURS
+from producers.api.palette import OTHER_COLOUR, STATUS_COLOURS
 from schemas.tables import MetricPoint
 
 MAX_POINTS = 360
@@ -192,7 +192,7 @@ def history_chart(changes: list[dict[str, Any]], runs: list[dict[str, Any]], win
         if finished < since:
             continue  # the last run, listed below the chart although it finished before the period
         left, width = span(datetime.fromisoformat(run["fired_at"]), finished, since)
-        colour = STATUS_COLOURS.get(run["status"], "#616161")
+        colour = STATUS_COLOURS.get(run["status"], OTHER_COLOUR)
         axes.broken_barh([(left, width)], (-0.3, 0.6), facecolors=colour)
         axes.plot([left], [0], marker="o", color=colour, markeredgecolor="black", markersize=6)
         axes.text(left, -0.42, f"#{run['id']} {run['rule']}", fontsize=8, va="top", clip_on=True)

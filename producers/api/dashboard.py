@@ -22,13 +22,12 @@ from core.config import Settings
 from core.status import status_report
 from producers.api.deps import ServicesDep, SessionDep
 from producers.api.ops import OperatorDep, redis_client
+from producers.api.palette import OTHER_COLOUR, STATUS_COLOURS
 
 router = APIRouter(include_in_schema=False)
 
 CHARTS = ("photos_per_minute", "queue_length", "latency", "rejection_rate", "accuracy", "drift", "model_history")
 RANGES = (1, 6, 24, 168)
-STATUS_COLOURS = {"promoted": "#2e7d32", "kept": "#ef6c00", "failed": "#c62828", "running": "#1565c0",
-                  "queued": "#9e9e9e"}  # fmt: skip
 
 
 @router.get("/ops", response_class=HTMLResponse)
@@ -110,7 +109,7 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
                  f"{run['champion'] or '-'} → {run['challenger'] or '-'}",
                  f"{accuracy.get('champion') or '-'} → {accuracy.get('challenger') or '-'}",
                  run["decision"] or ""]  # fmt: skip
-        colour = STATUS_COLOURS.get(run["status"], "#616161")
+        colour = STATUS_COLOURS.get(run["status"], OTHER_COLOUR)
         tds = "".join(f'<td style="color:{colour}">{e(c)}</td>' if i == 3 else f"<td>{e(c)}</td>"
                       for i, c in enumerate(cells))  # fmt: skip
         rows.append(f"<tr>{tds}</tr>")

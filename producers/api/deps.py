@@ -16,10 +16,10 @@ from core.blobs import BlobStore
 from core.config import Settings
 from core.db import close_session
 from core.devices import device_for_token
+from core.publisher import Publisher
 from producers.api.backlog import Backlog
 from producers.api.ratelimit import DeviceLimiter
 from producers.intake import GroupIntake
-from producers.publisher import Publisher
 from schemas.tables import Device
 
 log = logging.getLogger(__name__)

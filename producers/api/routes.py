@@ -17,7 +17,6 @@ from starlette.datastructures import UploadFile
 
 from core import jobs
 from core.db import close_session, ping
-from core.errors import BrokerUnavailable, UploadTooLarge
 from core.logs import bind_job
 from producers.api.backlog import retry_after_s
 from producers.api.deps import (
@@ -42,6 +41,7 @@ from schemas.api import (
     Problem,
     Rejection,
 )
+from schemas.errors import BrokerUnavailable, UploadTooLarge
 from schemas.labels import Label
 from schemas.reasons import RejectReason
 from schemas.tables import Device, Job, JobStatus, utcnow

@@ -32,11 +32,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import uploads
-from core.errors import BadInput, IdempotencyConflict
 from core.logs import bind_job
 from producers.api.deps import DeviceDep, Services, ServicesDep, SessionDep, UploadingDevice
 from producers.api.routes import ERRORS, refuse_when_backlogged
 from producers.intake import accept_photo, check_declared_type, check_idempotency_key
+from schemas.errors import BadInput, IdempotencyConflict, OffsetConflict
 from schemas.tables import Device, Upload
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ def store_chunk(
     if upload.job_id is None:
         try:
             uploads.append_chunk(session, upload, offset, data)
-        except uploads.OffsetConflict:
+        except OffsetConflict:
             session.refresh(upload)
             detail = "Another request moved this upload. Ask with HEAD and send from there."
             headers = {"Upload-Offset": str(upload.received)}

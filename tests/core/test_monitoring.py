@@ -65,7 +65,7 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
     assert figures[("latency_ms", "model:p50", None)] == 109.5
     assert ("latency_ms", "end_to_end:p99", None) in figures
     assert figures[("queue_length", "inference", None)] == 2
-    assert figures[("queue_length", "photos", None)] == 0
+    assert figures[("queue_length", "events", None)] == 0
     assert figures[("labelled", "agronomist", "v1")] == 20
     assert figures[("accuracy", "agronomist", "v1")] == 0.5
     assert figures[("confusion", "cmd>cmd", "v1")] == 10

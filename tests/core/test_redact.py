@@ -10,7 +10,7 @@ from pydantic import SecretStr
 from core.config import Settings
 from core.logs import configure_logging
 from core.redact import redact, secrets_of
-from core.stack import Stack
+from mhogo.stack import Stack
 
 log = logging.getLogger("tests.redact")
 

@@ -8,8 +8,8 @@ from sqlmodel import Session
 from core import registry
 from core.blobs import BlobStore
 from core.config import settings
-from core.errors import ModelError, RegistryError
 from ml.checkpoint import file_sha256, load_checkpoint
+from schemas.errors import ModelError, RegistryError
 from schemas.tables import ModelAliasName
 from tests.utils.models import tiny_model
 

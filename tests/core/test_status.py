@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, insert
 from sqlmodel import Session
 
-from core import cli_ops, monitoring, triggers
-from core.cli import main
+from core import monitoring, triggers
 from core.config import Settings
 from core.db import get_engine
 from core.status import render_text, status_report
+from mhogo.cli import main, operations
 from schemas.tables import (
     AliasChange,
     MetricPoint,
@@ -30,6 +30,7 @@ from schemas.tables import (
     ModelVersion,
     RetrainRun,
     RetrainStatus,
+    SwitchName,
     utcnow,
 )
 from tests.utils.processes import free_port
@@ -174,12 +175,12 @@ def test_queues_are_read_live_and_from_the_last_tick_when_redis_is_down(seeded: 
     live = status_report(db, client, Settings(), hours=6)
     assert live["redis"] == {"ok": True, "error": None}
     assert live["queues"]["source"] == "redis"
-    assert live["queues"]["lengths"] == {"photos": 0, "inference": 7, "events": 0, "retraining": 0, "in_flight": 0}
+    assert live["queues"]["lengths"] == {"inference": 7, "events": 0, "retraining": 0, "in_flight": 0}
     assert "queue_length" not in live
 
 
 def test_the_report_holds_models_switches_history_and_runs(seeded: Seeded, db: Session) -> None:
-    triggers.set_switch(db, triggers.AUTO_PROMOTION, False, "alice", "labels of last week under review")
+    triggers.set_switch(db, SwitchName.AUTO_PROMOTION, False, "alice", "labels of last week under review")
     report = status_report(db, None, Settings(AUTO_RETRAIN=False), hours=6)
     assert report["models"]["champion"]["version"] == NEW
     assert report["models"]["champion"]["parent_version"] == OLD
@@ -204,7 +205,7 @@ def test_a_short_period_still_shows_the_last_run_and_the_serving_champion(seeded
 
 
 def test_render_text_shows_what_an_operator_looks_for(seeded: Seeded, db: Session) -> None:
-    triggers.set_switch(db, triggers.AUTO_RETRAIN, False, "bob", "holiday")
+    triggers.set_switch(db, SwitchName.AUTO_RETRAIN, False, "bob", "holiday")
     text = render_text(status_report(db, down_redis(), Settings(), hours=6))
     print(text)
     assert cells(text, "champion")[1] == NEW
@@ -245,7 +246,7 @@ def test_an_empty_database_renders_without_figures(sqlite_engine: Engine) -> Non
 def cli_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
     """The CLI on the test's database (settings are read at import, so the module's copy is swapped)."""
     config = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'test.db'}", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    monkeypatch.setattr(cli_ops, "settings", config)
+    monkeypatch.setattr(operations, "settings", config)
     yield config
     get_engine(config.database_url).dispose()
 
@@ -265,19 +266,17 @@ def test_status_json_on_the_command_line(seeded: Seeded, cli_settings: Settings)
 
 
 def test_switches_on_the_command_line(seeded: Seeded, cli_settings: Settings) -> None:
-    assert cli_ops.SWITCHES["promotion"][0] == triggers.AUTO_PROMOTION
-    assert cli_ops.SWITCHES["retraining"][0] == triggers.AUTO_RETRAIN
     paused = CliRunner().invoke(main, ["promotion", "pause", "--by", "alice", "--reason", "bad labels"])
     assert paused.exit_code == 0, paused.output
     assert paused.stdout.strip() == "automatic promotion: paused (by alice: bad labels)"
     resumed = CliRunner().invoke(main, ["retraining", "resume", "--by", "bob"])
     assert resumed.stdout.strip() == "automatic retraining: on (by bob)"
     with Session(get_engine(cli_settings.database_url)) as session:
-        assert triggers.switch_on(session, triggers.AUTO_PROMOTION) is False
-        assert triggers.switch_on(session, triggers.AUTO_RETRAIN) is True
+        assert triggers.switch_on(session, SwitchName.AUTO_PROMOTION) is False
+        assert triggers.switch_on(session, SwitchName.AUTO_RETRAIN) is True
     still_off = cli_settings.model_copy(update={"AUTO_RETRAIN": False})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli_ops, "settings", still_off)
+        patch.setattr(operations, "settings", still_off)
         blocked = CliRunner().invoke(main, ["retraining", "resume"])
     assert "automatic retraining: paused" in blocked.stdout
     assert "MHOGO_AUTO_RETRAIN is false" in blocked.stderr

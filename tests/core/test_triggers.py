@@ -14,8 +14,8 @@ from sqlmodel import Session, select
 
 from core import jobs, registry, triggers
 from core.config import Settings, settings
-from core.errors import BrokerUnavailable
 from core.feedback import record_feedback
+from schemas.errors import BrokerUnavailable
 from schemas.tables import (
     FeedbackSource,
     MetricPoint,
@@ -23,6 +23,7 @@ from schemas.tables import (
     ModelVersion,
     RetrainRun,
     RetrainStatus,
+    SwitchName,
     utcnow,
 )
 from schemas.tasks import FeedbackEvent, PhotoWork
@@ -172,9 +173,9 @@ def test_operators_can_pause_automatic_retraining(session: Session, client: redi
     serve(session)
     for _ in range(10):
         labelled(session, "cmd", "healthy")
-    triggers.set_switch(session, triggers.AUTO_RETRAIN, False, "ops", "holiday")
+    triggers.set_switch(session, SwitchName.AUTO_RETRAIN, False, "ops", "holiday")
     assert triggers.maybe_retrain(session, client, lambda run_id: "t", RULES, "w") is None
-    triggers.set_switch(session, triggers.AUTO_RETRAIN, True, "ops")
+    triggers.set_switch(session, SwitchName.AUTO_RETRAIN, True, "ops")
     assert triggers.maybe_retrain(session, client, lambda run_id: "t", RULES, "w") is not None
 
 

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from core import uploads
+from schemas.errors import OffsetConflict
 from schemas.tables import UploadChunk
 from tests.utils.factories import make_device, make_job
 
@@ -31,7 +32,7 @@ def test_racing_chunks_at_one_offset_store_exactly_one(engine: Engine) -> None:
             try:
                 uploads.append_chunk(own, mine, 0, bytes([index]) * 16)
                 outcomes.append("stored")
-            except uploads.OffsetConflict:
+            except OffsetConflict:
                 outcomes.append("conflict")
 
     threads = [threading.Thread(target=send, args=(index,)) for index in range(8)]
@@ -66,7 +67,7 @@ def test_chunks_assemble_in_order_and_stale_offsets_conflict(session: Session) -
     assert device.id is not None
     upload, _ = uploads.create_upload(session, device.id, "k", 6, {}, HOUR)
     assert uploads.append_chunk(session, upload, 0, b"abc") == 3
-    with pytest.raises(uploads.OffsetConflict):
+    with pytest.raises(OffsetConflict):
         uploads.append_chunk(session, upload, 0, b"abc")
     assert uploads.append_chunk(session, upload, 3, b"def") == 6
     assert uploads.assemble(session, upload) == b"abcdef"

@@ -78,7 +78,7 @@ def live_stack(
     name = f"it-{uuid.uuid4().hex[:8]}@localhost"
     stack = LiveStack(f"http://127.0.0.1:{port}", engine, env, home, name)
     with ExitStack() as cleanup:
-        worker = start_mhogo(["worker", "photos", "inference", "events", "retraining", "-c", "2", "--name", name],
+        worker = start_mhogo(["worker", "inference", "events", "retraining", "-c", "2", "--name", name],
                              env, home / "worker.log")  # fmt: skip
         cleanup.callback(stop, worker)
         api = start_mhogo(["api"], env, home / "api.log")

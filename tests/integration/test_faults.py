@@ -42,7 +42,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def phone(stack: LiveStack, token: str, outbox: Path, *args: str) -> subprocess.Popen[str]:
     env = stack.env | {"MHOGO_PHONE_TOKEN": token, "MHOGO_PUBLIC_URL": stack.api_url}
-    command = [sys.executable, "-m", "core", "phone", *args, "--outbox", str(outbox)]
+    command = [sys.executable, "-m", "mhogo", "phone", *args, "--outbox", str(outbox)]
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -87,7 +87,7 @@ def test_a_phone_killed_mid_sync_sends_each_photo_once(stack: LiveStack, tmp_pat
 
 
 def mhogo(stack: LiveStack, *args: str, **env: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "core", *args], env=stack.env | env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "mhogo", *args], env=stack.env | env, capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     return done.stdout
 

@@ -160,7 +160,7 @@ def test_an_operator_run_trains_a_challenger_on_its_own_queue(stack: LiveStack) 
 
 
 def mhogo(stack: LiveStack, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "core", *args], env=stack.env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "mhogo", *args], env=stack.env, capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     return done.stdout.strip().splitlines()[-1]
 

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.browser import screenshot_dashboard, screenshot_problems
 from core.config import Settings, settings
-from core.scenario import ScenarioConfig, run_scenario
+from mhogo.browser import screenshot_dashboard, screenshot_problems
+from mhogo.scenario import ScenarioConfig, run_scenario
 from tests.utils.factories import SAMPLES
 
 pytestmark = pytest.mark.integration

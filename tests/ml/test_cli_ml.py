@@ -5,7 +5,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from core.cli import main
+from mhogo.cli import main
 from ml.checkpoint import load_checkpoint
 from ml.ensemble import Ensemble
 from tests.utils.factories import SAMPLES

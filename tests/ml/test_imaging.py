@@ -3,8 +3,8 @@ import io
 import pytest
 from PIL import Image, ImageEnhance
 
-from core.errors import UnreadableImage, UnsupportedMediaType
 from ml.imaging import PreprocessConfig, decode, image_stats, normalise_brightness, prepare, sniff_format, validate
+from schemas.errors import UnreadableImage, UnsupportedMediaType
 from tests.utils.factories import jpeg_bytes, png_bomb, png_bytes, sample_bytes, sample_photo
 
 CONFIG = PreprocessConfig()

@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from core.config import settings
-from core.errors import ModelError
 from ml.checkpoint import file_sha256, load_checkpoint
 from ml.data import dataset_version, scan, stratified_split
 from ml.diagnose import diagnose
 from ml.model import CassavaNet, ModelConfig
 from ml.predictor import Predictor
 from ml.train import TrainConfig, average_weights, train
+from schemas.errors import ModelError
 from schemas.labels import LABELS
 from tests.utils.factories import SAMPLES, sample_bytes
 

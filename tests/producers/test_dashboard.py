@@ -17,13 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from core import browser
-from core.browser import chart_boxes, screenshot_dashboard, screenshot_problems
 from core.db import init_db, make_engine
+from mhogo import browser
+from mhogo.browser import chart_boxes, screenshot_dashboard, screenshot_problems
 from producers.api import charts, dashboard
 from producers.api.app import create_app
 from producers.api.deps import Services
-from schemas.tables import utcnow
+from schemas.tables import SwitchName, utcnow
 from tests.core.test_status import DECISION, NEW, OLD, seed
 from tests.utils.processes import free_port, start_mhogo, stop, wait_for
 
@@ -91,7 +91,7 @@ def test_the_page_shows_a_paused_switch_and_a_redis_outage(ops_client: TestClien
     from core import triggers
 
     with Session(services.engine) as session:
-        triggers.set_switch(session, triggers.AUTO_PROMOTION, False, "alice <ops>", "labels & photos under review")
+        triggers.set_switch(session, SwitchName.AUTO_PROMOTION, False, "alice <ops>", "labels & photos under review")
     services.settings = services.settings.model_copy(update={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     page = ops_client.get("/ops", headers=OPERATOR).text
     assert '<div class="value">paused</div>' in page

@@ -13,8 +13,8 @@ from sqlmodel import Session, select
 from core.blobs import BlobStore
 from core.db import make_engine
 from core.devices import add_device
-from core.errors import IdempotencyConflict, UnreadableImage
 from producers.intake import Accepted, GroupIntake, Upload, accept_photo, accept_photos
+from schemas.errors import IdempotencyConflict, UnreadableImage
 from schemas.tables import Job, JobStatus
 from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher

@@ -14,9 +14,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from core import jobs
-from core.cli import main
 from core.config import settings
-from core.errors import ModelError
+from mhogo.cli import main
 from ml.checkpoint import load_checkpoint
 from ml.diagnose import diagnose
 from ml.export import Exported
@@ -24,6 +23,7 @@ from ml.phone_build import PhoneBuild
 from ml.predictor import Predictor
 from producers.api.deps import Services
 from producers.phone import Backoff, Outbox, Phone
+from schemas.errors import ModelError
 from schemas.tables import Job
 from schemas.tasks import PhotoWork
 from tests.utils.factories import SAMPLES

@@ -7,9 +7,9 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, col, update
 
 from core import jobs
+from core.sweeper import sweep_once
 from producers.api.app import create_app
 from producers.api.deps import Services
-from producers.sweeper import sweep_once
 from schemas.tables import Job, JobStatus, utcnow
 from tests.utils.factories import make_device, make_job
 from tests.utils.fakes import RecordingPublisher

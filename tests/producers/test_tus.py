@@ -17,9 +17,9 @@ from sqlmodel import Session, select
 from tusclient.client import TusClient
 
 from core import jobs, uploads
+from core.sweeper import sweep_once
 from producers.api.app import create_app
 from producers.api.deps import Services
-from producers.sweeper import sweep_once
 from schemas.tables import Job, Upload, UploadChunk, utcnow
 from tests.producers.conftest import new_token
 from tests.utils.factories import sample_bytes

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from celery import Celery
 
-from core.errors import BrokerUnavailable
-from producers.publisher import Publisher
+from core.publisher import Publisher
+from schemas.errors import BrokerUnavailable
 from schemas.tasks import ClientEvents, FeedbackEvent
 
 

@@ -60,7 +60,7 @@ def start(command: Sequence[str], env: dict[str, str], log: Path) -> subprocess.
 
 
 def start_mhogo(args: Sequence[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return start([sys.executable, "-m", "core", *args], env, log)
+    return start([sys.executable, "-m", "mhogo", *args], env, log)
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:

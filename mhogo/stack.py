@@ -35,7 +35,6 @@ class Service:
 # The services of compose.yaml besides Redis and PostgreSQL; a test keeps the two lists the same.
 SERVICES: tuple[Service, ...] = (
     Service("api", ("api",)),
-    Service("worker-photos", ("worker", "photos")),
     Service("worker-inference", ("worker", "inference")),
     Service("worker-events", ("worker", "events")),
     Service("worker-retraining", ("worker", "retraining")),
@@ -136,7 +135,7 @@ class Stack:
             self.say("mhogo", f"Flower and /ops login: {self.settings.FLOWER_USER}, password in {where} (only you can "
                      "read it; or set MHOGO_FLOWER_PASSWORD)")  # fmt: skip
         for service in self.services:
-            self.spawn(service.name, [sys.executable, "-m", "core", *service.argv])
+            self.spawn(service.name, [sys.executable, "-m", "mhogo", *service.argv])
         self.say(
             "mhogo", f"API on {self.settings.public_url} (docs at /docs), Flower on port {self.settings.FLOWER_PORT}"
         )

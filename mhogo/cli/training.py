@@ -1,54 +1,31 @@
-"""The ML side of the `mhogo` command: train, predict, evaluate, export, and the model registry."""
+"""The ML engineers' side of the `mhogo` command: `train`, `predict`, `evaluate`, `export` and `data check`."""
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import click
-from sqlmodel import Session
 
-from core.blobs import BlobStore
-from core.cli import main
-from core.config import settings
-from core.db import get_engine, init_db
-from core.errors import MhogoError
+from core.config import REPO, settings
+from core.db import open_session
 
 if TYPE_CHECKING:
     from ml.checkpoint import Checkpoint
-
-T = TypeVar("T")
-
-
-def registry_session() -> Session:
-    engine = get_engine(settings.database_url)
-    init_db(engine)
-    return Session(engine, expire_on_commit=False)
 
 
 def open_model(ref: str | None) -> Checkpoint:
     """A checkpoint file, a registered version, an alias (`champion`, `challenger`), or by default the champion."""
     from core import registry
-    from ml.checkpoint import load_checkpoint
-    from schemas.tables import ModelAliasName
+    from core.blobs import BlobStore
+    from schemas.errors import RegistryError
 
-    if ref is not None and Path(ref).is_file():
-        return load_checkpoint(Path(ref))
-    blobs = BlobStore(settings.blob_dir)
-    with registry_session() as session:
-        if ref is None:
-            row = registry.ensure_champion(session, blobs, settings.model_path)
-        elif ref in {alias.value for alias in ModelAliasName}:
-            version = registry.alias_version(session, ModelAliasName(ref))
-            if version is None:
-                raise click.UsageError(f"no model is {ref} yet")
-            row = registry.get_version(session, version)
-        else:
-            row = registry.get_version(session, ref)
-        return registry.load(blobs, row)
+    with open_session(settings.database_url) as session:
+        try:
+            return registry.resolve(session, BlobStore(settings.blob_dir), ref, settings.model_path)
+        except RegistryError as exc:
+            raise click.UsageError(str(exc)) from exc
 
 
 def _backbones(value: str | None) -> tuple[str, ...] | None:
@@ -63,7 +40,7 @@ def _backbones(value: str | None) -> tuple[str, ...] | None:
     return names
 
 
-@main.command()
+@click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to write the model.")
 @click.option("--cv", "folds", type=int, default=None, help="Cross-validate with this many folds instead.")
@@ -148,11 +125,13 @@ def train(
                "val": meta.get("val_metrics"), "test": meta.get("test_metrics"),
                "seconds": meta["seconds"], **extra}  # fmt: skip
     if register:
-        _register(out, None, None, challenger=True)
+        from mhogo.cli.models import register_file
+
+        register_file(out, None, None, challenger=True)
     click.echo(json.dumps(summary))
 
 
-@main.command()
+@click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--model", "ref", default=None, help="A file, a version or an alias; default: the champion.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image.")
@@ -176,7 +155,7 @@ def predict(images: tuple[Path, ...], ref: str | None, as_json: bool) -> None:
             click.echo(f"{path}: rejected, {row['reason']}: {row['message']}")
 
 
-@main.command()
+@click.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", "ref", default=None, help="A file, a version or an alias; default: the champion.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default prints a summary).")
@@ -204,99 +183,7 @@ def evaluate(data_dir: Path, ref: str | None, as_json: bool, report: Path) -> No
     )
 
 
-@main.group()
-def models() -> None:
-    """The model registry: versions, the champion that serves, the challenger."""
-
-
-def _register(artifact: Path, made_by: str | None, parent: str | None, challenger: bool) -> str:
-    from core import registry
-    from schemas.tables import ModelAliasName
-
-    with registry_session() as session:
-        row = registry.register(session, BlobStore(settings.blob_dir), artifact, made_by, parent)
-        if challenger:
-            registry.set_alias(session, ModelAliasName.CHALLENGER, row.version, made_by or "mhogo", "registered")
-        return row.version
-
-
-@models.command("register")
-@click.argument("artifact", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--made-by", default=None, help="Who or what made it; default: what the checkpoint says.")
-@click.option("--parent", default=None, help="The version it was trained from or to replace.")
-@click.option("--challenger", is_flag=True, help="Also make it the challenger.")
-def models_register(artifact: Path, made_by: str | None, parent: str | None, challenger: bool) -> None:
-    """Register a checkpoint file; prints its version."""
-    click.echo(_guarded(lambda: _register(artifact, made_by, parent, challenger)))
-
-
-@models.command("list")
-def models_list() -> None:
-    from core import registry
-
-    with registry_session() as session:
-        registry.ensure_champion(session, BlobStore(settings.blob_dir), settings.model_path)
-        by_version: dict[str, list[str]] = {}
-        for alias, version in registry.aliases(session).items():
-            by_version.setdefault(version, []).append(alias)
-        for row in registry.versions(session):
-            figures = row.metrics.get("test_metrics") or row.metrics.get("val_metrics") or {}
-            cv = row.metrics.get("cross_validation") or {}
-            accuracy = (f"{figures['accuracy']:.3f}" if "accuracy" in figures
-                        else f"cv {cv['mean_accuracy']:.3f}" if "mean_accuracy" in cv else "-")  # fmt: skip
-            tags = ",".join(by_version.get(row.version, [])) or "-"
-            click.echo(f"{row.version}\t{tags}\t{row.created_at:%Y-%m-%d %H:%M}\tacc {accuracy}\t"
-                       f"{row.dataset_version}\t{row.made_by}")  # fmt: skip
-
-
-@models.command("show")
-@click.argument("version")
-def models_show(version: str) -> None:
-    from core import registry
-
-    with registry_session() as session:
-        row = _guarded(lambda: registry.get_version(session, version))
-        click.echo(json.dumps(row.model_dump(mode="json"), indent=2))
-
-
-@models.command("promote")
-@click.argument("version")
-@click.option("--by", "changed_by", default="operator", help="Who promotes, for the record.")
-@click.option("--reason", default="promoted by an operator")
-def models_promote(version: str, changed_by: str, reason: str) -> None:
-    """Make VERSION the champion; running inference workers switch to it without a restart (its serving build is
-    made first if it has none, so they switch at once)."""
-    from core import registry
-    from core.serving import prepare_for_serving
-
-    with registry_session() as session:
-        row = _guarded(lambda: registry.get_version(session, version))
-        prepare_for_serving(settings, BlobStore(settings.blob_dir), row)
-        change = _guarded(lambda: registry.promote(session, version, changed_by, reason))
-    click.echo(f"champion: {change.version} (was {change.previous_version})")
-
-
-@models.command("rollback")
-@click.option("--by", "changed_by", default="operator", help="Who rolls back, for the record.")
-def models_rollback(changed_by: str) -> None:
-    """Give the champion back to the model it replaced last."""
-    from core import registry
-
-    with registry_session() as session:
-        change = _guarded(lambda: registry.rollback(session, changed_by))
-    click.echo(f"champion: {change.version} (was {change.previous_version})")
-
-
-def _guarded(action: Callable[[], T]) -> T:
-    """Operator mistakes (an unknown version, nothing to roll back to) are a message and exit code 1, not a trace."""
-    try:
-        return action()
-    except MhogoError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-
-
-@main.command("export")
+@click.command("export")
 @click.argument("ref", default="champion")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx")
 @click.option("--int8", is_flag=True, help="Also write a static int8 build, calibrated on real photos.")
@@ -315,7 +202,7 @@ def export_model(ref: str, fmt: str, int8: bool, calibration: Path | None, out: 
     fp32 = export_onnx(checkpoint, out / f"{checkpoint.version}.onnx", settings.quality_thresholds)
     click.echo(f"{fp32.path} ({fp32.size_bytes / 1e6:.1f} MB, sha256 {fp32.sha256[:12]})")
     if int8:
-        folder = calibration or Path(__file__).resolve().parent.parent / "samples"
+        folder = calibration or REPO / "samples"
         photos = scan(folder, checkpoint.classes)
         images = [prepare(decode(s.path.read_bytes(), settings.MAX_IMAGE_PIXELS), checkpoint.preprocess).image
                   for s in photos]  # fmt: skip
@@ -325,7 +212,7 @@ def export_model(ref: str, fmt: str, int8: bool, calibration: Path | None, out: 
         click.echo(f"{quantised.path} ({quantised.size_bytes / 1e6:.1f} MB, sha256 {quantised.sha256[:12]})")
 
 
-@main.group()
+@click.group()
 def data() -> None:
     """Training data: what to clean before training."""
 
@@ -358,3 +245,6 @@ def data_check(data_dir: Path, as_json: bool) -> None:
     click.echo(f"turned away by the quality gate: {len(result['gate_failures'])}")
     for failure in result["gate_failures"]:
         click.echo(f"  {failure['photo']}: {failure['reason']}")
+
+
+COMMANDS = (train, predict, evaluate, export_model, data)

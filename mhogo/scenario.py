@@ -36,7 +36,7 @@ from core import registry, telemetry
 from core.config import Settings
 from core.db import get_engine, init_db
 from core.devices import add_device
-from core.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
+from mhogo.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
 from schemas.queues import TaskName
 from schemas.tables import Job, JobStatus, ModelAliasName, RetrainRun, RetrainStatus, utcnow
 

@@ -48,9 +48,9 @@ task_time_limit = settings.TASK_TIME_LIMIT_S
 # bindings up in Redis on every publish, a second round trip for each upload.
 default_exchange = Exchange("", type="direct")
 task_queues = tuple(Queue(queue.value, default_exchange, routing_key=queue.value) for queue in QueueName)
-task_default_queue = QueueName.PHOTOS.value
+task_default_queue = QueueName.EVENTS.value
 task_default_exchange = ""
-task_default_routing_key = QueueName.PHOTOS.value
+task_default_routing_key = QueueName.EVENTS.value
 task_create_missing_queues = False
 task_routes = {name.value: {"queue": queue.value, "routing_key": queue.value} for name, queue in TASK_QUEUES.items()}
 
@@ -59,10 +59,13 @@ task_routes = {name.value: {"queue": queue.value, "routing_key": queue.value} fo
 worker_send_task_events = settings.TASK_EVENTS
 task_send_sent_event = False
 task_track_started = settings.TASK_EVENTS
-worker_consumer = "workers.consumer:Consumer"  # sends those events a tenth of a second's worth at a time
 
 beat_schedule = {
-    "sweep-unqueued-jobs": {"task": TaskName.SWEEP.value, "schedule": settings.SWEEP_INTERVAL_S},
+    "sweep-unqueued-jobs": {
+        "task": TaskName.SWEEP.value,
+        "schedule": settings.SWEEP_INTERVAL_S,
+        "options": {"expires": settings.SWEEP_INTERVAL_S},  # the next sweep does it all again: never stack them
+    },
     "aggregate-metrics": {
         "task": TaskName.AGGREGATE.value,
         "schedule": settings.METRICS_INTERVAL_S,

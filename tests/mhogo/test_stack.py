@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from core.stack import Stack, redis_answers
+from mhogo.stack import Stack, redis_answers
 from tests.utils.processes import free_port
 
 
@@ -42,7 +42,7 @@ def test_up_with_the_demo_prints_a_result_for_every_sample(tmp_path: Path) -> No
         "MHOGO_FLOWER_PORT": str(free_port()),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "core", "up", "--demo", "--once"],
+        [sys.executable, "-m", "mhogo", "up", "--demo", "--once"],
         env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]

@@ -1,4 +1,5 @@
-"""The operators' side of the `mhogo` command: status, the retraining scenario, and the switches."""
+"""The operators' side of the `mhogo` command: `status`, `retrain` now, and the switches that pause automatic
+promotion and retraining."""
 
 from __future__ import annotations
 
@@ -6,25 +7,16 @@ import json
 import os
 
 import click
-from sqlmodel import Session
 
-from core.cli import main
 from core.config import settings
-from core.db import get_engine, init_db
+from core.db import open_session
+from schemas.tables import SwitchName
 
-# The names of core.triggers.AUTO_PROMOTION and AUTO_RETRAIN, written out: importing core.triggers loads numpy and
-# the monitoring code, and this module is imported by every `mhogo` command.
-SWITCHES = {"promotion": ("auto_promotion", "automatic promotion"),
-            "retraining": ("auto_retrain", "automatic retraining")}  # fmt: skip
-
-
-def operator_session() -> Session:
-    engine = get_engine(settings.database_url)
-    init_db(engine)
-    return Session(engine, expire_on_commit=False)
+SWITCHES = {"promotion": (SwitchName.AUTO_PROMOTION, "automatic promotion"),
+            "retraining": (SwitchName.AUTO_RETRAIN, "automatic retraining")}  # fmt: skip
 
 
-@main.command()
+@click.command()
 @click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
               help="The period looked at: the last tick in it, champion moves and retraining runs.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
@@ -37,7 +29,7 @@ def status(hours: float, as_json: bool) -> None:
 
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
-        with operator_session() as session:
+        with open_session(settings.database_url) as session:
             report = status_report(session, client, settings, hours)
     finally:
         client.close()
@@ -50,7 +42,7 @@ def flip(group: str, enabled: bool, changed_by: str, reason: str | None) -> None
     from core.status import switches
 
     name, what = SWITCHES[group]
-    with operator_session() as session:
+    with open_session(settings.database_url) as session:
         triggers.set_switch(session, name, enabled, changed_by, reason)
         state = switches(session, settings)[name]
     because = f": {state['reason']}" if state["reason"] else ""
@@ -76,5 +68,27 @@ def switch_group(group: str) -> click.Group:
     return click.Group(group, commands=commands, help=f"Pause or resume {SWITCHES[group][1]}.")
 
 
-main.add_command(switch_group("promotion"))
-main.add_command(switch_group("retraining"))
+@click.command()
+@click.option("--reason", default="asked for by an operator", help="Recorded with the run and the model it makes.")
+@click.option("--by", "fired_by", default=lambda: os.environ.get("USER", "operator"), help="Who asks.")
+def retrain(reason: str, fired_by: str) -> None:
+    """Fire a retraining run now (no cooldown; not while another is open); prints its id. The retraining worker
+    builds the dataset from MHOGO_TRAIN_DATA_DIR plus trusted feedback, trains, judges and maybe promotes."""
+    from datetime import timedelta
+
+    import redis
+
+    from core.celery_app import app
+    from core.publisher import Publisher
+    from core.triggers import Firing, fire
+    from schemas.tables import utcnow
+
+    with open_session(settings.database_url) as session:
+        run = fire(session, redis.Redis.from_url(settings.REDIS_URL), Publisher(app).publish_retrain,
+                   Firing("operator", {"reason": reason}), fired_by, timedelta(0), utcnow())  # fmt: skip
+    if run is None:
+        raise click.ClickException("a retraining run is open already: `mhogo status` shows it")
+    click.echo(run.id)
+
+
+COMMANDS = (status, retrain, switch_group("promotion"), switch_group("retraining"))

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlmodel import Session
 
 from core import jobs
-from core.errors import BrokerUnavailable
+from schemas.errors import BrokerUnavailable
 from schemas.queues import TaskName
 from schemas.tables import Job
 from schemas.tasks import ClientEvents, FeedbackEvent

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from core.cli import main
 from core.config import settings
 
 
@@ -36,7 +35,7 @@ def describe(answer: dict[str, Any] | None) -> str:
     return f"{answer.get('status')} ({whose})"
 
 
-@main.group()
+@click.group()
 def phone() -> None:
     """A phone: take photos into a durable outbox, send them when the network allows, fetch the results."""
 
@@ -104,3 +103,6 @@ def phone_list(outbox: Path | None) -> None:
             click.echo(f"{photo.key}  {photo.state:8} {photo.attempts:3}  {photo.job_id or '-':32}  {outcome}")
     finally:
         box.close()
+
+
+COMMANDS = (phone,)

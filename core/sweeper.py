@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from core import jobs, uploads
 from core.config import Settings
-from producers.publisher import Publisher, enqueue_photo
+from core.publisher import Publisher, enqueue_photo
 from schemas.tables import utcnow
 
 log = logging.getLogger(__name__)

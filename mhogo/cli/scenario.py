@@ -11,13 +11,12 @@ from types import FrameType
 
 import click
 
-from core.cli import main
-from core.config import Settings, settings
+from core.config import REPO, Settings, settings
 
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-@main.group()
+@click.group()
 def scenario() -> None:
     """Scenarios an operator can run end to end on the real stack."""
 
@@ -35,12 +34,12 @@ def scenario_retrain(data: Path, home: Path | None, quick: bool, screenshot: Pat
     the true classes; a rule fires; exactly one retraining run trains a challenger on the base part plus trusted
     feedback, judges it against the champion on the frozen holdout (20 %) and held-out feedback, and promotes it or
     keeps it out with the reason. Prints the timeline; writes every figure to HOME/scenario.json."""
-    from core.scenario import ScenarioConfig, run_scenario
+    from mhogo.scenario import ScenarioConfig, run_scenario
 
     home = home or settings.HOME / "scenarios" / datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
     def save_screenshot(live: Settings, password: str) -> None:
-        from core.browser import screenshot_dashboard
+        from mhogo.browser import screenshot_dashboard
 
         assert screenshot is not None
         path = screenshot_dashboard(f"{live.public_url}/ops", live.FLOWER_USER, password, screenshot.resolve())
@@ -60,3 +59,6 @@ def scenario_retrain(data: Path, home: Path | None, quick: bool, screenshot: Pat
     run, checks = report["run"], report["checks"]
     ok = checks["retraining_runs"] == 1 and checks["failed"] == 0 and checks["uploads"] == checks["finished"]
     sys.exit(0 if ok and run["status"] in ("promoted", "kept") else 1)
+
+
+COMMANDS = (scenario,)

@@ -9,11 +9,10 @@ import pytest
 from click.testing import CliRunner
 from sqlmodel import Session
 
-from core import cli
-from core.cli import main
 from core.config import settings
 from core.db import get_engine
 from core.devices import device_for_token
+from mhogo.cli import main, services
 from tests.utils.factories import sample_photo
 from tests.utils.processes import free_port, start_mhogo, stop, wait_for
 
@@ -54,7 +53,7 @@ def test_train_dry_run(tmp_path: Path) -> None:
 
 
 def test_flower_refuses_to_run_without_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "settings", settings.model_copy(update={"FLOWER_PASSWORD": None}))
+    monkeypatch.setattr(services, "settings", settings.model_copy(update={"FLOWER_PASSWORD": None}))
     result = CliRunner().invoke(main, ["flower"])
     assert result.exit_code != 0
     assert "MHOGO_FLOWER_PASSWORD" in result.output

@@ -1,0 +1,66 @@
+"""Every error mhogo raises on purpose, in one hierarchy. Retry only on the transient branch.
+
+MhogoError
+├── TransientError              the broker or database is briefly away: retry with backoff
+│   └── BrokerUnavailable       a message could not be published
+├── BadInput                    the request or photo is wrong: never retried, told to the sender (HTTP 400)
+│   ├── MissingIdempotencyKey   no Idempotency-Key, or not one of 1 to 255 visible ASCII characters
+│   ├── UploadTooLarge          HTTP 413
+│   ├── UnsupportedMediaType    HTTP 415: not a JPEG or PNG
+│   └── UnreadableImage         HTTP 422: truncated, corrupt, or a decompression bomb
+├── IdempotencyConflict         HTTP 422: a key reused for other bytes
+├── OffsetConflict              HTTP 409: a resumable upload is not where the request says it stands
+├── RegistryError               an operator asked the registry for something it cannot do
+└── ModelError                  the model file is missing or does not fit the code: an operator must act
+"""
+
+from __future__ import annotations
+
+
+class MhogoError(Exception):
+    """Base of every error mhogo raises on purpose."""
+
+
+class TransientError(MhogoError):
+    """Something outside mhogo is briefly unavailable; the same call may succeed later."""
+
+
+class BrokerUnavailable(TransientError):
+    """The message broker did not take a message."""
+
+
+class BadInput(MhogoError):
+    """The sender's input is wrong. The message says what to do about it."""
+
+
+class MissingIdempotencyKey(BadInput):
+    pass
+
+
+class UploadTooLarge(BadInput):
+    pass
+
+
+class UnsupportedMediaType(BadInput):
+    pass
+
+
+class UnreadableImage(BadInput):
+    pass
+
+
+class IdempotencyConflict(MhogoError):
+    pass
+
+
+class OffsetConflict(MhogoError):
+    """The request's Upload-Offset is not where the upload stands (another request moved it, or the client is
+    behind); the client must ask (HEAD) and resume from there."""
+
+
+class RegistryError(MhogoError):
+    pass
+
+
+class ModelError(MhogoError):
+    pass
