@@ -35,6 +35,7 @@ from ml.gatefit import OutOfFold, gate_data, gate_from, out_of_fold, threshold_a
 from ml.model import CassavaNet
 from ml.predictor import Predictor
 from ml.train import CLASSES, Dataset, TrainConfig, fold_splits, load_dataset
+from schemas.reasons import RejectReason
 
 Rule = Callable[[OutOfFold], float]
 
@@ -136,7 +137,7 @@ def measure_fold(paths: list[Path], data: Dataset) -> Fold:
 
 def close(outcomes: list[Outcome], threshold: float) -> list[Outcome]:
     """The outcomes as a gate with this threshold would have served them."""
-    return [dataclasses.replace(o, predicted=-1, reason="not_cassava_leaf", probabilities=None)
+    return [dataclasses.replace(o, predicted=-1, reason=RejectReason.NOT_CASSAVA_LEAF, probabilities=None)
             if o.reason is None and o.leaf is not None and o.leaf < threshold else o
             for o in outcomes]  # fmt: skip
 

@@ -56,7 +56,7 @@ def serving_classifier(model: Path, runtime: str, threads: int) -> Any:
         from ml.predictor import Predictor
 
         torch.set_num_threads(threads)
-        return Predictor.from_file(model)
+        return Predictor(load_checkpoint(model))
     from ml.phone_build import PhoneBuild
 
     build, sha256 = prebuilt_path(model, runtime), file_sha256(model)
@@ -78,10 +78,10 @@ def _worker(paths: list[str], model: str, runtime: str, seconds: float, start: A
     outcomes: dict[str, int] = {}
 
     def one(data: bytes) -> str:
-        examined = examine(data, classifier, limits, settings.MAX_IMAGE_PIXELS)
-        for name, ms in examined.timings_ms.items():
+        finding = examine(data, classifier, limits, settings.MAX_IMAGE_PIXELS)
+        for name, ms in finding.timings_ms.items():
             stage[name] += ms / 1000
-        return "classified" if examined.reason is None else examined.reason.value
+        return finding.status.value if finding.reason is None else finding.reason.value
 
     for data in photos[:5]:  # warm-up: first calls allocate
         one(data)

@@ -38,7 +38,7 @@ def main() -> None:
             verdicts[name][reason.value if reason else "pass"] += 1
     rows = []
     for name, counts in verdicts.items():
-        expected = "pass" if name == "original" else DEGRADATIONS[name][1]
+        expected = "pass" if name == "original" else DEGRADATIONS[name][1].value
         rows.append({"photos": name, "expected": expected, "rate": round(counts[expected] / len(photos), 4),
                      "verdicts": dict(counts)})  # fmt: skip
     print(f"{len(photos)} cassava photos from {args.data_dir}; thresholds {limits}")

@@ -13,7 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from schemas.tables import Feedback, FeedbackSource, Job, JobStatus, ModelFeedbackCount
+from schemas.statuses import JobStatus
+from schemas.tables import Feedback, FeedbackSource, Job, ModelFeedbackCount
 from schemas.tasks import FeedbackEvent
 
 

@@ -12,9 +12,9 @@ from sqlalchemy import Update, bindparam, case, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from schemas.reasons import RejectReason
-from schemas.tables import TERMINAL_STATUSES, Job, JobStatus, new_id, utcnow
-from schemas.tasks import PhotoWork
+from schemas.findings import Finding
+from schemas.statuses import TERMINAL_STATUSES, JobStatus
+from schemas.tables import Job, new_id, utcnow
 
 ACTIVE_STATUSES = (JobStatus.RECEIVED, JobStatus.QUEUED, JobStatus.PROCESSING)
 JOBS_TABLE = Job.__table__  # type: ignore[attr-defined]
@@ -80,19 +80,6 @@ def insert_jobs(session: Session, photos: Sequence[NewPhoto], queued: bool = Fal
     return [job_id if job_id in inserted else None for job_id in ids]
 
 
-def insert_job(session: Session, photo: NewPhoto, queued: bool = False) -> str | None:
-    """`insert_jobs` for one photo."""
-    return insert_jobs(session, [photo], queued)[0]
-
-
-def create_job(session: Session, photo: NewPhoto, queued: bool = False) -> tuple[Job, bool]:
-    """`insert_job`, returning the row: the new one, or the one that had the key first."""
-    job_id = insert_job(session, photo, queued)
-    job = session.get(Job, job_id) if job_id else find_job(session, photo.device_id, photo.idempotency_key)
-    assert job is not None
-    return job, job_id is not None
-
-
 def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job | None:
     job = session.get(Job, job_id)
     if job is None or (device_id is not None and job.device_id != device_id):
@@ -147,17 +134,10 @@ _CLAIM = (
     .where(_C.id == bindparam("job_id"), _C.status.in_([status.value for status in ACTIVE_STATUSES]))
     .values(status=JobStatus.PROCESSING.value, updated_at=bindparam("now"))
 )
-_FINISH = (
-    update(JOBS_TABLE)
-    .where(_C.id == bindparam("job_id"), _C.status.not_in([status.value for status in TERMINAL_STATUSES]))
-    .values(
-        {
-            column: bindparam(f"new_{column}")
-            for column in ("status", "label", "confidence", "probabilities", "model_version", "reason_code",
-                           "reason", "input_stats", "timings_ms", "updated_at", "finished_at")
-        }
-    )
-)  # fmt: skip
+# The columns it sets are the keys of the parameters it runs with: a finding's row and the two times.
+_FINISH = update(JOBS_TABLE).where(
+    _C.id == bindparam("job_id"), _C.status.not_in([status.value for status in TERMINAL_STATUSES])
+)
 
 
 def claim(session: Session, job_id: str) -> bool:
@@ -165,22 +145,11 @@ def claim(session: Session, job_id: str) -> bool:
     return _changed(session, _CLAIM, {"job_id": job_id, "now": utcnow()})
 
 
-def finish(session: Session, work: PhotoWork) -> bool:
-    """Store the outcome once. False when another delivery of the same job finished it first. A rejection keeps the
-    version of the model whose leaf gate turned the photo away, if any."""
+def finish(session: Session, job_id: str, finding: Finding) -> bool:
+    """Store what was found on the job's photo, once. False when another delivery of the same job finished it
+    first."""
     now = utcnow()
-    if work.rejection is None:
-        outcome: dict[str, Any] = {"status": JobStatus.CLASSIFIED.value, "label": work.label,
-                                   "confidence": work.confidence, "probabilities": work.probabilities,
-                                   "reason_code": None, "reason": None}  # fmt: skip
-    else:
-        reason = RejectReason(work.rejection)
-        outcome = {"status": JobStatus.REJECTED.value, "label": None, "confidence": None, "probabilities": None,
-                   "reason_code": reason.value, "reason": reason.message}  # fmt: skip
-    outcome |= {"model_version": work.model_version, "input_stats": work.input_stats, "timings_ms": work.timings_ms,
-                "updated_at": now, "finished_at": now}  # fmt: skip
-    parameters = {f"new_{column}": value for column, value in outcome.items()}
-    return _changed(session, _FINISH, parameters | {"job_id": work.job_id})
+    return _changed(session, _FINISH, finding.row() | {"updated_at": now, "finished_at": now, "job_id": job_id})
 
 
 def fail(session: Session, job_id: str, error: str) -> bool:

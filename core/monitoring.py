@@ -33,7 +33,8 @@ from core.feedback import LabelledPhoto, labelled_photos
 from ml.drift import drift_scores
 from schemas.labels import LABELS
 from schemas.queues import QueueName
-from schemas.tables import Feedback, Job, JobStatus, MetricPoint, ModelAliasName, ModelVersion
+from schemas.statuses import JobStatus
+from schemas.tables import Feedback, Job, MetricPoint, ModelAliasName, ModelVersion
 
 log = logging.getLogger(__name__)
 

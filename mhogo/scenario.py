@@ -38,7 +38,8 @@ from core.db import get_engine, init_db
 from core.devices import add_device
 from mhogo.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
 from schemas.queues import TaskName
-from schemas.tables import Job, JobStatus, ModelAliasName, RetrainRun, RetrainStatus, utcnow
+from schemas.statuses import JobStatus
+from schemas.tables import Job, ModelAliasName, RetrainRun, RetrainStatus, utcnow
 
 PARTS = ("holdout", "base", "stream")
 FRACTIONS = (0.2, 0.4, 0.4)

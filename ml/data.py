@@ -77,20 +77,6 @@ def dataset_version(samples: Sequence[Sample], classes: Sequence[str]) -> tuple[
     return f"ds-{digest[:16]}", manifest
 
 
-def stratified_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out `fraction` of each class (at least one photo per class), reproducibly."""
-    rng = random.Random(seed)
-    kept: list[Sample] = []
-    held: list[Sample] = []
-    for label in sorted({s.label for s in samples}):
-        group = [s for s in samples if s.label == label]
-        rng.shuffle(group)
-        n_held = max(1, round(len(group) * fraction)) if fraction > 0 else 0
-        held += group[:n_held]
-        kept += group[n_held:]
-    return kept, held
-
-
 def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:
     counts = Counter(s.label for s in samples)
     return [counts.get(i, 0) for i in range(num_classes)]

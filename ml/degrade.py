@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from PIL import Image, ImageEnhance, ImageFilter
 
+from schemas.reasons import RejectReason
+
 
 def darkened(image: Image.Image, factor: float = 0.2) -> Image.Image:
     return ImageEnhance.Brightness(image).enhance(factor)
@@ -26,8 +28,8 @@ def washed_out(image: Image.Image, factor: float = 3.0) -> Image.Image:
 
 
 # name -> (how to degrade, the reason the quality gate must give)
-DEGRADATIONS: dict[str, tuple[Callable[[Image.Image], Image.Image], str]] = {
-    "darkened x0.2": (darkened, "too_dark"),
-    "blurred r=8 at 384 px": (blurred, "blurry"),
-    "brightened x3": (washed_out, "too_bright"),
+DEGRADATIONS: dict[str, tuple[Callable[[Image.Image], Image.Image], RejectReason]] = {
+    "darkened x0.2": (darkened, RejectReason.TOO_DARK),
+    "blurred r=8 at 384 px": (blurred, RejectReason.BLURRY),
+    "brightened x3": (washed_out, RejectReason.TOO_BRIGHT),
 }

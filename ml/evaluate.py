@@ -35,7 +35,7 @@ class Outcome:
     path: Path
     truth: int  # class index; -1 for a photo that is not a cassava leaf
     predicted: int  # class index; -1 when the photo was turned away
-    reason: str | None
+    reason: RejectReason | None
     probabilities: tuple[float, ...] | None
     stats: dict[str, float] | None
     leaf: float | None = None  # the leaf gate's score, when the model has a gate and the quality gate passed
@@ -61,7 +61,7 @@ def run_photos(
             sample = samples[index]
             verdict = leaf_verdict(stats, not predictor.rejects(score), limits)
             if verdict is not None:
-                outcomes[index] = Outcome(sample.path, sample.label, -1, verdict.value, None, stats, score)
+                outcomes[index] = Outcome(sample.path, sample.label, -1, verdict, None, stats, score)
             else:
                 probs = tuple(row.tolist())
                 outcomes[index] = Outcome(sample.path, sample.label, int(row.argmax()), None, probs, stats, score)
@@ -71,11 +71,11 @@ def run_photos(
         try:
             prepared = prepare(decode(sample.path.read_bytes(), MAX_PIXELS), predictor.preprocess)
         except BadInput:
-            outcomes[index] = Outcome(sample.path, sample.label, -1, RejectReason.UNREADABLE.value, None, None)
+            outcomes[index] = Outcome(sample.path, sample.label, -1, RejectReason.UNREADABLE, None, None)
             continue
         reason = quality_gate(prepared.stats, limits)
         if reason is not None:
-            outcomes[index] = Outcome(sample.path, sample.label, -1, reason.value, None, prepared.stats)
+            outcomes[index] = Outcome(sample.path, sample.label, -1, reason, None, prepared.stats)
             continue
         pending.append((index, model_input(prepared.image, predictor.preprocess), prepared.stats))
         if len(pending) >= batch_size:
@@ -145,9 +145,9 @@ def evaluate_dir(
     report["slices"] = slice_metrics(cassava)
     negatives = run_photos(predictor, negatives_beside(data_dir), limits, progress=progress)
     report |= gate_figures(report, negatives)
-    report["rejections"] = dict(Counter(o.reason for o in cassava if o.reason))
+    report["rejections"] = dict(Counter(o.reason.value for o in cassava if o.reason))
     if negatives:
-        report["negative_rejections"] = dict(Counter(o.reason for o in negatives if o.reason))
+        report["negative_rejections"] = dict(Counter(o.reason.value for o in negatives if o.reason))
         kinds: dict[str, list[bool]] = {}
         for o in negatives:
             kinds.setdefault(negative_kind(o.path.name), []).append(o.predicted < 0)

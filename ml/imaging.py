@@ -40,11 +40,6 @@ class PreprocessConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @property
-    def prepare_id(self) -> str:
-        """Names the settings `prepare` uses: two configs with the same id give the same prepared image."""
-        return f"w{self.work_size}-l{self.target_luma:g}-g{self.max_gamma_lift:g}"
-
 
 def sniff_format(data: bytes) -> str:
     """'JPEG' or 'PNG' from the magic bytes; anything else is not a photo we take."""

@@ -1,5 +1,5 @@
 """The phone build run the way a phone app runs it, offline: the ONNX graph under ONNX Runtime, and around it the
-preprocessing and thresholds its JSON file writes down. Its answers go through the same `diagnose` as the server's,
+preprocessing and thresholds its JSON file writes down. Its answers go through the same `examine` as the server's,
 so a photo rejected on the server (too dark, not a cassava leaf) is rejected on the phone with the same reason."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import numpy as np
 import onnxruntime
 from PIL import Image
 
-from ml.diagnose import diagnose
+from ml.diagnose import examine
 from ml.imaging import PreprocessConfig, center_square
 from ml.prediction import Prediction, make_prediction
 from ml.quality import QualityThresholds
 from schemas.errors import ModelError
+from schemas.findings import Finding
 
 MAX_PIXELS = 50_000_000  # as the server's default MHOGO_MAX_IMAGE_PIXELS
 
@@ -88,6 +89,10 @@ class PhoneBuild:
             for index, row in enumerate(probabilities)
         ]
 
+    def examine(self, data: bytes) -> Finding:
+        """What the server would find on these bytes (`ml.diagnose.examine`), with this build and its thresholds."""
+        return examine(data, self, self.limits, MAX_PIXELS)
+
     def diagnose(self, data: bytes) -> dict[str, Any]:
-        """A photo's bytes -> the same dict as `ml.diagnose.diagnose` (status, label or reason, ...)."""
-        return diagnose(data, self, self.limits, MAX_PIXELS)
+        """`examine`, as the JSON the phone's outbox keeps."""
+        return self.examine(data).to_dict()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-from ml.checkpoint import Checkpoint, load_checkpoint
+from ml.checkpoint import Checkpoint
 from ml.imaging import PreprocessConfig
 from ml.leafgate import LeafGate
 from ml.prediction import Prediction, make_prediction
@@ -37,12 +36,6 @@ class Predictor:
         self.version = checkpoint.version
         self.tta_views = checkpoint.tta_views
         self.leaf_gate: LeafGate | None = checkpoint.leaf_gate
-
-    @classmethod
-    def from_file(cls, path: Path, threads: int | None = None) -> Predictor:
-        if threads:
-            torch.set_num_threads(threads)
-        return cls(load_checkpoint(path))
 
     @torch.inference_mode()
     def outputs(self, batch: torch.Tensor) -> Outputs:

@@ -543,7 +543,7 @@ def cross_validate(
                 {
                     "photo": o.path.name,
                     "true": CLASSES[o.truth],
-                    "predicted": CLASSES[o.predicted] if o.predicted >= 0 else o.reason,
+                    "predicted": CLASSES[o.predicted] if o.predicted >= 0 else str(o.reason),
                 }
                 for o in results
                 if o.predicted != o.truth

@@ -24,7 +24,8 @@ from core.db import close_session
 from core.publisher import Publisher
 from ml.imaging import validate
 from schemas.errors import BadInput, IdempotencyConflict, MhogoError, MissingIdempotencyKey, UnsupportedMediaType
-from schemas.tables import Device, Job, JobStatus
+from schemas.statuses import JobStatus
+from schemas.tables import Job
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def replay(existing: Job, sha256: str) -> Accepted | IdempotencyConflict:
 
 
 @dataclass(frozen=True)
-class Upload:
+class Arrival:
     """A photo as it arrived: who sent it, under which key, and its bytes."""
 
     device_id: int
@@ -80,7 +81,7 @@ class Upload:
 Answer = Accepted | MhogoError  # what each upload of a group gets: accepted (new or replayed), or refused and why
 
 
-def stage(blobs: BlobStore, upload: Upload, max_pixels: int) -> jobs.NewPhoto:
+def stage(blobs: BlobStore, upload: Arrival, max_pixels: int) -> jobs.NewPhoto:
     """Validate the photo (BadInput if it is not a whole JPEG or PNG) and write its bytes, durable at the next flush.
     No lookup of the key first: most uploads are new, and a replay finds its job when the insert hits the key."""
     sha256 = hashlib.sha256(upload.data).hexdigest()
@@ -91,7 +92,7 @@ def stage(blobs: BlobStore, upload: Upload, max_pixels: int) -> jobs.NewPhoto:
 
 
 def accept_photos(
-    session: Session, blobs: BlobStore, publisher: Publisher, uploads: Sequence[Upload], max_pixels: int
+    session: Session, blobs: BlobStore, publisher: Publisher, uploads: Sequence[Arrival], max_pixels: int
 ) -> list[Answer]:
     """Accept a group of uploads at about the cost of one: each is validated and its bytes written, then one flush of
     the blob store, one INSERT and one commit make all of them durable, and their messages go out over one
@@ -124,17 +125,6 @@ def accept_photos(
     return cast(list[Answer], answers)
 
 
-def accept_photo(
-    session: Session, blobs: BlobStore, publisher: Publisher, device: Device, key: str, data: bytes, max_pixels: int
-) -> Accepted:
-    """`accept_photos` for one upload; raises the error that refuses it."""
-    assert device.id is not None
-    answer = accept_photos(session, blobs, publisher, [Upload(device.id, key, data)], max_pixels)[0]
-    if isinstance(answer, MhogoError):
-        raise answer
-    return answer
-
-
 class GroupIntake:
     """Group commit for uploads: one writer thread per API process takes every upload that arrived while it was
     busy and accepts them together (`accept_photos`), so concurrent uploads share one flush of the disk, one commit
@@ -148,11 +138,11 @@ class GroupIntake:
     ) -> None:  # fmt: skip
         self._session, self._blobs, self._publisher = session, blobs, publisher
         self._max_pixels, self._max_group = max_pixels, max_group
-        self._waiting: queue.SimpleQueue[tuple[Upload, Future[Accepted]] | None] = queue.SimpleQueue()
+        self._waiting: queue.SimpleQueue[tuple[Arrival, Future[Accepted]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
 
-    def submit(self, upload: Upload) -> Future[Accepted]:
+    def submit(self, upload: Arrival) -> Future[Accepted]:
         """The upload's answer, once its group is durable (or the error that refused it)."""
         answer: Future[Accepted] = Future()
         with self._lock:
@@ -179,8 +169,8 @@ class GroupIntake:
             if stopping:
                 return
 
-    def _next_group(self) -> tuple[list[tuple[Upload, Future[Accepted]]], bool]:
-        group: list[tuple[Upload, Future[Accepted]]] = []
+    def _next_group(self) -> tuple[list[tuple[Arrival, Future[Accepted]]], bool]:
+        group: list[tuple[Arrival, Future[Accepted]]] = []
         item = self._waiting.get()
         while item is not None:
             group.append(item)
@@ -192,7 +182,7 @@ class GroupIntake:
                 break
         return group, item is None
 
-    def _accept(self, group: list[tuple[Upload, Future[Accepted]]]) -> None:
+    def _accept(self, group: list[tuple[Arrival, Future[Accepted]]]) -> None:
         session = self._session()
         try:
             answers = accept_photos(session, self._blobs, self._publisher, [upload for upload, _ in group],

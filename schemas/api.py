@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 from schemas.labels import Label
 from schemas.reasons import RejectReason
-from schemas.tables import FeedbackSource, JobStatus
+from schemas.statuses import JobStatus
+from schemas.tables import FeedbackSource
 
 
 class PhotoAccepted(BaseModel):

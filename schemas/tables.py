@@ -11,6 +11,9 @@ from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, String, TypeD
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+from schemas.reasons import RejectReason
+from schemas.statuses import JobStatus
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on both databases (SQLite would otherwise hand back naive ones)."""
@@ -35,22 +38,6 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-class JobStatus(StrEnum):
-    RECEIVED = "received"  # photo stored and row committed; not yet on the queue
-    QUEUED = "queued"
-    PROCESSING = "processing"
-    REJECTED = "rejected"
-    CLASSIFIED = "classified"
-    FAILED = "failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
-
-TERMINAL_STATUSES = frozenset({JobStatus.REJECTED, JobStatus.CLASSIFIED, JobStatus.FAILED})
 
 
 class FeedbackSource(StrEnum):
@@ -101,7 +88,7 @@ class Job(SQLModel, table=True):
     confidence: float | None = None
     probabilities: dict[str, float] | None = Field(default=None, sa_type=JSON)
     model_version: str | None = Field(default=None, max_length=100)
-    reason_code: str | None = Field(default=None, max_length=40)
+    reason_code: RejectReason | None = Field(default=None, sa_column=Column(String(40)))  # when rejected
     reason: str | None = Field(default=None, max_length=500)
     input_stats: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     timings_ms: dict[str, float] | None = Field(default=None, sa_type=JSON)

@@ -1,4 +1,4 @@
-"""Payloads the Celery tasks pass to each other: ids, keys and small figures, never image bytes."""
+"""Payloads of the Celery tasks, as the API sends them: ids, keys and small figures, never image bytes."""
 
 from __future__ import annotations
 
@@ -8,20 +8,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from schemas.tables import FeedbackSource
-
-
-class PhotoWork(BaseModel):
-    """The outcome of one photo's task, written to its job once."""
-
-    job_id: str
-    blob_key: str
-    input_stats: dict[str, Any] = Field(default_factory=dict)
-    rejection: str | None = None  # a RejectReason code once the filter turned the photo away
-    label: str | None = None
-    confidence: float | None = None
-    probabilities: dict[str, float] | None = None
-    model_version: str | None = None
-    timings_ms: dict[str, float] = Field(default_factory=dict)
 
 
 class FeedbackEvent(BaseModel):

@@ -21,9 +21,9 @@ from core.serving import load_classifier
 from ml.diagnose import examine
 from ml.prediction import Classifier
 from schemas.errors import ModelError
+from schemas.findings import Finding
 from schemas.queues import QueueName, TaskName
 from schemas.reasons import RejectReason
-from schemas.tasks import PhotoWork
 from workers.app import app
 from workers.base import RETRY_POLICY, TRANSIENT_ERRORS, PhotoTask
 
@@ -66,14 +66,14 @@ class InferenceTask(PhotoTask):
         return classifier
 
 
-def finish(task: PhotoTask, work: PhotoWork) -> bool:
+def finish(task: PhotoTask, job_id: str, finding: Finding) -> bool:
     with task.session() as session:
-        stored = jobs.finish(session, work)
+        stored = jobs.finish(session, job_id, finding)
     if stored:  # the job id and the task come with the log context
-        if work.rejection is not None:
-            log.info("job rejected", extra={"reason": work.rejection, "model_version": work.model_version})
+        if finding.reason is not None:
+            log.info("job rejected", extra={"reason": finding.reason.value, "model_version": finding.model_version})
         else:
-            extra = {"label": work.label, "confidence": work.confidence, "model_version": work.model_version}
+            extra = {"label": finding.label, "confidence": finding.confidence, "model_version": finding.model_version}
             log.info("job classified", extra=extra)
     return stored
 
@@ -90,25 +90,10 @@ def diagnose(self: InferenceTask, job_id: str, blob_key: str) -> str | None:
     with self.session() as session:
         if not jobs.claim(session, job_id):  # finished by an earlier delivery
             return "already finished"
-    examined = examine(self.blobs.get(blob_key), classifier, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
-    prediction = examined.prediction
-    work = PhotoWork(
-        job_id=job_id,
-        blob_key=blob_key,
-        input_stats=examined.stats,
-        timings_ms=examined.timings_ms,
-        model_version=None if prediction is None else prediction.model_version,
-        rejection=None if examined.reason is None else examined.reason.value,
-    )
-    if examined.reason is None and prediction is not None:
-        work.label, work.confidence, work.probabilities = (
-            prediction.label,
-            prediction.confidence,
-            prediction.probabilities,
-        )
-    if examined.reason is RejectReason.UNREADABLE:  # the API checked it, so only a damaged blob gets here
+    finding = examine(self.blobs.get(blob_key), classifier, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    if finding.reason is RejectReason.UNREADABLE:  # the API checked it, so only a damaged blob gets here
         log.warning("stored photo unreadable", extra={"blob_key": blob_key})
-    return "stored" if finish(self, work) else "already stored"
+    return "stored" if finish(self, job_id, finding) else "already stored"
 
 
 @worker_process_init.connect

@@ -139,20 +139,19 @@ def predict(images: tuple[Path, ...], ref: str | None, as_json: bool) -> None:
     """Diagnose photos in-process, through the same preprocess -> filter -> infer code as the workers."""
     import torch
 
-    from ml.diagnose import diagnose
+    from ml.diagnose import examine
     from ml.predictor import Predictor
 
     torch.set_num_threads(settings.torch_threads)
     predictor = Predictor(open_model(ref))
     for path in images:
-        outcome = diagnose(path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
-        row = {"path": str(path), **outcome}
+        finding = examine(path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
         if as_json:
-            click.echo(json.dumps(row))
-        elif row["status"] == "classified":
-            click.echo(f"{path}: {row['label']} ({row['confidence']:.2f})")
+            click.echo(json.dumps({"path": str(path), **finding.to_dict()}))
+        elif finding.reason is None:
+            click.echo(f"{path}: {finding.label} ({finding.confidence:.2f})")
         else:
-            click.echo(f"{path}: rejected, {row['reason']}: {row['message']}")
+            click.echo(f"{path}: rejected, {finding.reason.value}: {finding.reason.message}")
 
 
 @click.command()

@@ -30,7 +30,7 @@ from producers.api.deps import (
     authenticate,
     limit_rate,
 )
-from producers.intake import Upload, check_declared_type, check_idempotency_key
+from producers.intake import Arrival, check_declared_type, check_idempotency_key
 from schemas.api import (
     Diagnosis,
     FeedbackAccepted,
@@ -44,7 +44,8 @@ from schemas.api import (
 from schemas.errors import BrokerUnavailable, UploadTooLarge
 from schemas.labels import Label
 from schemas.reasons import RejectReason
-from schemas.tables import Device, Job, JobStatus, utcnow
+from schemas.statuses import JobStatus
+from schemas.tables import Device, Job, utcnow
 from schemas.tasks import ClientEventIn, ClientEvents, FeedbackEvent
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ async def upload_photo(
     data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
     check_declared_type(declared)
     assert device.id is not None
-    accepted = await asyncio.wrap_future(services.intake.submit(Upload(device.id, key, data)))
+    accepted = await asyncio.wrap_future(services.intake.submit(Arrival(device.id, key, data)))
     with bind_job(accepted.job_id):  # the first line of the job's story; the workers' lines carry the same id
         log.info("photo accepted", extra={"replayed": accepted.replayed, "size_bytes": len(data)})
     status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job_id}"

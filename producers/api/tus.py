@@ -35,7 +35,7 @@ from core import uploads
 from core.logs import bind_job
 from producers.api.deps import DeviceDep, Services, ServicesDep, SessionDep, UploadingDevice
 from producers.api.routes import ERRORS, refuse_when_backlogged
-from producers.intake import accept_photo, check_declared_type, check_idempotency_key
+from producers.intake import Arrival, check_declared_type, check_idempotency_key
 from schemas.errors import BadInput, IdempotencyConflict, OffsetConflict
 from schemas.tables import Device, Upload
 
@@ -264,9 +264,9 @@ def finish(services: Services, session: Session, device: Device, upload: Upload)
     """The last byte is in: accept the photo as one upload would be, or refuse it (and drop the upload) with the
     same reasons."""
     data = uploads.assemble(session, upload)
-    try:
-        accepted = accept_photo(session, services.blobs, services.publisher, device, upload.idempotency_key, data,
-                                services.settings.MAX_IMAGE_PIXELS)  # fmt: skip
+    assert device.id is not None
+    try:  # the way in of every photo: accepted with whichever uploads arrive meanwhile, as by POST /v1/photos
+        accepted = services.intake.submit(Arrival(device.id, upload.idempotency_key, data)).result()
     except (BadInput, IdempotencyConflict):
         uploads.remove(session, [upload.id])
         raise

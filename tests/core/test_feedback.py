@@ -4,15 +4,17 @@ from sqlmodel import Session, select
 
 from core import jobs
 from core.feedback import record_feedback
+from schemas.findings import Finding
+from schemas.reasons import RejectReason
 from schemas.tables import FeedbackSource, ModelFeedbackCount, utcnow
-from schemas.tasks import FeedbackEvent, PhotoWork
+from schemas.tasks import FeedbackEvent
 from tests.utils.factories import make_device, make_job
 
 
 def classified_job(session: Session, label: str = "cmd", version: str = "v1") -> str:
     device, _ = make_device(session)
     job = make_job(session, device, key=uuid.uuid4().hex, data=uuid.uuid4().bytes)
-    jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, label=label, model_version=version))
+    jobs.finish(session, job.id, Finding(label=label, model_version=version))
     return job.id
 
 
@@ -46,6 +48,6 @@ def test_a_redelivered_event_counts_once(session: Session) -> None:
 def test_feedback_on_a_rejected_photo_is_stored_but_not_counted(session: Session) -> None:
     device, _ = make_device(session)
     job = make_job(session, device)
-    jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, rejection="blurry"))
+    jobs.finish(session, job.id, Finding(reason=RejectReason.BLURRY))
     assert record_feedback(session, event(job.id, "healthy"))
     assert counts(session) == {}

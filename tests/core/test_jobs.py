@@ -5,16 +5,18 @@ from datetime import timedelta
 from sqlmodel import Session
 
 from core import jobs
-from schemas.tables import JobStatus, utcnow
-from schemas.tasks import PhotoWork
-from tests.utils.factories import make_device, make_job
+from schemas.findings import Finding
+from schemas.reasons import RejectReason
+from schemas.statuses import JobStatus
+from schemas.tables import utcnow
+from tests.utils.factories import create_job, make_device, make_job
 
 
 def test_same_key_gives_the_same_job(session: Session) -> None:
     device, _ = make_device(session)
     first = make_job(session, device, key="k")
     assert device.id is not None
-    again, created = jobs.create_job(
+    again, created = create_job(
         session, jobs.NewPhoto(device.id, "k", first.content_sha256, first.blob_key, "image/jpeg", 5)
     )
     assert not created
@@ -35,9 +37,9 @@ def test_lifecycle_received_queued_processing_classified(session: Session) -> No
     assert jobs.get_job(session, job.id).status == JobStatus.QUEUED  # type: ignore[union-attr]
     assert jobs.claim(session, job.id)
     assert jobs.get_job(session, job.id).status == JobStatus.PROCESSING  # type: ignore[union-attr]
-    work = PhotoWork(job_id=job.id, blob_key=job.blob_key, label="cmd", confidence=0.9,
-                     probabilities={"cmd": 0.9}, model_version="v1", timings_ms={"model": 12.0})  # fmt: skip
-    assert jobs.finish(session, work)
+    finding = Finding(label="cmd", confidence=0.9, probabilities={"cmd": 0.9}, model_version="v1",
+                      timings_ms={"model": 12.0})  # fmt: skip
+    assert jobs.finish(session, job.id, finding)
     stored = jobs.get_job(session, job.id)
     assert stored is not None
     assert (stored.status, stored.label, stored.model_version) == (JobStatus.CLASSIFIED, "cmd", "v1")
@@ -48,8 +50,8 @@ def test_lifecycle_received_queued_processing_classified(session: Session) -> No
 def test_a_finished_job_stays_finished(session: Session) -> None:
     device, _ = make_device(session)
     job = make_job(session, device)
-    assert jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, rejection="blurry"))
-    assert not jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, label="cmd"))
+    assert jobs.finish(session, job.id, Finding(reason=RejectReason.BLURRY))
+    assert not jobs.finish(session, job.id, Finding(label="cmd"))
     assert not jobs.claim(session, job.id)
     assert not jobs.fail(session, job.id, "late failure")
     assert not jobs.record_enqueued(session, job.id)
@@ -80,7 +82,7 @@ def test_sweep_finds_unqueued_and_stale_jobs(session: Session) -> None:
     stale = make_job(session, device, key="stale", data=b"2")
     done = make_job(session, device, key="done", data=b"3")
     jobs.record_enqueued(session, stale.id)
-    jobs.finish(session, PhotoWork(job_id=done.id, blob_key=done.blob_key, rejection="blurry"))
+    jobs.finish(session, done.id, Finding(reason=RejectReason.BLURRY))
     now = utcnow()
     found = {j.id for j in jobs.jobs_to_sweep(session, now, timedelta(seconds=10), timedelta(seconds=60))}
     assert found == set()
@@ -97,9 +99,9 @@ def test_outcomes_are_counted_by_status_and_reason(session: Session) -> None:
     rejections = ["not_cassava_leaf", "not_cassava_leaf", "too_dark"]
     for n, reason in enumerate(rejections):
         job = make_job(session, device, key=f"r{n}")
-        jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, rejection=reason, model_version="v1"))
+        jobs.finish(session, job.id, Finding(reason=RejectReason(reason), model_version="v1"))
     done = make_job(session, device, key="c")
-    jobs.finish(session, PhotoWork(job_id=done.id, blob_key=done.blob_key, label="cmd", model_version="v1"))
+    jobs.finish(session, done.id, Finding(label="cmd", model_version="v1"))
     make_job(session, device, key="waiting")
     counts = jobs.outcome_counts(session, utcnow() - timedelta(hours=1))
     assert counts["jobs"] == 5

@@ -15,8 +15,10 @@ from core.config import Settings
 from core.feedback import record_feedback
 from ml.drift import reference
 from ml.imaging import PreprocessConfig, decode, prepare
+from schemas.findings import Finding
+from schemas.reasons import RejectReason
 from schemas.tables import FeedbackSource, MetricPoint, ModelAliasName, ModelVersion, utcnow
-from schemas.tasks import FeedbackEvent, PhotoWork
+from schemas.tasks import FeedbackEvent
 from tests.utils.factories import SAMPLES, make_device, make_job
 
 
@@ -42,15 +44,15 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
     for i, image_stats in enumerate(stats[:20]):
         job = make_job(session, device, key=uuid.uuid4().hex, data=uuid.uuid4().bytes)
         label = "cmd" if i % 2 else "healthy"
-        work = PhotoWork(job_id=job.id, blob_key=job.blob_key, label=label, confidence=0.9, model_version="v1",
-                         input_stats=image_stats, timings_ms={"decode": 10.0 + i, "model": 100.0 + i})  # fmt: skip
-        jobs.finish(session, work)
+        finding = Finding(label=label, confidence=0.9, model_version="v1", stats=image_stats,
+                          timings_ms={"decode": 10.0 + i, "model": 100.0 + i})  # fmt: skip
+        jobs.finish(session, job.id, finding)
         truth = "cmd" if i % 4 else "cgm"  # every "cmd" answer is right, no "healthy" one
         event = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job.id, label=truth,
                               source=FeedbackSource.AGRONOMIST, created_at=utcnow())  # fmt: skip
         record_feedback(session, event)
     rejected = make_job(session, device, key="dark", data=b"dark")
-    jobs.finish(session, PhotoWork(job_id=rejected.id, blob_key=rejected.blob_key, rejection="too_dark"))
+    jobs.finish(session, rejected.id, Finding(reason=RejectReason.TOO_DARK))
     failed = make_job(session, device, key="broken", data=b"broken")
     jobs.fail(session, failed.id, "boom")
     queues = fakeredis.FakeRedis()

@@ -14,9 +14,10 @@ from core.config import Settings
 from core.feedback import record_feedback
 from core.retraining import build_dataset, held_out
 from ml.data import scan
+from schemas.findings import Finding
 from schemas.labels import LABELS
 from schemas.tables import FeedbackSource, utcnow
-from schemas.tasks import FeedbackEvent, PhotoWork
+from schemas.tasks import FeedbackEvent
 from tests.utils.factories import SAMPLES, make_device, make_job, sample_photo
 
 CLASSES = [label.value for label in LABELS]
@@ -38,7 +39,7 @@ def photo_with_feedback(
     data = photo.read_bytes()
     job = make_job(session, device, key=uuid.uuid4().hex, data=data)
     assert blobs.put("photos", data, ".jpg") == job.blob_key
-    jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, label="cmd", model_version="v1"))
+    jobs.finish(session, job.id, Finding(label="cmd", model_version="v1"))
     for label, source in labels:
         event = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job.id, label=label, source=source, created_at=utcnow())
         record_feedback(session, event)

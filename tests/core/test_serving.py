@@ -15,7 +15,7 @@ from core.config import settings
 from core.db import init_db, make_engine
 from core.serving import build_key, ensure_build, load_classifier, prebuilt_path
 from ml.checkpoint import file_sha256, load_checkpoint
-from ml.diagnose import diagnose
+from ml.diagnose import examine
 from ml.phone_build import PhoneBuild
 from ml.predictor import Predictor
 from schemas.tables import ModelVersion
@@ -44,14 +44,13 @@ def test_the_shipped_builds_are_the_baselines_and_serve_its_answers(runtime: str
     build = PhoneBuild(shipped)  # checks the file against the sha256 its JSON gives
     eager = Predictor(load_checkpoint(settings.model_path))
     limits, pixels = settings.quality_thresholds, settings.MAX_IMAGE_PIXELS
-    served = [diagnose(p.read_bytes(), build, limits, pixels) for p in PHOTOS]
-    reference = [diagnose(p.read_bytes(), eager, limits, pixels) for p in PHOTOS]
-    same = [(a["status"], a["label"], a["reason"]) == (b["status"], b["label"], b["reason"])
-            for a, b in zip(served, reference, strict=True)]  # fmt: skip
+    served = [examine(p.read_bytes(), build, limits, pixels) for p in PHOTOS]
+    reference = [examine(p.read_bytes(), eager, limits, pixels) for p in PHOTOS]
+    same = [(a.label, a.reason) == (b.label, b.reason) for a, b in zip(served, reference, strict=True)]
     assert sum(same) / len(same) >= agreement, [p.name for p, s in zip(PHOTOS, same, strict=True) if not s]
-    for answer in served:
-        if answer["probabilities"]:  # the head stays fp32: probabilities are not cut to 1/256 steps
-            assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    for finding in served:
+        if finding.probabilities:  # the head stays fp32: probabilities are not cut to 1/256 steps
+            assert sum(finding.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_registered_version_loads_the_shipped_build_without_making_one(

@@ -16,6 +16,7 @@ from core import jobs, registry, triggers
 from core.config import Settings, settings
 from core.feedback import record_feedback
 from schemas.errors import BrokerUnavailable
+from schemas.findings import Finding
 from schemas.tables import (
     FeedbackSource,
     MetricPoint,
@@ -26,7 +27,7 @@ from schemas.tables import (
     SwitchName,
     utcnow,
 )
-from schemas.tasks import FeedbackEvent, PhotoWork
+from schemas.tasks import FeedbackEvent
 from tests.utils.factories import make_device, make_job
 from tests.utils.processes import ensure_default_redis
 
@@ -52,7 +53,7 @@ def serve(session: Session, version: str = CHAMPION) -> None:
 def labelled(session: Session, predicted: str, truth: str, source: FeedbackSource = FeedbackSource.AGRONOMIST) -> None:
     device, _ = make_device(session)
     job = make_job(session, device, key=uuid.uuid4().hex, data=uuid.uuid4().bytes)
-    jobs.finish(session, PhotoWork(job_id=job.id, blob_key=job.blob_key, label=predicted, model_version=CHAMPION))
+    jobs.finish(session, job.id, Finding(label=predicted, model_version=CHAMPION))
     event = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job.id, label=truth, source=source, created_at=utcnow())
     assert record_feedback(session, event)
 

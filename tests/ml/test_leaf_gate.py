@@ -13,7 +13,7 @@ from core.config import settings
 from ml.augment import AugmentConfig
 from ml.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ml.data import Sample, scan_negatives
-from ml.diagnose import diagnose
+from ml.diagnose import examine
 from ml.evaluate import evaluate_dir
 from ml.export import export_onnx
 from ml.gatefit import GateConfig, GateData, attach_gate, auroc, fit_gate, gate_data, threshold_at
@@ -21,6 +21,7 @@ from ml.imaging import decode, prepare
 from ml.phone_build import OnnxPredictor, phone_input
 from ml.predictor import Predictor
 from ml.tensors import model_input
+from schemas.reasons import RejectReason
 from tests.utils.factories import SAMPLES
 
 CLASSES = ("cbb", "cbsd", "cgm", "cmd", "healthy")
@@ -99,12 +100,15 @@ def test_the_gate_travels_in_the_checkpoint_and_turns_away_a_banana_leaf(gated: 
     assert gated.leaf_gate.inputs == GateConfig().inputs
     predictor = Predictor(gated)
     banana = next(p for p in OTHERS if p.path.name.startswith("banana_leaf")).path.read_bytes()
-    outcome = diagnose(banana, predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
-    assert (outcome["status"], outcome["reason"], outcome["label"]) == ("rejected", "not_cassava_leaf", None)
-    assert outcome["leaf_probability"] < gated.leaf_gate.threshold
-    leaf = diagnose(CASSAVA[0].path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
-    assert leaf["status"] == "classified"
-    assert leaf["leaf_probability"] >= gated.leaf_gate.threshold
+    finding = examine(banana, predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    assert (finding.status, finding.reason, finding.label) == ("rejected", RejectReason.NOT_CASSAVA_LEAF, None)
+    assert finding.model_version == gated.version  # the model looked: its gate turned the photo away
+    assert finding.leaf_probability is not None
+    assert finding.leaf_probability < gated.leaf_gate.threshold
+    leaf = examine(CASSAVA[0].path.read_bytes(), predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    assert leaf.status == "classified"
+    assert leaf.leaf_probability is not None
+    assert leaf.leaf_probability >= gated.leaf_gate.threshold
 
 
 def test_evaluate_counts_the_gate_s_rejections(gated: Checkpoint) -> None:
@@ -134,6 +138,6 @@ def test_the_phone_build_carries_the_gate(gated: Checkpoint, tmp_path: Path) -> 
 def test_a_model_without_a_gate_still_loads_and_serves(baseline: Checkpoint) -> None:
     bare = Checkpoint(baseline.model, baseline.classes, baseline.preprocess, "bare", tta_views=2)
     predictor = Predictor(bare)
-    outcome = diagnose(CASSAVA[0].path.read_bytes(), predictor, settings.quality_thresholds, 10**8)
-    assert outcome["status"] == "classified"
-    assert outcome["leaf_probability"] is None
+    finding = examine(CASSAVA[0].path.read_bytes(), predictor, settings.quality_thresholds, 10**8)
+    assert finding.status == "classified"
+    assert finding.leaf_probability is None

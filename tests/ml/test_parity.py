@@ -42,8 +42,8 @@ def served() -> Recording:
 def served_by_workers(data: bytes, predictor: Recording) -> torch.Tensor:
     """What the inference worker's one function (`examine`: decode, prepare, quality gate, model) feeds the model."""
     predictor.batches.clear()
-    examined = examine(data, predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
-    assert examined.reason is None or examined.prediction is not None, examined.reason  # it reached the model
+    finding = examine(data, predictor, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
+    assert finding.model_version is not None, finding.reason  # it reached the model
     (batch,) = predictor.batches
     return batch[0]
 

@@ -13,11 +13,21 @@ from sqlmodel import Session, select
 from core.blobs import BlobStore
 from core.db import make_engine
 from core.devices import add_device
-from producers.intake import Accepted, GroupIntake, Upload, accept_photo, accept_photos
+from producers.intake import Accepted, Arrival, GroupIntake, accept_photos
 from schemas.errors import IdempotencyConflict, UnreadableImage
-from schemas.tables import Job, JobStatus
+from schemas.statuses import JobStatus
+from schemas.tables import Device, Job
 from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher
+
+
+def accept_one(session: Session, blobs: BlobStore, publisher: RecordingPublisher, device: Device, key: str,
+               data: bytes) -> Accepted:  # fmt: skip
+    """One upload accepted in a group of its own, in this session: as two API processes would, each on its own."""
+    assert device.id is not None
+    answer = accept_photos(session, blobs, publisher, [Arrival(device.id, key, data)], 10**8)[0]
+    assert isinstance(answer, Accepted), answer
+    return answer
 
 
 def test_concurrent_repeats_make_one_job(engine: Engine, tmp_path: Path) -> None:
@@ -29,7 +39,7 @@ def test_concurrent_repeats_make_one_job(engine: Engine, tmp_path: Path) -> None
 
     def send(_: int) -> tuple[str, bool]:
         with Session(engine, expire_on_commit=False) as session:
-            accepted = accept_photo(session, blobs, publisher, device, "same-key", data, 10**8)
+            accepted = accept_one(session, blobs, publisher, device, "same-key", data)
             return accepted.job_id, accepted.replayed
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -51,14 +61,14 @@ def test_a_group_answers_each_upload_on_its_own(engine: Engine, tmp_path: Path) 
     publisher = RecordingPublisher()
     cmd, cgm = sample_bytes("cmd"), sample_bytes("cgm")
     with Session(engine, expire_on_commit=False) as session:
-        earlier = accept_photo(session, blobs, publisher, device, "earlier", cgm, 10**8)
+        earlier = accept_one(session, blobs, publisher, device, "earlier", cgm)
         group = [
-            Upload(device.id, "a", cmd),
-            Upload(device.id, "a", cmd),  # the phone's retry, racing its first try
-            Upload(device.id, "earlier", cgm),
-            Upload(device.id, "earlier", cmd),  # the same key for another photo
-            Upload(device.id, "broken", cmd[: len(cmd) // 2]),
-            Upload(device.id, "b", cgm),
+            Arrival(device.id, "a", cmd),
+            Arrival(device.id, "a", cmd),  # the phone's retry, racing its first try
+            Arrival(device.id, "earlier", cgm),
+            Arrival(device.id, "earlier", cmd),  # the same key for another photo
+            Arrival(device.id, "broken", cmd[: len(cmd) // 2]),
+            Arrival(device.id, "b", cgm),
         ]
         answers = accept_photos(session, blobs, publisher, group, 10**8)
     first, retry, again, conflict, broken, other = answers
@@ -86,7 +96,7 @@ def test_a_group_the_broker_refuses_waits_for_the_sweeper(engine: Engine, tmp_pa
     assert device.id is not None
     publisher = RecordingPublisher()
     publisher.down = True
-    uploads = [Upload(device.id, f"key-{n}", sample_bytes("cmd", n)) for n in range(3)]
+    uploads = [Arrival(device.id, f"key-{n}", sample_bytes("cmd", n)) for n in range(3)]
     with Session(engine, expire_on_commit=False) as session:
         answers = accept_photos(session, BlobStore(tmp_path / "blobs"), publisher, uploads, 10**8)
     assert all(isinstance(answer, Accepted) and answer.status == JobStatus.RECEIVED for answer in answers)
@@ -118,7 +128,7 @@ def test_the_intake_writer_groups_concurrent_uploads(engine: Engine, tmp_path: P
     data = sample_bytes("cmd")
     try:
         with ThreadPoolExecutor(max_workers=16) as pool:
-            futures = [pool.submit(lambda n: intake.submit(Upload(device_id, f"k{n % 40}", data)).result(30), n)
+            futures = [pool.submit(lambda n: intake.submit(Arrival(device_id, f"k{n % 40}", data)).result(30), n)
                        for n in range(80)]  # fmt: skip
             answers = [future.result() for future in futures]
     finally:
@@ -139,6 +149,6 @@ def test_a_database_error_refuses_the_whole_group(tmp_path: Path) -> None:
     try:
         for attempt in range(2):
             with pytest.raises(OperationalError):
-                intake.submit(Upload(1, f"key-{attempt}", sample_bytes("cmd"))).result(30)
+                intake.submit(Arrival(1, f"key-{attempt}", sample_bytes("cmd"))).result(30)
     finally:
         intake.close()

@@ -5,9 +5,9 @@ from sqlmodel import Session
 
 from core import jobs
 from producers.api.deps import Services
+from schemas.findings import Finding
 from schemas.labels import LABEL_INFO, Label
 from schemas.reasons import RejectReason
-from schemas.tasks import PhotoWork
 from tests.producers.conftest import new_token
 from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher
@@ -22,16 +22,16 @@ def submit(client: TestClient, auth: dict[str, str], key: str = "k", kind: str =
     return str(response.json()["job_id"])
 
 
-def finish(services: Services, work: PhotoWork) -> None:
+def finish(services: Services, job_id: str, finding: Finding) -> None:
     with Session(services.engine) as session:
-        assert jobs.finish(session, work)
+        assert jobs.finish(session, job_id, finding)
 
 
 def test_classified_job_shows_the_diagnosis(client: TestClient, auth: dict[str, str], services: Services) -> None:
     job_id = submit(client, auth)
-    work = PhotoWork(job_id=job_id, blob_key="x", label="cmd", confidence=0.7, probabilities=PROBS,
-                     model_version="lite0-test", timings_ms={"decode": 5.0, "model": 40.0})  # fmt: skip
-    finish(services, work)
+    finding = Finding(label="cmd", confidence=0.7, probabilities=PROBS, model_version="lite0-test",
+                      timings_ms={"decode": 5.0, "model": 40.0})  # fmt: skip
+    finish(services, job_id, finding)
     body = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
     assert body["status"] == "classified"
     result = body["result"]
@@ -49,7 +49,7 @@ def test_classified_job_shows_the_diagnosis(client: TestClient, auth: dict[str, 
 
 def test_rejected_job_shows_the_reason(client: TestClient, auth: dict[str, str], services: Services) -> None:
     job_id = submit(client, auth)
-    finish(services, PhotoWork(job_id=job_id, blob_key="x", rejection="too_dark"))
+    finish(services, job_id, Finding(reason=RejectReason.TOO_DARK))
     body = client.get(f"/v1/jobs/{job_id}", headers=auth).json()
     assert body["status"] == "rejected"
     assert body["rejection"] == {"reason": "too_dark", "message": RejectReason.TOO_DARK.message}
@@ -82,7 +82,7 @@ def test_feedback_goes_to_the_queue(
     job_id = submit(client, auth)
     early = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": "cbsd"}, headers=auth)
     assert early.status_code == 409
-    finish(services, PhotoWork(job_id=job_id, blob_key="x", label="cmd", model_version="v"))
+    finish(services, job_id, Finding(label="cmd", model_version="v"))
     body = {"label": "cbsd", "source": "agronomist", "comment": "streaks on the stem"}
     response = client.post(f"/v1/jobs/{job_id}/feedback", json=body, headers=auth)
     assert response.status_code == 202
@@ -95,7 +95,7 @@ def test_feedback_retries_with_a_key_are_one_event(
     client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher
 ) -> None:
     job_id = submit(client, auth)
-    finish(services, PhotoWork(job_id=job_id, blob_key="x", label="cmd", model_version="v"))
+    finish(services, job_id, Finding(label="cmd", model_version="v"))
     headers = {**auth, "Idempotency-Key": "fb-1"}
     ids = {client.post(f"/v1/jobs/{job_id}/feedback", json={"label": "cmd"}, headers=headers).json()["event_id"]
            for _ in range(3)}  # fmt: skip
@@ -107,7 +107,7 @@ def test_bad_feedback_is_422_and_broker_down_is_503(
     client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher
 ) -> None:
     job_id = submit(client, auth)
-    finish(services, PhotoWork(job_id=job_id, blob_key="x", label="cmd", model_version="v"))
+    finish(services, job_id, Finding(label="cmd", model_version="v"))
     for body in ({"label": "banana"}, {"label": "cmd", "source": "neighbour"}, {"comment": "no label"}):
         assert client.post(f"/v1/jobs/{job_id}/feedback", json=body, headers=auth).status_code == 422
     bad_json = client.post(

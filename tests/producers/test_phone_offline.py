@@ -17,7 +17,7 @@ from core import jobs
 from core.config import settings
 from mhogo.cli import main
 from ml.checkpoint import load_checkpoint
-from ml.diagnose import diagnose
+from ml.diagnose import examine
 from ml.export import Exported
 from ml.phone_build import PhoneBuild
 from ml.predictor import Predictor
@@ -25,7 +25,6 @@ from producers.api.deps import Services
 from producers.phone import Backoff, Outbox, Phone
 from schemas.errors import ModelError
 from schemas.tables import Job
-from schemas.tasks import PhotoWork
 from tests.utils.factories import SAMPLES
 
 PHOTOS = [*sorted(SAMPLES.glob("cassava/*/*.jpg"))[::10], *sorted(SAMPLES.glob("negatives/*.jpg"))[:3]]
@@ -46,12 +45,9 @@ def serve(services: Services, job_id: str) -> None:
         job = session.get(Job, job_id)
         assert job is not None
         data = services.blobs.get(job.blob_key)
-    outcome = diagnose(data, Predictor(load_checkpoint(settings.model_path)), settings.quality_thresholds, 10**8)
-    work = PhotoWork(job_id=job_id, blob_key=job.blob_key, rejection=outcome["reason"], label=outcome["label"],
-                     confidence=outcome["confidence"], probabilities=outcome["probabilities"],
-                     model_version=outcome["model_version"])  # fmt: skip
+    finding = examine(data, Predictor(load_checkpoint(settings.model_path)), settings.quality_thresholds, 10**8)
     with Session(services.engine) as session:
-        assert jobs.finish(session, work)
+        assert jobs.finish(session, job_id, finding)
 
 
 def test_offline_the_phone_answers_provisionally_and_later_shows_the_servers_answer(

@@ -10,7 +10,8 @@ from core import jobs
 from core.sweeper import sweep_once
 from producers.api.app import create_app
 from producers.api.deps import Services
-from schemas.tables import Job, JobStatus, utcnow
+from schemas.statuses import JobStatus
+from schemas.tables import Job, utcnow
 from tests.utils.factories import make_device, make_job
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.processes import wait_for

@@ -35,11 +35,20 @@ def make_device(session: Session, name: str = "phone") -> tuple[Device, str]:
     return add_device(session, name)
 
 
+def create_job(session: Session, photo: jobs.NewPhoto) -> tuple[Job, bool]:
+    """The job of `photo` as the intake stores it (`jobs.insert_jobs`), and whether it is new: the row made now, or
+    the one that had the key first."""
+    job_id = jobs.insert_jobs(session, [photo])[0]
+    job = session.get(Job, job_id) if job_id else jobs.find_job(session, photo.device_id, photo.idempotency_key)
+    assert job is not None
+    return job, job_id is not None
+
+
 def make_job(session: Session, device: Device, key: str = "k1", data: bytes = b"photo") -> Job:
     assert device.id is not None
     sha = hashlib.sha256(data).hexdigest()
     photo = jobs.NewPhoto(device.id, key, sha, f"photos/{sha[:2]}/{sha}.jpg", "image/jpeg", len(data))
-    job, created = jobs.create_job(session, photo)
+    job, created = create_job(session, photo)
     assert created
     return job
 

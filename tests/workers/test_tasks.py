@@ -17,8 +17,9 @@ from core.db import get_engine, init_db
 from core.deliveries import DeliveryCounter
 from ml.checkpoint import load_checkpoint
 from ml.imaging import decode
-from schemas.tables import Job, JobStatus
-from tests.utils.factories import jpeg_bytes, make_device, sample_bytes
+from schemas.statuses import JobStatus
+from schemas.tables import Job
+from tests.utils.factories import create_job, jpeg_bytes, make_device, sample_bytes
 from workers.base import MhogoTask
 from workers.events import feedback
 from workers.inference import diagnose
@@ -43,7 +44,7 @@ def new_job(db: Session, data: bytes) -> Job:
     device, _ = make_device(db)
     assert device.id is not None
     key = BlobStore(settings.blob_dir).put("photos", data, ".jpg")
-    job, _ = jobs.create_job(
+    job, _ = create_job(
         db, jobs.NewPhoto(device.id, uuid.uuid4().hex, key.split("/")[2][:64], key, "image/jpeg", len(data))
     )
     return job
