@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from bench.limit import measure_limit, photos_under  # noqa: E402
 from bench.loadgen import Results, Uploads  # noqa: E402
 from core.config import Settings, settings  # noqa: E402
-from core.db import init_db, make_engine  # noqa: E402
+from core.db import open_database  # noqa: E402
 from core.devices import add_device  # noqa: E402
 from mhogo.stack import Service, Stack, free_port  # noqa: E402
 from schemas.tables import Job  # noqa: E402
@@ -229,8 +229,7 @@ def main() -> int:
         stack.env |= {"MHOGO_HOME": str(home), "MHOGO_DATABASE_URL": db_url, "MHOGO_API_PORT": str(port),
                       "MHOGO_REDIS_URL": redis_url, "MHOGO_RATE_LIMIT": "", "MHOGO_LOG_LEVEL": "WARNING",
                       "MHOGO_TORCH_THREADS": "1", "MHOGO_MAX_QUEUE_DEPTH": "100000"}  # fmt: skip
-        engine = make_engine(db_url)
-        init_db(engine)
+        engine = open_database(db_url)
         with Session(engine) as session:
             tokens = [add_device(session, f"phone-{n}")[1] for n in range(50)]
         api_url = f"http://127.0.0.1:{port}"

@@ -32,7 +32,7 @@ from bench.e2e import Counter, database, saturate, scratch_home, wait_until  # n
 from bench.limit import photos_under  # noqa: E402
 from bench.loadgen import Uploads  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.db import init_db, make_engine  # noqa: E402
+from core.db import open_database  # noqa: E402
 from core.devices import add_device  # noqa: E402
 from mhogo.stack import Service, Stack, free_port  # noqa: E402
 
@@ -64,8 +64,7 @@ def main() -> int:
         (home_b / "blobs").symlink_to(home_a / "blobs")  # the shared blob store, as an NFS mount would be
         port = free_port()
         config = Settings(HOME=home_a, REDIS_URL=redis_url, DATABASE_URL=db_url, API_PORT=port)
-        engine = make_engine(db_url)
-        init_db(engine)
+        engine = open_database(db_url)
         with Session(engine) as session:
             tokens = [add_device(session, f"phone-{n}")[1] for n in range(50)]
         common = {"MHOGO_DATABASE_URL": db_url, "MHOGO_REDIS_URL": redis_url, "MHOGO_LOG_LEVEL": "WARNING",

@@ -49,7 +49,7 @@ from bench.limit import photos_under  # noqa: E402
 from bench.loadgen import Results, Uploads  # noqa: E402
 from core.blobs import BlobStore  # noqa: E402
 from core.config import Settings  # noqa: E402
-from core.db import init_db, make_engine  # noqa: E402
+from core.db import open_database  # noqa: E402
 from core.devices import add_device  # noqa: E402
 from mhogo.stack import Service, Stack, free_port  # noqa: E402
 from schemas.tables import Job  # noqa: E402
@@ -125,8 +125,7 @@ def main() -> int:
         home = Path(tmp)
         port = free_port()
         config = Settings(HOME=home, REDIS_URL=redis_url, DATABASE_URL=db_url, API_PORT=port)
-        engine = make_engine(db_url)
-        init_db(engine)
+        engine = open_database(db_url)
         with Session(engine) as session:
             tokens = [add_device(session, f"phone-{n}")[1] for n in range(args.devices)]
         log = (home / "stack.log").open("w")

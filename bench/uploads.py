@@ -25,12 +25,11 @@ import httpx
 from sqlmodel import Session, select
 
 from core.config import settings
-from core.db import get_engine, init_db
+from core.db import open_database
 from core.devices import add_device
 from producers.demo import MEDIA_TYPES as MEDIA
+from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import Job
-
-FINAL = {"classified", "rejected", "failed"}
 
 
 def photos_under(root: Path) -> list[Path]:
@@ -62,8 +61,7 @@ def main() -> int:
     repeated = rng.sample(range(args.count), round(args.count * args.repeat_fraction))
     together, later = set(repeated[: len(repeated) // 2]), set(repeated[len(repeated) // 2 :])
 
-    engine = get_engine(settings.database_url)
-    init_db(engine)
+    engine = open_database(settings.database_url)
     with Session(engine) as session:
         device, token = add_device(session, f"bench-{run_id}")
     client = httpx.Client(base_url=args.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60,
@@ -100,7 +98,7 @@ def main() -> int:
         with Session(engine) as session:
             rows = session.exec(select(Job).where(Job.device_id == device.id)).all()
         statuses = {row.id: str(row.status) for row in rows}
-        done = sum(s in FINAL for s in statuses.values())
+        done = sum(s in TERMINAL_STATUSES for s in statuses.values())
         print(f"\r  {done}/{len(statuses)} jobs ended", end="", flush=True)
         if done == len(statuses):
             break
@@ -121,7 +119,7 @@ def main() -> int:
         "job_ids_returned": len(returned_ids),
         "jobs_in_database": len(rows),
         "statuses": counts,
-        "not_ended": sum(s not in FINAL for s in statuses.values()),
+        "not_ended": sum(s not in TERMINAL_STATUSES for s in statuses.values()),
         "seconds_first_upload_to_last_result": round((finished_by - first_created).total_seconds(), 1)
         if finished_by
         else None,

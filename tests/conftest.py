@@ -29,7 +29,7 @@ from sqlalchemy import Engine  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from core.blobs import BlobStore  # noqa: E402
-from core.db import init_db, make_engine  # noqa: E402
+from core.db import open_database  # noqa: E402
 from tests.utils.postgres import postgres_database  # noqa: E402
 
 if TYPE_CHECKING:
@@ -51,8 +51,7 @@ def samples() -> Path:
 
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'test.db'}")
-    init_db(engine)
+    engine = open_database(f"sqlite:///{tmp_path / 'test.db'}")
     yield engine
     engine.dispose()
 
@@ -68,14 +67,12 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """The same storage tests on SQLite and on this machine's PostgreSQL, each in a fresh database."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'test.db'}"
-        engine = make_engine(url)
-        init_db(engine)
+        engine = open_database(url)
         yield engine
         engine.dispose()
         return
     with postgres_database() as url:
-        engine = make_engine(url)
-        init_db(engine)
+        engine = open_database(url)
         yield engine
         engine.dispose()
 

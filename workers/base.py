@@ -16,7 +16,7 @@ from sqlmodel import Session
 from core import jobs
 from core.blobs import BlobStore
 from core.config import settings
-from core.db import get_engine, init_db
+from core.db import open_database
 from core.deliveries import DeliveryCounter
 from schemas.errors import TransientError
 
@@ -50,9 +50,7 @@ class MhogoTask(Task):  # type: ignore[misc]
     @property
     def engine(self) -> Engine:
         if MhogoTask._engine is None:
-            engine = get_engine(settings.database_url)
-            init_db(engine)
-            MhogoTask._engine = engine
+            MhogoTask._engine = open_database(settings.database_url)
         return MhogoTask._engine
 
     def session(self) -> Session:

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from core import registry
 from core.blobs import BlobStore
 from core.config import settings
-from core.db import init_db, make_engine
+from core.db import open_database
 from core.serving import build_key, ensure_build, load_classifier, prebuilt_path
 from ml.checkpoint import file_sha256, load_checkpoint
 from ml.diagnose import examine
@@ -26,8 +26,7 @@ PHOTOS = sorted(SAMPLES.glob("cassava/*/*.jpg")) + sorted(SAMPLES.glob("negative
 
 @pytest.fixture
 def registered(tmp_path: Path) -> tuple[BlobStore, ModelVersion]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    init_db(engine)
+    engine = open_database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     blobs = BlobStore(tmp_path / "blobs")
     with Session(engine, expire_on_commit=False) as session:
         row = registry.ensure_champion(session, blobs, settings.model_path)

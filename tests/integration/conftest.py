@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.config import settings
-from core.db import init_db, make_engine
+from core.db import open_database
 from core.devices import add_device
 from tests.utils.factories import SAMPLES
 from tests.utils.postgres import postgres_database
@@ -73,8 +73,7 @@ def live_stack(
         }
         | (extra_env or {})
     )
-    engine = make_engine(database_url)
-    init_db(engine)
+    engine = open_database(database_url)
     name = f"it-{uuid.uuid4().hex[:8]}@localhost"
     stack = LiveStack(f"http://127.0.0.1:{port}", engine, env, home, name)
     with ExitStack() as cleanup:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlmodel import Session, col, select
 
+from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import Job
 from tests.integration.conftest import LiveStack, live_stack
 from tests.utils.factories import all_samples, sample_bytes
@@ -101,7 +102,7 @@ def test_redis_restarted_mid_run_loses_no_photo(restartable: tuple[LiveStack, Re
             ids.append(response.json()["job_id"])
 
         def unfinished() -> list[str]:
-            return [job_id for job_id in ids if status(client, job_id) not in ("classified", "rejected", "failed")]
+            return [job_id for job_id in ids if status(client, job_id) not in TERMINAL_STATUSES]
 
         wait_for(lambda: not unfinished(), 180, "every photo to finish after the restart")
         assert [job_id for job_id in ids if status(client, job_id) == "failed"] == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, col, select
 
+from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import Job
 from tests.integration.conftest import live_stack
 from tests.utils.factories import all_samples
@@ -52,7 +53,7 @@ def test_postgres_away_for_20_seconds(redis_url: str, tmp_path: Path) -> None:
                     with Session(stack.engine) as session:
                         return [str(j.status) for j in session.exec(select(Job).where(col(Job.id).in_(ids))).all()]
 
-                wait_for(lambda: all(s in ("classified", "rejected", "failed") for s in statuses()), 180,
+                wait_for(lambda: all(s in TERMINAL_STATUSES for s in statuses()), 180,
                          "every photo to finish after the outage")  # fmt: skip
                 assert len(statuses()) == 11
                 assert "failed" not in statuses()  # the tasks retried through the outage

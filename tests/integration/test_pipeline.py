@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from core import registry, telemetry
 from core.config import settings
 from ml.checkpoint import load_checkpoint
+from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import ClientEvent, Feedback, Job, ModelAliasName, ModelFeedbackCount, RetrainRun, RetrainStatus
 from tests.integration.conftest import LiveStack
 from tests.utils.factories import all_samples
@@ -28,7 +29,6 @@ from tests.utils.models import tiny_model
 from tests.utils.processes import wait_for
 
 pytestmark = pytest.mark.integration
-FINAL = {"classified", "rejected", "failed"}
 
 
 def upload(client: httpx.Client, path: Path, key: str) -> httpx.Response:
@@ -43,7 +43,7 @@ def wait_final(client: httpx.Client, job_ids: list[str], timeout: float = 90.0) 
         for job_id in job_ids:
             if job_id not in done:
                 body = client.get(f"/v1/jobs/{job_id}").json()
-                if body["status"] in FINAL:
+                if body["status"] in TERMINAL_STATUSES:
                     done[job_id] = body
         time.sleep(0.3)
     missing = set(job_ids) - set(done)

@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from core.db import init_db, make_engine
+from core.db import open_database
 from mhogo import browser
 from mhogo.browser import chart_boxes, screenshot_dashboard, screenshot_problems
 from producers.api import charts, dashboard
@@ -128,8 +128,7 @@ def test_a_day_of_one_minute_ticks_renders_a_page_of_bounded_size(services: Serv
 
 def seeded_database(path: Path) -> str:
     url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    init_db(engine)
+    engine = open_database(url)
     with Session(engine) as session:
         seed(session)
     engine.dispose()

@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from core.blobs import BlobStore
 from core.config import Settings
-from core.db import init_db, make_engine
+from core.db import open_database
 from core.devices import add_device
 from producers.api.app import create_app
 from producers.api.deps import Services
@@ -60,8 +60,7 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     home: Path = tmp_path_factory.mktemp("openapi")
-    engine = make_engine(f"sqlite:///{home / 'mhogo.db'}")
-    init_db(engine)
+    engine = open_database(f"sqlite:///{home / 'mhogo.db'}")
     config = Settings(HOME=home, PUBLIC_URL="http://testserver", FLOWER_USER=OPERATOR[0],
                       FLOWER_PASSWORD=OPERATOR[1], RATE_LIMIT="")  # fmt: skip
     services = Services(settings=config, engine=engine, blobs=BlobStore(home / "blobs"), publisher=RecordingPublisher())

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from core import jobs
 from core.blobs import BlobStore
 from core.config import settings
-from core.db import get_engine, init_db
+from core.db import open_database
 from core.deliveries import DeliveryCounter
 from ml.checkpoint import load_checkpoint
 from ml.imaging import decode
@@ -34,9 +34,7 @@ def fake_delivery_counter() -> Iterator[None]:
 
 @pytest.fixture
 def db() -> Iterator[Session]:
-    engine = get_engine(settings.database_url)
-    init_db(engine)
-    with Session(engine, expire_on_commit=False) as session:
+    with Session(open_database(settings.database_url), expire_on_commit=False) as session:
         yield session
 
 
