@@ -13,8 +13,9 @@
     .venv/bin/python bench/e2e.py --photos ../shared/data [--database sqlite|postgresql] [--seconds 60] [--rounds 5]
 
 The stack is the production layout started natively (as `mhogo up` does): the API, an inference worker with one
-process per core and one torch thread each, a photos worker; Redis is the one on 127.0.0.1:6379 (its own database
-number), the database a fresh SQLite file or a fresh PostgreSQL database. Writes bench/results/e2e-DATABASE.json.
+process per core and one math thread each (no beat, so nothing sweeps); Redis is the one on 127.0.0.1:6379 (its own
+database number), the database a fresh SQLite file or a fresh PostgreSQL database. Writes
+bench/results/e2e-DATABASE.json.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     MAX_IMAGE_PIXELS: int = Field(default=50_000_000, gt=0)  # above this a photo is a decompression bomb
     UPLOAD_EXPIRE_S: int = Field(default=24 * 3600, gt=0)  # a resumable upload not finished by then is dropped
 
-    # Quality gate, measured on the working-size image (see ml/preprocess.py); set from ../shared/data.
+    # Quality gate, measured on the working-size image (ml/imaging.py, ml/quality.py); set from ../shared/data.
     MIN_SIDE_PX: int = 160
     # On the 92 cassava photos: mean luma 69..175, near-white share <= 0.1, Laplacian variance >= 119. The same
     # photos darkened to a fifth reach at most luma 35; blurred with a 3 px Gaussian, at most variance 12.

@@ -25,8 +25,7 @@ class Publisher:
         self.app = app
 
     def publish_photo(self, job_id: str, blob_key: str) -> None:
-        """One task per photo, named by its job: decode, gates, model and store run in one inference process (a
-        chain of stages cost a message, a database round trip and a copy of the prepared image per stage)."""
+        """One task per photo, named by its job: decode, gates, model and store run in one inference process."""
         self._send(lambda: self.app.send_task(TaskName.DIAGNOSE.value, args=(job_id, blob_key)))
 
     def publish_photos(self, photos: Sequence[tuple[str, str]]) -> bool:
@@ -69,7 +68,7 @@ class Publisher:
 
 
 def enqueue_photo(publisher: Publisher, session: Session, job: Job) -> bool:
-    """Publish the job's chain and record it. False when the broker is down: the job stays for the sweeper."""
+    """Publish the job's task and record it. False when the broker is down: the job stays for the sweeper."""
     try:
         publisher.publish_photo(job.id, job.blob_key)
     except BrokerUnavailable as exc:

@@ -1,11 +1,13 @@
 """The model the inference workers serve, in the runtime MHOGO_SERVING_RUNTIME names.
 
-The default serves the champion's int8 ONNX build under ONNX Runtime: on one core about 26 ms a photo against
-121 ms in eager PyTorch, with the same answers (bench/runtime.py has the table of every runtime tried). It is the
-very build a phone runs offline (`mhogo export --int8`), made once per registered version and kept in the blob
-store under the sha256 of the checkpoint it came from. Whoever needs it first makes it (`mhogo train --register`,
-a retraining run, or a worker loading a version that has none yet), under a file lock so that processes sharing
-the blob store do not all make it at once. The committed baseline ships with its build beside it.
+The default serves the champion's fp32 ONNX build under ONNX Runtime, which gave the same answer as eager PyTorch
+on every unseen variant of the photos at well under its cost; the int8 build is faster again but answered
+differently on more of them (bench/runtime.py has the table of every runtime tried; MHOGO_SERVING_RUNTIME chooses).
+Either is the very build a phone runs offline (`mhogo export [--int8]`), made once per registered version and kept
+in the blob store under the sha256 of the checkpoint it came from. Whoever needs it first makes it (`mhogo models
+promote` and a retraining run that promotes, before the workers switch; or a worker loading a version that has none
+yet), under a file lock so that processes sharing the blob store do not all make it at once. The committed baseline
+ships with its builds beside it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Decoding and preprocessing of one photo with Pillow and NumPy only (no torch), so the photos queue stays light.
+"""Decoding and preprocessing of one photo with Pillow and NumPy only (no torch), so the API and a serving process
+that runs an ONNX build stay light.
 
 The same functions feed training, serving and `mhogo predict`: decode -> orient -> RGB -> working size ->
 statistics (for the quality gate and drift checks) -> brightness normalisation.

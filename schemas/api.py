@@ -44,8 +44,8 @@ class JobView(BaseModel):
     error: str | None = None
     timings_ms: dict[str, float] = Field(
         default_factory=dict,
-        description="Milliseconds of work in each stage (preprocess, filter, infer) and from upload to result "
-        "(end_to_end, queue waits included)",
+        description="Milliseconds of work in each stage (decode; prepare, with the quality gate; model, with the leaf "
+        "gate) and from upload to result (end_to_end, queue waits included)",
     )
 
 

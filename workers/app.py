@@ -21,7 +21,8 @@ app.conf.update(
     worker_consumer="workers.consumer:Consumer",  # sends task events a tenth of a second's worth at a time
 )
 
-# The context each running task set, by task id, to put back when it ends (a list: an eager chain nests tasks).
+# The context each running task set, by task id, to put back when it ends (a list: a task run eagerly inside
+# another, as tests do, nests them).
 _bound: dict[str, list[TaskTokens]] = {}
 
 
