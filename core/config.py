@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ml.imaging import MAX_PIXELS
 from ml.quality import QualityThresholds
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ class Settings(BaseSettings):
     MAX_QUEUE_DEPTH: int = Field(default=5000, gt=0)  # photos waiting beyond this: uploads get 503 + Retry-After
     QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)
-    MAX_IMAGE_PIXELS: int = Field(default=50_000_000, gt=0)  # above this a photo is a decompression bomb
+    MAX_IMAGE_PIXELS: int = Field(default=MAX_PIXELS, gt=0)  # above this a photo is a decompression bomb
     UPLOAD_EXPIRE_S: int = Field(default=24 * 3600, gt=0)  # a resumable upload not finished by then is dropped
 
     # Quality gate, measured on the working-size image (ml/imaging.py, ml/quality.py); set from ../shared/data.

@@ -16,11 +16,10 @@ from torch.utils.data import Dataset
 
 from ml.augment import AugmentConfig, augment
 from ml.checkpoint import file_sha256
-from ml.imaging import PreprocessConfig, decode, prepare
+from ml.imaging import MAX_LOCAL_PIXELS, PreprocessConfig, decode, prepare
 from ml.tensors import model_input, to_tensor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-MAX_TRAIN_PIXELS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ class PhotoDataset(Dataset[tuple[torch.Tensor, int]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        prepared = prepare(decode(sample.path.read_bytes(), MAX_TRAIN_PIXELS), self.preprocess)
+        prepared = prepare(decode(sample.path.read_bytes(), MAX_LOCAL_PIXELS), self.preprocess)
         if self.augmentation is None:
             return model_input(prepared.image, self.preprocess), sample.label
         rng = random.Random(f"{self.seed}:{self.epoch}:{index}")

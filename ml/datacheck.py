@@ -17,9 +17,9 @@ from typing import Any
 from tqdm import tqdm
 
 from ml.data import Sample, label_name, negatives_beside, scan
-from ml.imaging import PreprocessConfig, decode, prepare
+from ml.imaging import MAX_LOCAL_PIXELS, PreprocessConfig, decode, prepare
 from ml.quality import QualityThresholds, quality_gate
-from ml.splits import MAX_PIXELS, NEAR_DUPLICATE_BITS, near_duplicate_groups
+from ml.splits import NEAR_DUPLICATE_BITS, near_duplicate_groups
 from schemas.errors import BadInput
 from schemas.reasons import RejectReason
 
@@ -48,7 +48,7 @@ def check_photos(
         data = sample.path.read_bytes()
         digests[hashlib.sha256(data).hexdigest()].append(sample)
         try:
-            image = decode(data, MAX_PIXELS)
+            image = decode(data, MAX_LOCAL_PIXELS)
         except BadInput as exc:
             failures.append({"photo": name(sample), "reason": RejectReason.UNREADABLE.value, "detail": str(exc)})
             continue

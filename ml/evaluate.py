@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ml.data import Sample, negatives_beside, scan
-from ml.imaging import decode, prepare
+from ml.imaging import MAX_LOCAL_PIXELS, decode, prepare
 from ml.metrics import expected_calibration_error, reliability, summarize
 from ml.predictor import Predictor
 from ml.quality import QualityThresholds, leaf_verdict, quality_gate
@@ -25,7 +25,6 @@ from ml.tensors import model_input
 from schemas.errors import BadInput
 from schemas.reasons import RejectReason
 
-MAX_PIXELS = 100_000_000
 DARK_LUMA = 100.0  # slices: darker photos than this mean luma (the brightness target) vs brighter ones
 SMALL_LEAF_GREEN = 0.7  # slices: leaf (plant green) filling less than this share of the frame vs more
 
@@ -69,7 +68,7 @@ def run_photos(
 
     for index, sample in enumerate(tqdm(samples, desc="evaluating", unit="photo", disable=not progress)):
         try:
-            prepared = prepare(decode(sample.path.read_bytes(), MAX_PIXELS), predictor.preprocess)
+            prepared = prepare(decode(sample.path.read_bytes(), MAX_LOCAL_PIXELS), predictor.preprocess)
         except BadInput:
             outcomes[index] = Outcome(sample.path, sample.label, -1, RejectReason.UNREADABLE, None, None)
             continue

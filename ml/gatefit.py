@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from ml.augment import AugmentConfig, augment
 from ml.checkpoint import Checkpoint
-from ml.data import MAX_TRAIN_PIXELS, Sample
-from ml.imaging import decode, prepare
+from ml.data import Sample
+from ml.imaging import MAX_LOCAL_PIXELS, decode, prepare
 from ml.leafgate import GATE_INPUTS, LeafGate, gate_features
 from ml.linear import fit_logistic, standardiser
 from ml.predictor import Predictor
@@ -103,7 +103,7 @@ def gate_data(
             augmented.clear()
 
     for index, sample in enumerate(tqdm(samples, desc="leaf gate inputs", unit="photo", disable=not progress)):
-        image = prepare(decode(sample.path.read_bytes(), MAX_TRAIN_PIXELS), checkpoint.preprocess).image
+        image = prepare(decode(sample.path.read_bytes(), MAX_LOCAL_PIXELS), checkpoint.preprocess).image
         pending.append((index, model_input(image, checkpoint.preprocess)))
         rng = random.Random(f"{seed}:{sample.path.name}")
         for _ in range(views):

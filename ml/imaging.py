@@ -23,6 +23,8 @@ from schemas.errors import UnreadableImage, UnsupportedMediaType
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MAX_PIXELS = 50_000_000  # a photo sent from a phone with more pixels is a decompression bomb (MHOGO_MAX_IMAGE_PIXELS)
+MAX_LOCAL_PIXELS = 100_000_000  # the limit for photos read from a folder of one's own (training, evaluation)
 
 
 @dataclass(frozen=True)

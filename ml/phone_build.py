@@ -15,13 +15,11 @@ import onnxruntime
 from PIL import Image
 
 from ml.diagnose import examine
-from ml.imaging import PreprocessConfig, center_square
+from ml.imaging import MAX_PIXELS, PreprocessConfig, center_square
 from ml.prediction import Prediction, make_prediction
 from ml.quality import QualityThresholds
 from schemas.errors import ModelError
 from schemas.findings import Finding
-
-MAX_PIXELS = 50_000_000  # as the server's default MHOGO_MAX_IMAGE_PIXELS
 
 
 def phone_input(image: Image.Image, config: PreprocessConfig) -> np.ndarray:

@@ -14,14 +14,13 @@ import imagehash
 import numpy as np
 
 from ml.data import Sample
-from ml.imaging import decode
+from ml.imaging import MAX_LOCAL_PIXELS, decode
 
 NEAR_DUPLICATE_BITS = 10  # of 64: phash distance at or below which two photos count as the same picture
-MAX_PIXELS = 100_000_000
 
 
 def perceptual_hashes(samples: Sequence[Sample]) -> list[imagehash.ImageHash]:
-    return [imagehash.phash(decode(s.path.read_bytes(), MAX_PIXELS)) for s in samples]
+    return [imagehash.phash(decode(s.path.read_bytes(), MAX_LOCAL_PIXELS)) for s in samples]
 
 
 def hash_words(hashes: Sequence[imagehash.ImageHash]) -> np.ndarray:

@@ -34,7 +34,6 @@ from tqdm import tqdm
 from ml.augment import AugmentConfig
 from ml.checkpoint import Checkpoint, save_checkpoint
 from ml.data import (
-    MAX_TRAIN_PIXELS,
     PhotoDataset,
     Sample,
     class_counts,
@@ -47,7 +46,7 @@ from ml.drift import reference
 from ml.ensemble import Ensemble
 from ml.evaluate import cassava_metrics, gate_figures, run_photos
 from ml.gatefit import GateConfig, attach_gate, compare_inputs, fit_gate, gate_data
-from ml.imaging import PreprocessConfig, decode, prepare
+from ml.imaging import MAX_LOCAL_PIXELS, PreprocessConfig, decode, prepare
 from ml.leafgate import LeafGate
 from ml.model import CassavaNet, ModelConfig, load_imagenet_backbone
 from ml.predictor import Predictor
@@ -435,7 +434,7 @@ def input_reference(samples: Sequence[Sample], config: TrainConfig, limit: int =
     """What the training photos look like (image statistics, class mix): live photos are compared with it for drift.
     At most `limit` photos, drawn with the run's seed: enough for decile bins."""
     chosen = list(samples) if len(samples) <= limit else random.Random(config.seed).sample(list(samples), limit)
-    stats = [prepare(decode(s.path.read_bytes(), MAX_TRAIN_PIXELS), config.preprocess).stats for s in chosen]
+    stats = [prepare(decode(s.path.read_bytes(), MAX_LOCAL_PIXELS), config.preprocess).stats for s in chosen]
     counts = class_counts(samples, len(CLASSES))
     return reference(stats, dict(zip(CLASSES, counts, strict=True)))
 
