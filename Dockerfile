@@ -7,6 +7,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY mhogo mhogo
 COPY core core
 COPY ml ml
 COPY producers producers

@@ -23,7 +23,7 @@ class Prediction:
 
 
 class Classifier(Protocol):
-    """What `ml.diagnose.diagnose` needs of a model: the server's `Predictor`, or the phone's ONNX build."""
+    """What `ml.diagnose.examine` needs of a model: the server's `Predictor`, or the phone's ONNX build."""
 
     version: str
     preprocess: PreprocessConfig

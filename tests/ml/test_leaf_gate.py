@@ -1,5 +1,5 @@
 """The leaf gate: fitted on real photos, its threshold chosen out of fold, carried in the checkpoint, applied by
-`diagnose`, the evaluation and the phone build alike."""
+`examine`, the evaluation and the phone build alike."""
 
 from __future__ import annotations
 
