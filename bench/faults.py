@@ -1,9 +1,10 @@
 """Faults at full size, on a stack of its own (API + one Celery worker, SQLite, the Redis on localhost db 10).
-Prints (and writes as JSON) photos sent, jobs, results, duplicates, lost, failed.
+Prints (and writes as JSON) photos sent, jobs, results, duplicates, lost, failed; with --kill, also how many kills hit
+a process in the middle of a photo and how many outcomes the worker stored twice or never (from its log).
 
     # photos sent by the reference phone client through a proxy that cuts 30 % of connections mid-transfer
     .venv/bin/python bench/faults.py --photos ../shared/data --count 500 --cut 0.3
-    # photos uploaded while worker pool processes are killed with SIGKILL ten times
+    # photos uploaded while pool processes, each in the middle of a photo, are killed with SIGKILL ten times
     .venv/bin/python bench/faults.py --photos ../shared/data --count 1000 --kill 10
 """
 
@@ -30,6 +31,7 @@ from collections.abc import Mapping  # noqa: E402
 import redis  # noqa: E402
 
 from ml.data import IMAGE_SUFFIXES  # noqa: E402
+from schemas.statuses import TERMINAL_STATUSES  # noqa: E402
 from tests.integration.conftest import live_stack  # noqa: E402
 from tests.integration.test_faults import send_through  # noqa: E402
 from tests.utils.faultproxy import FaultProxy  # noqa: E402
@@ -43,7 +45,8 @@ def main() -> int:
     parser.add_argument("--cut", type=float, default=0.3)
     parser.add_argument("--resumable-above", type=int, default=32 * 1024,
                         help="Photos over this many bytes go by resumable upload (tus), in 16 KiB chunks.")  # fmt: skip
-    parser.add_argument("--kill", type=int, default=0, help="Instead of the proxy: SIGKILL pool processes this often.")
+    parser.add_argument("--kill", type=int, default=0,
+                        help="Instead of the proxy: SIGKILL a busy pool process this often.")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="Default: bench/results/faults[-kill].json")
     args = parser.parse_args()
     if args.kill:
@@ -97,62 +100,58 @@ def report(figures: Mapping[str, object], out: Path) -> None:
 
 def kill_run(args: argparse.Namespace) -> int:
     import random
-    import signal
-    import uuid
+    from concurrent.futures import ThreadPoolExecutor
 
     from sqlmodel import Session, col, select
 
     from schemas.tables import Job
-    from tests.integration.test_faults import pool_children
+    from tests.integration.test_faults import kill_busy_pool_processes, landed_mid_task, upload
+    from tests.utils.pool import stored_outcomes, times_stored
 
     photos = photos_to_send(args.photos, args.count)
-    rng = random.Random(11)
     with tempfile.TemporaryDirectory(prefix="mhogo-kills-") as tmp:
         home = Path(tmp)
-        print(f"{len(photos)} photos while worker pool processes are killed {args.kill} times")
+        print(f"{len(photos)} photos while busy worker pool processes are killed {args.kill} times")
         with live_stack(home, f"sqlite:///{home / 'mhogo.db'}", os.environ["MHOGO_REDIS_URL"]) as stack:
             started = time.monotonic()
             ids: list[str] = []
-            with stack.client(stack.new_token("bench")) as client:
-                for path in photos:
-                    headers = {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "image/jpeg"}
-                    ids.append(client.post("/v1/photos", content=path.read_bytes(), headers=headers).json()["job_id"])
-            kills = 0
+            with ThreadPoolExecutor(1) as uploader:
+                uploading = uploader.submit(upload, stack, stack.new_token("bench"), photos, ids)
+                kills = kill_busy_pool_processes(stack, ids, uploading, args.kill, random.Random(11),
+                                                 pause_s=(2.0, 6.0), give_up_s=1800)  # fmt: skip
+                uploading.result()
 
             def rows() -> list[Job]:
                 with Session(stack.engine) as session:
                     return list(session.exec(select(Job).where(col(Job.id).in_(ids))).all())
 
-            while True:
-                unfinished = sum(j.status not in ("classified", "rejected", "failed") for j in rows())
-                if kills < args.kill and unfinished > len(photos) // 10:
-                    children = pool_children(stack.processes[0])
-                    if children:
-                        os.kill(rng.choice(children), signal.SIGKILL)
-                        kills += 1
-                        print(f"  kill {kills}: {unfinished} photos still in the pipeline", flush=True)
-                elif not unfinished or time.monotonic() - started > 1800:
-                    break
-                time.sleep(rng.uniform(2.0, 6.0))
+            while any(j.status not in TERMINAL_STATUSES for j in rows()) and time.monotonic() - started < 1800:
+                time.sleep(1.0)
             jobs = rows()
             alive = stack.processes[0].poll() is None
             seconds = time.monotonic() - started
+            time.sleep(1.0)  # the last outcome's log line follows its commit
+            stored = times_stored(home / "worker.log", set(ids))
+            landed = landed_mid_task(stack, kills, stored_outcomes(home / "worker.log", set(ids)))
     keys = Counter(job.idempotency_key for job in jobs)
     figures = {
         "photos_sent": len(photos),
-        "kills": kills,
+        "kills": len(kills),
+        "kills_mid_photo": len(landed),
         "jobs": len(jobs),
         "results": sum(j.status in ("classified", "rejected") for j in jobs),
         "failed": sum(j.status == "failed" for j in jobs),
-        "stuck": sum(j.status not in ("classified", "rejected", "failed") for j in jobs),
+        "stuck": sum(j.status not in TERMINAL_STATUSES for j in jobs),
         "duplicates": sum(n - 1 for n in keys.values()),
         "lost": len(photos) - len(keys),
+        "stored_twice": sum(n > 1 for n in stored.values()),
+        "never_stored": sum(n == 0 for n in stored.values()),
         "worker_alive": alive,
         "seconds": round(seconds, 1),
     }
     report(figures, args.out or REPO / "bench" / "results" / "faults-kill.json")
     ok = figures["results"] == len(photos) and not figures["duplicates"] and not figures["lost"]
-    return 0 if ok else 1
+    return 0 if ok and not figures["stored_twice"] and not figures["never_stored"] else 1
 
 
 if __name__ == "__main__":

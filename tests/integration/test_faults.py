@@ -1,6 +1,7 @@
 """Faults on the real stack (the API, a Celery worker, SQLite): the phone client killed with SIGKILL in the middle of
 sending, then started again, gets exactly one job and one result per photo; a job that cannot succeed ends `failed`
-with its reason after a bounded number of tries, waits among the dead letters, and goes through once requeued."""
+with its reason after a bounded number of tries, waits among the dead letters, and goes through once requeued; worker
+pool processes killed in the middle of a photo lose none and store none twice."""
 
 from __future__ import annotations
 
@@ -13,24 +14,32 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlmodel import Session, col, select
 
 from core.devices import add_device
 from producers.phone import Backoff, Outbox, Phone
+from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import Job
 from tests.integration.conftest import LiveStack, live_stack
 from tests.utils.factories import all_samples, make_job
 from tests.utils.faultproxy import FaultProxy
+from tests.utils.pool import RunningPhoto, StoredOutcome, gone, running_photos, stored_outcomes, times_stored
 from tests.utils.processes import wait_for
+from workers.app import app as celery_app
 
 pytestmark = pytest.mark.integration
 PHOTOS_THROUGH_PROXY = 60  # bench/faults.py sends 500
 KILL_RUN_PHOTOS = 60  # bench/faults.py --kill 10 sends 1,000
+KILLS = 10
 
 
 @pytest.fixture(scope="module")
@@ -174,38 +183,104 @@ def test_a_2g_link_that_stalls_still_delivers(stack: LiveStack, tmp_path: Path) 
     assert len(done) == len(jobs) == len(photos)
 
 
-def pool_children(worker: subprocess.Popen[bytes]) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False)
-    return [int(pid) for pid in found.stdout.split()]
+@dataclass(frozen=True)
+class Kill:
+    photo: RunningPhoto  # what the process was running when it was killed
+    at: float  # time.time() just before the SIGKILL
+
+
+def job_status(stack: LiveStack, job_id: str) -> str | None:
+    with Session(stack.engine) as session:
+        job = session.get(Job, job_id)
+        return None if job is None else str(job.status)
+
+
+def kill_busy_pool_processes(
+    stack: LiveStack,
+    job_ids: list[str],
+    uploading: Future[None],
+    count: int,
+    rng: random.Random,
+    pause_s: tuple[float, float] = (0.3, 1.2),
+    give_up_s: float = 120,
+) -> list[Kill]:
+    """SIGKILL a pool process `count` times, each time one that holds a photo of `job_ids` (filled as the photos are
+    uploaded) whose job is claimed (`processing`) and not finished: a process in the middle of the work, never an
+    idle one. Stops early when every photo is uploaded and finished."""
+    kills: list[Kill] = []
+    deadline = time.monotonic() + give_up_s
+    while len(kills) < count and time.monotonic() < deadline:
+        ours = set(job_ids)
+        held = [photo for photo in running_photos(celery_app, stack.worker_name) if photo.job_id in ours]
+        # The worker may still list a task of a process killed a moment ago: only live processes count.
+        busy = [photo for photo in held if not gone(photo.pid) and job_status(stack, photo.job_id) == "processing"]
+        if not busy:
+            if uploading.done() and not held and all(job_status(stack, i) in TERMINAL_STATUSES for i in ours):
+                break
+            time.sleep(0.02)
+            continue
+        target, at = rng.choice(busy), time.time()
+        try:
+            os.kill(target.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it died since we looked
+            continue
+        kills.append(Kill(target, at))
+        wait_for(partial(gone, target.pid), 10, f"pool process {target.pid} to die")
+        time.sleep(rng.uniform(*pause_s))  # the pool starts a new process, which loads the model
+    return kills
+
+
+def landed_mid_task(stack: LiveStack, kills: list[Kill], outcomes: list[StoredOutcome]) -> list[Kill]:
+    """The kills that hit a process in the middle of its photo: the photo's outcome was stored after the kill (the
+    killed process, dead, did not store it), by the same task delivered again, and that task was started more than
+    once."""
+    stored = {outcome.job_id: outcome for outcome in outcomes}
+    deliveries = redis.Redis.from_url(stack.env["MHOGO_REDIS_URL"])
+    landed = []
+    for kill in kills:
+        outcome = stored.get(kill.photo.job_id)
+        started = int(deliveries.get(f"mhogo:deliveries:{kill.photo.task_id}") or 0)  # core/deliveries.py
+        if outcome is not None and outcome.at > kill.at and outcome.task_id == kill.photo.task_id and started >= 2:
+            landed.append(kill)
+    return landed
+
+
+def upload(stack: LiveStack, token: str, photos: list[Path], job_ids: list[str]) -> None:
+    with stack.client(token) as client:
+        for path in photos:
+            headers = {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "image/jpeg"}
+            job_ids.append(client.post("/v1/photos", content=path.read_bytes(), headers=headers).json()["job_id"])
 
 
 def test_worker_processes_killed_mid_run_lose_no_photo_and_process_none_twice(stack: LiveStack) -> None:
-    """SIGKILL a pool process ten times while photos flow: the task it held goes back to the queue (acks late,
-    reject on worker lost), the pool starts a new process, and every photo still gets exactly one result."""
+    """SIGKILL a pool process ten times, each in the middle of a photo, while photos flow: the task it held goes
+    back to the queue (acks late, reject on worker lost), the pool starts a new process, another delivery of that
+    same task stores the outcome, and every photo's outcome is stored exactly once."""
     photos = [all_samples()[i % 60] for i in range(KILL_RUN_PHOTOS)]
     with Session(stack.engine, expire_on_commit=False) as session:
         _, token = add_device(session, "phone during kills")
-    rng = random.Random(11)
-    with stack.client(token) as client:
-        ids = []
-        for path in photos:
-            headers = {"Idempotency-Key": uuid.uuid4().hex, "Content-Type": "image/jpeg"}
-            ids.append(client.post("/v1/photos", content=path.read_bytes(), headers=headers).json()["job_id"])
-        kills = 0
-        while kills < 10:
-            children = pool_children(stack.processes[0])
-            if children:
-                os.kill(rng.choice(children), signal.SIGKILL)
-                kills += 1
-            time.sleep(rng.uniform(0.5, 2.0))
+    ids: list[str] = []
+    with ThreadPoolExecutor(1) as uploader:
+        uploading = uploader.submit(upload, stack, token, photos, ids)
+        kills = kill_busy_pool_processes(stack, ids, uploading, KILLS, random.Random(11))
+        uploading.result()
 
     def finished() -> list[Job]:
         with Session(stack.engine) as session:
             return list(session.exec(select(Job).where(col(Job.id).in_(ids))).all())
 
-    wait_for(lambda: all(job.status in ("classified", "rejected", "failed") for job in finished()), 300,
+    wait_for(lambda: all(job.status in TERMINAL_STATUSES for job in finished()), 120,
              "every photo to finish after the kills")  # fmt: skip
     jobs = finished()
     assert len(jobs) == len(photos)
     assert [job.id for job in jobs if job.status == "failed"] == []  # a redelivery is not a failure
     assert stack.processes[0].poll() is None  # the worker itself lives on
+
+    # One stored outcome per job, counted where the worker stores it: none lost, none processed twice.
+    log, ours = stack.home / "worker.log", set(ids)
+    wait_for(lambda: all(times_stored(log, ours).values()), 10, "the worker's log line of every finished job")
+    assert {job_id: n for job_id, n in times_stored(log, ours).items() if n != 1} == {}
+    landed = landed_mid_task(stack, kills, stored_outcomes(log, ours))
+    print(f"kills: {len(kills)}, mid-task and redelivered: {len(landed)}")
+    assert len(kills) == KILLS
+    assert len(landed) >= KILLS - 2  # a task may end in the instant between looking and killing; not more often
