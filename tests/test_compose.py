@@ -27,14 +27,6 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
     jsonschema.validate(compose, schema)
 
 
-def test_the_schema_catches_mistakes(compose: dict[str, Any]) -> None:
-    broken = json.loads(json.dumps(compose))
-    broken["services"]["api"]["ports"] = {"not": "a list"}
-    schema_file = resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(broken, json.loads(schema_file.read_text()))
-
-
 def test_services_are_what_mhogo_up_runs(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"redis", "postgres"} | {s.name for s in SERVICES}
