@@ -32,7 +32,15 @@ from schemas.tables import Job
 from tests.integration.conftest import LiveStack, live_stack
 from tests.utils.factories import all_samples, make_job
 from tests.utils.faultproxy import FaultProxy
-from tests.utils.pool import RunningPhoto, StoredOutcome, gone, running_photos, stored_outcomes, times_stored
+from tests.utils.pool import (
+    RunningPhoto,
+    StoredOutcome,
+    gone,
+    job_log,
+    running_photos,
+    stored_outcomes,
+    times_stored,
+)
 from tests.utils.processes import wait_for
 from workers.app import app as celery_app
 
@@ -117,8 +125,14 @@ def test_a_job_that_cannot_succeed_becomes_a_dead_letter_and_is_requeued_once_fi
             return str(found.status)
 
     wait_for(lambda: status() == "failed", 60, "the job to fail")
-    time.sleep(2)
-    assert status() == "failed"  # it stays failed: no loop
+    # No loop: its task was delivered once, failed once for good and was never retried, so nothing runs it again.
+    log = stack.home / "worker.log"
+    ends = ("raised unexpected", "succeeded in", "retry:")  # Celery's lines for a try that failed, ended, or retries
+    wait_for(lambda: any(end in line for line in job_log(log, job_id) for end in ends), 30, "the task's first try")
+    lines = job_log(log, job_id)
+    assert [sum(line.endswith("] received") for line in lines), lines.count("job failed")] == [1, 1], lines
+    assert not [line for line in lines if "retry:" in line or "succeeded in" in line], lines
+    assert status() == "failed"
     assert job_id in mhogo(stack, "jobs", "failed")
     blob.parent.mkdir(parents=True, exist_ok=True)
     blob.write_bytes(photo)  # the operator restores the photo

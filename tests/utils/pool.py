@@ -1,5 +1,5 @@
 """Looking inside a live Celery worker from a test: which pool process is running which photo right now (Celery's
-own `inspect active`), and which outcomes the worker stored (its JSON log lines)."""
+own `inspect active`), and what the worker did with each job (its JSON log lines)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,16 @@ def log_records(log: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+def job_log(log: Path, job_id: str) -> list[str]:
+    """The messages of the worker's log lines about one job, in order: the pool process's lines carry its job id,
+    and Celery's `Task ... received` in the worker's main process names it in the task's arguments."""
+    return [
+        str(record.get("message"))
+        for record in log_records(log)
+        if record.get("job_id") == job_id or job_id in str((record.get("data") or {}).get("args", ""))
+    ]
 
 
 @dataclass(frozen=True)
