@@ -7,7 +7,9 @@ challenger or keeps it out with the reason; photos keep arriving across the swit
 exactly one result. The run prints its timeline and writes it, with every figure, to `scenario.json`.
 
 The photos are split by near-duplicate group with a fixed seed: holdout (frozen, never trained on), base (the
-champion's training data and the retraining base) and stream (what the phone sends); negatives likewise.
+champion's training data and the retraining base) and stream (what the phone sends); negatives likewise. The phone
+is the reference client (producers/phone.py): it sends the photos as they are, honours the API's rate limits and
+Retry-After, and sends the agronomists' labels as feedback from its outbox.
 """
 
 from __future__ import annotations
@@ -18,16 +20,13 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import redis
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -37,15 +36,17 @@ from core.config import Settings
 from core.db import get_engine, init_db
 from core.devices import add_device
 from mhogo.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
+from producers.phone import Phone, open_phone
 from schemas.queues import TaskName
 from schemas.statuses import JobStatus
 from schemas.tables import Job, ModelAliasName, RetrainRun, RetrainStatus, utcnow
 
+if TYPE_CHECKING:
+    from ml.train import TrainConfig
+
 PARTS = ("holdout", "base", "stream")
 FRACTIONS = (0.2, 0.4, 0.4)
 SEED = 7
-MEDIA = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
-FINAL = {"classified", "rejected", "failed"}
 T = TypeVar("T")
 CORES = os.cpu_count() or 1
 
@@ -90,56 +91,17 @@ class Timeline:
         self.out(f"[{seconds:7.1f} s] {what}{'  ' + extra if extra else ''}")
 
 
-@dataclass
-class Phone:
-    """A phone that uploads photos and sends feedback; remembers every job it was given."""
-
-    client: httpx.Client
-    jobs: dict[str, Photo] = field(default_factory=dict)
-    sent_at: dict[str, float] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def upload(self, photo: Photo) -> str:
-        data = photo.path.read_bytes()
-        headers = {"Content-Type": MEDIA[photo.path.suffix.lower()], "Idempotency-Key": uuid.uuid4().hex}
-        for attempt in range(5):  # the phone retries with the same key: one job however often it tries
-            response = self.client.post("/v1/photos", content=data, headers=headers)
-            if response.status_code == 202:
-                break
-            time.sleep(0.5 * 2**attempt)
-        response.raise_for_status()
-        job_id = str(response.json()["job_id"])
-        with self.lock:
-            self.jobs[job_id] = photo
-            self.sent_at[job_id] = time.monotonic()
-        return job_id
-
-    def results(self, job_ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
-        done: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(job_ids) and time.monotonic() < deadline:
-            for job_id in job_ids:
-                if job_id not in done:
-                    body = self.client.get(f"/v1/jobs/{job_id}").json()
-                    if body["status"] in FINAL:
-                        done[job_id] = body
-            time.sleep(0.5)
-        return done
-
-    def feedback(self, job_id: str, label: str) -> None:
-        body = {"label": label, "source": "agronomist"}
-        headers = {"Idempotency-Key": f"truth-{job_id}"}
-        self.client.post(f"/v1/jobs/{job_id}/feedback", json=body, headers=headers).raise_for_status()
-
-
-def train_champion(base: Path, out: Path, quick: bool, settings: Settings) -> str:
-    """The champion: the shipped model's recipe, trained on the base part only."""
+def train_champion(base: Path, out: Path, config: ScenarioConfig, settings: Settings, threads: int) -> str:
+    """The champion, trained on the base part only: with the shipped model's recipe unless the scenario brings its
+    own. The retraining run repeats the champion's recipe, so the challenger is trained with it too."""
     from ml.checkpoint import load_checkpoint
     from ml.train import TrainConfig, train
 
-    params = load_checkpoint(settings.model_path).meta.get("params")
-    recipe = TrainConfig.from_dict(params) if params else TrainConfig()
-    recipe = dataclasses.replace(recipe, dry_run=quick, threads=settings.torch_threads)
+    recipe = config.recipe
+    if recipe is None:
+        params = load_checkpoint(settings.model_path).meta.get("params")
+        recipe = TrainConfig.from_dict(params) if params else TrainConfig()
+    recipe = dataclasses.replace(recipe, dry_run=config.quick, threads=threads)
     result = train(base, out, recipe, settings.quality_thresholds, made_by="scenario: champion on the base part")
     return result.checkpoint.version
 
@@ -148,10 +110,14 @@ def train_champion(base: Path, out: Path, quick: bool, settings: Settings) -> st
 class ScenarioConfig:
     data: Path
     home: Path
-    quick: bool = False  # two batches a model: checks the loop, not the models
+    quick: bool = False  # two batches a model (the challenger too, unless MHOGO_RETRAIN_DRY_RUN says otherwise)
+    recipe: TrainConfig | None = None  # the champion's; default: the shipped model's
     redis_url: str | None = None  # default: a redis-server of its own, so nothing mixes with a running stack
     extra_env: dict[str, str] = field(default_factory=dict)
     stream_during_retraining_s: float = 2.0  # one photo this often while the challenger trains and takes over
+    # When the run keeps the challenger, an operator promotes it by hand (`mhogo models promote`), so the switch is
+    # watched all the same: photos arriving across it, each with one result, the new model serving after it.
+    promote_kept: bool = False
     # Called with the live stack's settings and operator password before it stops (a dashboard screenshot, say).
     before_stop: Callable[[Settings, str], None] | None = None
 
@@ -191,9 +157,11 @@ def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str]
     parts = split_data(config.data, config.home / "data")
     timeline.mark("data split", **{name: len(photos) for name, photos in parts.items()})
     champion_path = config.home / "champion.pt"
-    champion = train_champion(config.home / "data" / "base", champion_path, config.quick, settings)
-    timeline.mark("champion trained on the base part", version=champion)
     env = scenario_env(config, champion_path)
+    # Trained with the threads a retraining run gets, as the challenger will be.
+    threads = int(env["MHOGO_RETRAIN_TORCH_THREADS"])
+    champion = train_champion(config.home / "data" / "base", champion_path, config, settings, threads)
+    timeline.mark("champion trained on the base part", version=champion)
     stack_settings = Settings(**{k.removeprefix("MHOGO_"): v for k, v in env.items()})  # type: ignore[arg-type]
     engine = get_engine(stack_settings.database_url)
     init_db(engine)
@@ -224,10 +192,10 @@ def _drive(
     with Session(engine) as session:
         _, token = add_device(session, "scenario phone")
     client = redis.Redis.from_url(stack.env["MHOGO_REDIS_URL"])
-    headers = {"Authorization": f"Bearer {token}"}
     try:
-        with httpx.Client(base_url=settings.public_url, headers=headers, timeout=30) as http:
-            return _exercise(client, Phone(http), settings, engine, parts, timeline, config)
+        # Every result is awaited and timed on the timeline: look at each job every two seconds at most.
+        with open_phone(config.home / "phone", settings.public_url, token, poll_cap_s=2.0) as phone:
+            return _exercise(client, phone, settings, engine, parts, timeline, config)
     finally:
         client.close()
 
@@ -236,18 +204,30 @@ def _exercise(
     client: redis.Redis, phone: Phone, settings: Settings, engine: Any, parts: dict[str, list[Photo]],
     timeline: Timeline, config: ScenarioConfig,
 ) -> dict[str, Any]:  # fmt: skip
-    with ThreadPoolExecutor(4) as pool:
-        first = list(pool.map(phone.upload, parts["stream"]))
-    timeline.mark("stream photos uploaded", photos=len(first))
-    results = phone.results(first, timeout_s=600)
+    truth: dict[str, Photo] = {}  # each photo's key in the phone's outbox, and what the photo shows
+
+    def take(photo: Photo) -> str:
+        key = phone.outbox.take(photo.path, as_is=True).key  # as it is: the retraining learns from these very bytes
+        truth[key] = photo
+        return key
+
+    for photo in parts["stream"]:
+        take(photo)
+    timeline.mark("stream photos taken", photos=len(truth))
+    results = {done.key: done.result for done in phone.sync(timeout_s=600) if done.result}
     served = Counter(body["result"]["model_version"] for body in results.values() if body.get("result"))
-    right = sum(body["result"]["label"] == phone.jobs[j].label for j, body in results.items() if body.get("result"))
-    classified = [j for j, body in results.items() if body["status"] == "classified" and phone.jobs[j].label]
+    classified = [key for key, body in results.items() if body["status"] == "classified" and truth[key].label]
+    right = sum(results[key]["result"]["label"] == truth[key].label for key in classified)
     timeline.mark("first results stored", results=len(results), served_by=dict(served),
-                  correct=f"{right}/{len(classified)}")  # fmt: skip
-    with ThreadPoolExecutor(8) as pool:  # a burst: both aggregation workers take feedback at once
-        list(pool.map(lambda j: phone.feedback(j, str(phone.jobs[j].label)), classified))
-    timeline.mark("agronomists' labels sent", feedback=len(classified))
+                  correct=f"{right}/{len(classified)}", phone_told_to_wait=dict(phone.told_to_wait))  # fmt: skip
+    # Sent one after another as fast as the API takes them: both aggregation workers take them at once.
+    for key in classified:
+        phone.outbox.add_feedback(key, str(truth[key].label), "agronomist")
+    if phone.flush(timeout_s=300):
+        raise RuntimeError("the agronomists' labels did not all reach the API within 5 minutes")
+    refused = [item.error for item in phone.outbox.feedback() if item.event_id is None]
+    timeline.mark("agronomists' labels sent", feedback=len(classified), refused=refused,
+                  phone_told_to_wait=dict(phone.told_to_wait))  # fmt: skip
 
     def run_row() -> RetrainRun | None:
         with Session(engine) as session:
@@ -261,8 +241,9 @@ def _exercise(
     streamed: list[str] = []
 
     def keep_sending() -> None:  # photos keep arriving while the challenger trains and takes over
-        while not stop.is_set():
-            streamed.append(phone.upload(parts["stream"][len(streamed) % len(parts["stream"])]))
+        while not stop.is_set():  # the phone is this thread's until it stops
+            streamed.append(take(parts["stream"][len(streamed) % len(parts["stream"])]))
+            phone.step()
             stop.wait(config.stream_during_retraining_s)
 
     sender = threading.Thread(target=keep_sending, daemon=True)
@@ -287,6 +268,9 @@ def _exercise(
                   accuracy={who: e.get("accuracy") for who, e in evaluation.items()}, decision=finished.decision,
                   dataset={k: v for k, v in finished.dataset.items() if not k.endswith("_dir")})  # fmt: skip
     new_version = finished.challenger_version if finished.status == RetrainStatus.PROMOTED else None
+    if new_version is None and config.promote_kept and finished.challenger_version is not None:
+        new_version = _promote_by_hand(settings, engine, finished.challenger_version, f"run {finished.id} kept it")
+        timeline.mark("an operator promoted the kept challenger", version=new_version)
     if new_version is not None:
         first_new = _wait(lambda: _first_result_of(engine, new_version), 120)
         timeline.mark("new champion serving", version=new_version, first_job=first_new)
@@ -307,8 +291,9 @@ def _exercise(
     stop.set()
     sender.join()
     timeline.mark("stream stopped", photos_during_retraining=len(streamed))
-    all_jobs = list(phone.jobs)
-    final = phone.results(all_jobs, timeout_s=300)
+    phone.flush(timeout_s=300)
+    taken = phone.outbox.photos()
+    all_jobs = [photo.job_id for photo in taken if photo.job_id]
     with Session(engine) as session:
         runs = session.exec(select(RetrainRun)).all()
         rows = session.exec(select(Job).where(col(Job.id).in_(all_jobs))).all()
@@ -323,9 +308,9 @@ def _exercise(
     classify = ("mhogo_tasks_total", TaskName.DIAGNOSE.value, "success")
     classify_runs = sum(v for key, v in counters.items() if key == classify)
     checks = {
-        "uploads": len(all_jobs),
+        "uploads": len(taken),  # every photo the phone took: each must have made one job and got one result
         "jobs": len(rows),
-        "finished": len(final),
+        "finished": sum(photo.finished for photo in taken),
         "failed": sum(row.status == JobStatus.FAILED for row in rows),
         "retraining_runs": len(runs),
         "classified_by_version": dict(versions),
@@ -334,6 +319,7 @@ def _exercise(
         "champion": aliases.get("champion"),
         "uploaded_after_the_switch": len(after),
         "of_them_served_by_the_old_champion": sum(row.model_version != new_version for row in after),
+        "phone_told_to_wait": {str(code): n for code, n in phone.told_to_wait.items()},  # 429 and 503, by status
     }
     times = {"fired": finished.fired_at, "started": finished.started_at, "finished": finished.finished_at,
              "promoted": switch.changed_at if switch else None,
@@ -347,6 +333,17 @@ def _exercise(
                     "evaluation": finished.evaluation, "dataset": finished.dataset,
                     "champion": finished.champion_version, "challenger": finished.challenger_version},
             "checks": checks, "dashboard": f"{settings.public_url}/ops"}  # fmt: skip
+
+
+def _promote_by_hand(settings: Settings, engine: Any, version: str, why: str) -> str:
+    """What `mhogo models promote VERSION` does: its serving build first, then the champion alias."""
+    from core.blobs import BlobStore
+    from core.serving import prepare_for_serving
+
+    with Session(engine) as session:
+        prepare_for_serving(settings, BlobStore(settings.blob_dir), registry.get_version(session, version))
+        registry.promote(session, version, "scenario operator", f"promoted by hand: {why}")
+    return version
 
 
 def _own_redis(stack: Stack, home: Path) -> str:

@@ -1,21 +1,23 @@
-"""The demo: send the sample photos through the HTTP API, as phones would, and print each diagnosis as it arrives."""
+"""The demo: send the sample photos through the HTTP API from a phone (producers/phone.py), and print each
+diagnosis as it arrives."""
 
 from __future__ import annotations
 
 import hashlib
-import time
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import httpx
 from sqlmodel import Session
 
 from core.config import Settings
 from core.db import get_engine, init_db
 from core.devices import add_device
+from producers.phone import MEDIA_TYPES, OutboxPhoto, open_phone
 
-MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
-FINAL = {"classified", "rejected", "failed"}
+# MEDIA_TYPES is phone.py's, named here too because bench/uploads.py imports it from the demo.
+__all__ = ["MEDIA_TYPES", "SamplePhoto", "demo_with_new_device", "run_demo", "sample_photos"]
 
 
 @dataclass(frozen=True)
@@ -38,65 +40,65 @@ def sample_photos(root: Path) -> list[SamplePhoto]:
     return photos
 
 
-def describe(job: dict[str, object], photo: SamplePhoto) -> str:
+def describe(job: dict[str, Any], photo: SamplePhoto) -> str:
     name = f"{photo.path.parent.name}/{photo.path.name}"
     if job["status"] == "classified":
         result = job["result"]
-        assert isinstance(result, dict)
         mark = "ok" if result["label"] == photo.expected else f"expected {photo.expected}"
         return f"{name:42} {result['label']:8} {result['confidence']:.2f}  {result['name']}  [{mark}]"
     if job["status"] == "rejected":
         rejection = job["rejection"]
-        assert isinstance(rejection, dict)
         return f"{name:42} rejected ({rejection['reason']}): {rejection['message']}"
     return f"{name:42} {job['status']}: {job.get('error')}"
 
 
+@dataclass
+class Tally:
+    classified: int = 0
+    rejected: int = 0
+    failed: int = 0  # failed on the server, or refused by it
+    cassava: int = 0
+    correct: int = 0
+
+    def count(self, done: OutboxPhoto, photo: SamplePhoto) -> str:
+        """Count a photo that is done; the line that says how it ended."""
+        if not done.finished:
+            self.failed += 1
+            return f"demo: {photo.path.name} refused: {done.error}"
+        job = done.result or {}
+        setattr(self, job["status"], getattr(self, job["status"]) + 1)
+        if photo.expected != "not cassava":
+            self.cassava += 1
+            self.correct += bool(job.get("result") and job["result"]["label"] == photo.expected)
+        return describe(job, photo)
+
+
 def run_demo(api_url: str, token: str, samples: Path, timeout_s: float = 120.0) -> int:
-    """Upload every sample photo, poll until each is finished, print as results come; 0 when all finished."""
+    """Upload every sample photo, print each result as it comes; 0 when all finished."""
     photos = sample_photos(samples)
-    print(f"demo: sending {len(photos)} sample photos to {api_url}", flush=True)
-    headers = {"Authorization": f"Bearer {token}"}
-    pending: dict[str, SamplePhoto] = {}
-    counts = {"classified": 0, "rejected": 0, "failed": 0, "correct": 0, "cassava": 0}
-    with httpx.Client(base_url=api_url, headers=headers, timeout=30) as client:
+    print(f"demo: sending {len(photos)} sample photos to {api_url}; results as they arrive:", flush=True)
+    tally = Tally()
+    # A phone freshly installed each run; the photos keep the keys of their bytes, so a rerun is a replay. Someone
+    # watches the results come from a server at hand: look at each job every second at most.
+    with (
+        tempfile.TemporaryDirectory(prefix="mhogo-demo-") as folder,
+        open_phone(Path(folder), api_url, token, poll_cap_s=1.0) as phone,
+    ):
+        taken = {}
         for photo in photos:
-            data = photo.path.read_bytes()
-            response = client.post(
-                "/v1/photos",
-                content=data,
-                headers={
-                    "Content-Type": MEDIA_TYPES[photo.path.suffix.lower()],
-                    "Idempotency-Key": hashlib.sha256(data).hexdigest(),  # same photo, same key: a rerun is a replay
-                },
-            )
-            if response.status_code != 202:
-                print(f"demo: {photo.path.name} refused: {response.status_code} {response.text}", flush=True)
-                counts["failed"] += 1
-                continue
-            pending[response.json()["job_id"]] = photo
-        print(f"demo: {len(pending)} accepted; results as they arrive:", flush=True)
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            for job_id, photo in list(pending.items()):
-                job = client.get(f"/v1/jobs/{job_id}").json()
-                if job["status"] not in FINAL:
-                    continue
-                del pending[job_id]
-                counts[job["status"]] += 1
-                if photo.expected != "not cassava":
-                    counts["cassava"] += 1
-                    counts["correct"] += bool(job["result"] and job["result"]["label"] == photo.expected)
-                print(describe(job, photo), flush=True)
-            time.sleep(0.3)
-    accuracy = counts["correct"] / max(counts["cassava"], 1)
+            key = hashlib.sha256(photo.path.read_bytes()).hexdigest()
+            taken[phone.outbox.take(photo.path, as_is=True, key=key).key] = photo
+        for done in phone.sync(timeout_s):
+            print(tally.count(done, taken[done.key]), flush=True)
+        unfinished = phone.outbox.left()
+    accuracy = tally.correct / max(tally.cassava, 1)
     print(
-        f"demo: {counts['classified']} classified, {counts['rejected']} rejected, {counts['failed']} failed, "
-        f"{len(pending)} unfinished; {counts['correct']}/{counts['cassava']} cassava photos labelled as their "
+        f"demo: {tally.classified} classified, {tally.rejected} rejected, {tally.failed} failed, "
+        f"{unfinished} unfinished; {tally.correct}/{tally.cassava} cassava photos labelled as their "
         f"folder ({accuracy:.0%})",
         flush=True,
     )
-    return 0 if not pending and counts["failed"] == 0 else 1
+    return 0 if not unfinished and tally.failed == 0 else 1
 
 
 def demo_with_new_device(settings: Settings, samples: Path, api_url: str | None = None) -> int:

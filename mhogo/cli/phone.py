@@ -10,6 +10,9 @@ from typing import Any
 import click
 
 from core.config import settings
+from schemas.labels import Label
+
+CLASSES = [label.value for label in Label]
 
 
 def outbox_option(function: click.decorators.FC) -> click.decorators.FC:
@@ -37,7 +40,8 @@ def describe(answer: dict[str, Any] | None) -> str:
 
 @click.group()
 def phone() -> None:
-    """A phone: take photos into a durable outbox, send them when the network allows, fetch the results."""
+    """A phone: take photos into a durable outbox, send them (and feedback on them) when the network allows, fetch
+    the results."""
 
 
 @phone.command("take")
@@ -69,14 +73,34 @@ def phone_take(photos: tuple[Path, ...], outbox: Path | None, max_side: int, qua
     click.echo(f"{len(taken)} photos: {before} bytes taken, {after} to send ({1 - after / before:.0%} saved)", err=True)
 
 
+@phone.command("feedback")
+@click.argument("key")
+@click.argument("label", type=click.Choice(CLASSES))
+@outbox_option
+@click.option("--source", type=click.Choice(["farmer", "agronomist"]), default="farmer", show_default=True)
+@click.option("--comment", default=None, help="What the person saw, in their words.")
+def phone_feedback(key: str, label: str, outbox: Path | None, source: str, comment: str | None) -> None:
+    """Say what the leaf of photo KEY really has; it goes with the next `mhogo phone sync` once the diagnosis is in.
+    Prints the feedback's own key (its Idempotency-Key)."""
+    from producers.phone import Outbox
+
+    box = Outbox(outbox_folder(outbox))
+    try:
+        if box.find(key) is None:
+            raise click.BadParameter(f"no photo {key} in this outbox: `mhogo phone list` shows them", param_hint="KEY")
+        click.echo(box.add_feedback(key, label, source, comment).key)
+    finally:
+        box.close()
+
+
 @phone.command("sync")
 @outbox_option
 @click.option("--api-url", default=None, help="Default: MHOGO_PUBLIC_URL.")
 @click.option("--token", envvar="MHOGO_PHONE_TOKEN", required=True, help="The device token (or MHOGO_PHONE_TOKEN).")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Give up after this many seconds.")
 def phone_sync(outbox: Path | None, api_url: str | None, token: str, timeout: float) -> None:
-    """Send what waits, fetch what was sent, print each result as it comes (one JSON line each). Exit 0 when every
-    photo is done; run it again later for the rest: nothing is sent twice."""
+    """Send what waits (photos and feedback), fetch what was sent, print each result as it comes (one JSON line
+    each). Exit 0 when everything is done; run it again later for the rest: nothing is sent twice."""
     from producers.phone import open_phone
 
     with open_phone(outbox_folder(outbox), api_url or settings.public_url, token) as device:
@@ -84,9 +108,9 @@ def phone_sync(outbox: Path | None, api_url: str | None, token: str, timeout: fl
             click.echo(json.dumps({"key": photo.key, "source": photo.source, "job_id": photo.job_id,
                                    "error": photo.error, "result": photo.result,
                                    "provisional": photo.provisional}))  # fmt: skip
-        left = len(device.outbox.photos("waiting")) + len(device.outbox.photos("sent"))
+        left = device.outbox.left()
     if left:
-        click.echo(f"{left} photos not done yet: run `mhogo phone sync` again", err=True)
+        click.echo(f"{left} photos and feedback not done yet: run `mhogo phone sync` again", err=True)
     sys.exit(1 if left else 0)
 
 
@@ -101,6 +125,9 @@ def phone_list(outbox: Path | None) -> None:
         for photo in box.photos():
             outcome = describe(photo.answer) or photo.error or ""
             click.echo(f"{photo.key}  {photo.state:8} {photo.attempts:3}  {photo.job_id or '-':32}  {outcome}")
+        for item in box.feedback():
+            outcome = "sent" if item.event_id else item.error or ""
+            click.echo(f"  feedback on {item.photo}: {item.label} ({item.source})  {item.state:8} {outcome}".rstrip())
     finally:
         box.close()
 

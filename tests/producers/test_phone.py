@@ -1,23 +1,33 @@
 """The reference phone client against the real API in-process: responses lost after the server acted, connections
-refused, Retry-After, a photo the server refuses for good; and the outbox's bytes and keys."""
+refused, Retry-After and the rate limit, a photo the server refuses for good, feedback; and the outbox's bytes and
+keys."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
+import time
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from limits import parse
+from limits.storage import MemoryStorage
 from PIL import Image
 from sqlmodel import Session, col, select
 
+from core import jobs
+from producers.api.app import create_app
 from producers.api.deps import Services
+from producers.api.ratelimit import DeviceLimiter
 from producers.phone import Backoff, Outbox, Phone, shrink
+from schemas.findings import Finding
 from schemas.tables import Job
-from tests.utils.factories import all_samples, jpeg_bytes, sample_bytes
+from tests.utils.factories import all_samples, jpeg_bytes, png_bytes, sample_bytes
+from tests.utils.fakes import RecordingPublisher
 
 
 class Flaky:
@@ -77,20 +87,106 @@ def test_lost_responses_and_refused_connections_make_one_job_per_photo(
     phone.outbox.close()
 
 
-def test_retry_after_is_honoured(tmp_path: Path, samples: Path) -> None:
+def test_retry_after_is_honoured_for_every_photo_of_the_phone(tmp_path: Path, samples: Path) -> None:
     now = [1000.0]
+    asked: list[str] = []
 
     def server(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers["Idempotency-Key"])
         return httpx.Response(429, headers={"Retry-After": "7"}, json={"detail": "Slow down."})
 
     http = httpx.Client(transport=httpx.MockTransport(server), base_url="http://api")
     phone = Phone(Outbox(tmp_path), http, clock=lambda: now[0])
-    photo = phone.outbox.take(all_samples()[0])
+    photo, other = (phone.outbox.take(path) for path in all_samples()[:2])
     phone.step()
     later = phone.outbox.get(photo.key)
     assert later.state == "waiting"
     assert later.next_try_at == 1007.0
     assert later.error == "HTTP 429"
+    assert asked == [photo.key]  # the limit is the phone's: the other photo waits too, unasked
+    assert phone.outbox.get(other.key).attempts == 0
+    now[0] = 1006.9
+    phone.step()
+    assert asked == [photo.key]
+    now[0] = 1007.0
+    phone.step()
+    assert asked == [photo.key, photo.key]  # then one try again, and held once more
+    assert phone.told_to_wait == {429: 2}
+    phone.outbox.close()
+
+
+def test_over_its_rate_the_phone_waits_as_told_and_sends_every_photo_and_label_once(
+    services: Services, publisher: RecordingPublisher, token: str, tmp_path: Path
+) -> None:
+    limited = dataclasses.replace(services, limiter=DeviceLimiter(MemoryStorage(), parse("4/second")))
+    with TestClient(create_app(limited, sweep_on_startup=False), raise_server_exceptions=False) as client:
+        client.headers.update({"Authorization": f"Bearer {token}"})
+        phone = phone_over(client, tmp_path)
+        photos = [phone.outbox.take(path) for path in all_samples()[:10]]
+        for photo in photos:  # said before the diagnosis is in: it goes once it is
+            phone.outbox.add_feedback(photo.key, "cbsd", "agronomist", "brown streaks on the stem")
+        deadline = time.monotonic() + 30
+        while phone.outbox.photos("waiting") and time.monotonic() < deadline:
+            phone.step()
+            time.sleep(0.05)
+        assert len(phone.outbox.photos("sent")) == 10
+        assert publisher.feedback == []
+        with Session(services.engine) as session:  # the workers' part, done in-process
+            for photo in phone.outbox.photos():
+                assert jobs.finish(session, str(photo.job_id), Finding(label="cmd", model_version="v"))
+        assert phone.flush(timeout_s=60) == 0
+    sent = phone.outbox.photos()
+    assert {event.job_id for event in publisher.feedback} == {photo.job_id for photo in sent}
+    assert len(publisher.feedback) == 10  # one event each, however the limit got in the way
+    assert {(event.label, event.source) for event in publisher.feedback} == {("cbsd", "agronomist")}
+    assert all(item.event_id is not None and item.error is None for item in phone.outbox.feedback())
+    with Session(services.engine) as session:
+        found = session.exec(select(Job).where(col(Job.idempotency_key).in_([p.key for p in photos]))).all()
+    assert len(found) == 10
+    # Held back for the whole phone after each 429 (10 photos at 4 a second: two holds, and as many for the
+    # labels, give or take a window's edge), not refused photo by photo (that would be 16 at least).
+    assert 4 <= phone.told_to_wait[429] <= 8
+    phone.outbox.close()
+
+
+def test_a_photo_taken_as_it_is_goes_byte_for_byte_and_a_callers_key_makes_a_rerun_a_replay(
+    client: TestClient, auth: dict[str, str], services: Services, tmp_path: Path
+) -> None:
+    client.headers.update(auth)
+    with Image.open(io.BytesIO(sample_bytes("cgm"))) as image:
+        source = tmp_path / "leaf.png"
+        source.write_bytes(png_bytes(image.convert("RGB")))
+    phone = phone_over(client, tmp_path / "first")
+    photo = phone.outbox.take(source, as_is=True, key="leaf-1")
+    assert phone.outbox.take(source, as_is=True, key="leaf-1") == photo  # taken again: the same photo
+    assert photo.media_type == "image/png"
+    phone.step()
+    job_id = phone.outbox.get("leaf-1").job_id
+    assert job_id is not None
+    assert stored_photos(services, ["leaf-1"]) == {"leaf-1": source.read_bytes()}  # neither shrunk nor a JPEG
+    rerun = phone_over(client, tmp_path / "rerun")  # another run of the caller, with an outbox of its own
+    rerun.outbox.take(source, as_is=True, key="leaf-1")
+    rerun.step()
+    assert rerun.outbox.get("leaf-1").job_id == job_id  # the server's replay, not a second job
+    phone.outbox.close()
+    rerun.outbox.close()
+
+
+def test_feedback_on_a_photo_the_server_refused_is_kept_with_the_reason(
+    client: TestClient, auth: dict[str, str], publisher: RecordingPublisher, tmp_path: Path
+) -> None:
+    client.headers.update(auth)
+    phone = phone_over(client, tmp_path)
+    photo = phone.outbox.take(all_samples()[0])
+    phone.outbox.photo_path(photo.key).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    item = phone.outbox.add_feedback(photo.key, "cmd")
+    assert phone.flush(timeout_s=10) == 0
+    done = phone.outbox.feedback_item(item.key)
+    assert done.state == "done"
+    assert done.event_id is None
+    assert done.error is not None
+    assert done.error.startswith("the photo was not taken: HTTP 422")
+    assert publisher.feedback == []
     phone.outbox.close()
 
 
