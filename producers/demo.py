@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,9 @@ def run_demo(api_url: str, token: str, samples: Path, timeout_s: float = 120.0) 
         for done in phone.sync(timeout_s):
             print(tally.count(done, taken[done.key]), flush=True)
         unfinished = phone.outbox.left()
+        waiting = Counter(photo.error or photo.state for photo in phone.outbox.photos() if photo.state != "done")
+    if waiting:  # why, as the phone last heard it: no answer yet, or the server asked it to wait (429, 503)
+        print(f"demo: not finished: {dict(waiting)}", flush=True)
     accuracy = tally.correct / max(tally.cassava, 1)
     print(
         f"demo: {tally.classified} classified, {tally.rejected} rejected, {tally.failed} failed, "
