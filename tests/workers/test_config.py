@@ -1,22 +1,45 @@
-"""The Celery configuration that makes delivery safe: JSON only, late acks, explicit queues and names."""
+"""The Celery configuration that makes delivery safe: JSON only, explicit queues and names, timeouts that outlast
+every task."""
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kombu.exceptions import ContentDisallowed
+from kombu.serialization import loads, prepare_accept_content
 
 from core.config import settings
 from schemas.queues import TASK_QUEUES, QueueName, TaskName
 from workers.app import app
 
 
-def test_json_only_no_pickle() -> None:
-    conf = app.conf
-    assert conf.task_serializer == conf.result_serializer == conf.event_serializer == "json"
-    assert list(conf.accept_content) == ["json"]
-    assert list(conf.result_accept_content) == ["json"]
+class RunsWhenUnpickled:
+    """A pickle that creates a file as it is read: what a message carrying code would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Callable[[Path], None], tuple[Path]]:
+        return Path.touch, (self.path,)
 
 
-def test_late_acks_and_requeue_on_worker_loss() -> None:
-    conf = app.conf
-    assert conf.task_acks_late is True
-    assert conf.task_reject_on_worker_lost is True
-    assert conf.worker_prefetch_multiplier == 1
+def test_messages_are_json_and_a_pickled_one_is_refused_unread(tmp_path: Path) -> None:
+    """A message can never carry code to run: what the app sends is JSON, and a pickle is refused by kombu's decoder
+    with the content types the app accepts, before anything is unpickled. (Late acknowledgement and requeue on a
+    lost worker are proven by killing busy pool processes: tests/integration/test_faults.py.)"""
+    with app.connection_for_write("memory://") as connection:  # a broker in this process
+        app.send_task(TaskName.DIAGNOSE.value, args=("job", "photos/x.jpg"), connection=connection)
+        queue = connection.SimpleQueue(TASK_QUEUES[TaskName.DIAGNOSE].value)
+        sent = queue.get(timeout=5)
+        queue.close()
+    assert (sent.content_type, sent.payload[0]) == ("application/json", ["job", "photos/x.jpg"])
+    ran = tmp_path / "ran"
+    accept = prepare_accept_content(app.conf.accept_content)  # type: ignore[no-untyped-call]  # names to content types
+    body = pickle.dumps(RunsWhenUnpickled(ran))
+    with pytest.raises(ContentDisallowed):
+        loads(body, "application/x-python-serialize", "binary", accept=accept)  # type: ignore[no-untyped-call]
+    assert not ran.exists()
 
 
 def test_visibility_timeout_outlasts_every_task() -> None:
