@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from mhogo.cli import devices, jobs, models, operations, phone, scenario, services, training
+from mhogo.cli import db, devices, jobs, models, operations, phone, scenario, services, training
 
 
 @click.group()
@@ -13,6 +13,6 @@ def main() -> None:
     """mhogo: cassava leaf disease diagnosis from farmers' photos."""
 
 
-for group in (services, devices, jobs, operations, training, models, phone, scenario):
+for group in (services, db, devices, jobs, operations, training, models, phone, scenario):
     for command in group.COMMANDS:
         main.add_command(command)

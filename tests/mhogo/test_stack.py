@@ -3,14 +3,21 @@
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
+from core import schema
 from core.config import Settings
+from core.db import make_engine
+from core.devices import device_for_token
 from mhogo.stack import Stack, redis_answers
+from schemas.tables import Job
+from tests.core.test_schema import CLASSIFIED, PREVIOUS_RELEASE, PREVIOUS_TOKEN
 from tests.utils.processes import free_port
 
 
@@ -35,7 +42,10 @@ def test_an_explicit_url_is_used_as_it_is(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_up_with_the_demo_prints_a_result_for_every_sample(tmp_path: Path) -> None:
+def test_up_upgrades_the_previous_release_s_database_and_runs_the_demo_on_it(tmp_path: Path) -> None:
+    """The main command on a home whose database the release before migrations made: `mhogo up` upgrades it before
+    it starts anything, the demo gets a result for every sample, and the old phone's token and jobs still answer."""
+    shutil.copy(PREVIOUS_RELEASE, tmp_path / "mhogo.db")
     env = dict(os.environ) | {
         "MHOGO_HOME": str(tmp_path),
         "MHOGO_API_PORT": str(free_port()),
@@ -46,9 +56,18 @@ def test_up_with_the_demo_prints_a_result_for_every_sample(tmp_path: Path) -> No
         env=env, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
+    assert f"at revision {schema.head()}" in done.stdout
     summary = re.search(r"demo: (\d+) classified, (\d+) rejected, (\d+) failed, (\d+) unfinished", done.stdout)
     assert summary is not None, done.stdout[-3000:]
     classified, rejected, failed, unfinished = map(int, summary.groups())
     assert (classified + rejected, failed, unfinished) == (60, 0, 0)
     assert "stopping worker-inference" in done.stdout
     assert "Warm shutdown" in done.stdout
+    engine = make_engine(f"sqlite:///{tmp_path / 'mhogo.db'}")
+    with Session(engine) as session:
+        device = device_for_token(session, PREVIOUS_TOKEN)
+        job = session.get(Job, CLASSIFIED)
+    assert device is not None
+    assert device.name == "field phone"
+    assert job is not None
+    assert (job.status, job.label) == ("classified", "cmd")
