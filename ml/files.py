@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -40,3 +41,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     a power cut."""
     write_and_rename(path, write, sync=True)
     fsync_folder(path.parent)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
