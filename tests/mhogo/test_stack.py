@@ -4,10 +4,14 @@ import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlmodel import Session
 
@@ -15,7 +19,7 @@ from core import schema
 from core.config import Settings
 from core.db import make_engine
 from core.devices import device_for_token
-from mhogo.stack import Stack, redis_answers
+from mhogo.stack import Service, Stack, redis_answers
 from schemas.tables import Job
 from tests.core.test_schema import CLASSIFIED, PREVIOUS_RELEASE, PREVIOUS_TOKEN
 from tests.utils.processes import free_port
@@ -39,6 +43,52 @@ def test_an_explicit_url_is_used_as_it_is(tmp_path: Path) -> None:
     stack = Stack(Settings(HOME=tmp_path, REDIS_URL=dead), services=(), out=io.StringIO())
     assert stack.resolve_redis(explicit_url=True) == dead
     assert stack.processes == {}
+
+
+def watch_for(stack: Stack, seconds: float, until: Callable[[], bool]) -> int:
+    deadline = time.monotonic() + seconds
+    return stack.watch(until=lambda: until() or time.monotonic() > deadline)
+
+
+@pytest.mark.integration
+def test_a_service_killed_as_the_oom_killer_would_is_started_again(tmp_path: Path) -> None:
+    """A SIGKILL of one service once stopped the whole stack ("flower exited with code -9; stopping everything"),
+    taking the API down with it. Now the dead service comes back and the others stay up."""
+    port = free_port()
+    settings = Settings(HOME=tmp_path, API_PORT=port)
+    out = io.StringIO()
+    services = (Service("api", ("api",)), Service("flower", ("flower",)))
+    stack = Stack(settings, services=services, out=out, restart_base_s=0.2)
+    stack.env |= {"MHOGO_HOME": str(tmp_path), "MHOGO_API_PORT": str(port), "MHOGO_FLOWER_PORT": str(free_port())}
+    try:
+        stack.start(explicit_redis_url=True)
+        api = f"http://127.0.0.1:{port}/healthz"
+        assert watch_for(stack, 60, lambda: answers(api)) == 0
+        flower, api_pid = stack.processes["flower"].pid, stack.processes["api"].pid
+        os.killpg(flower, signal.SIGKILL)
+        assert watch_for(stack, 30, lambda: stack.processes["flower"].pid != flower) == 0
+        assert stack.processes["api"].pid == api_pid  # the API was never stopped
+        assert answers(api)
+        assert "flower exited with code -9; starting it again in 0.2 s" in out.getvalue()
+    finally:
+        stack.stop()
+
+
+def test_a_service_that_keeps_dying_stops_the_stack_saying_so(tmp_path: Path) -> None:
+    out = io.StringIO()
+    stack = Stack(Settings(HOME=tmp_path), services=(), out=out, restart_base_s=0.05)
+    stack.spawn("doomed", [sys.executable, "-c", "raise SystemExit(3)"])
+    assert watch_for(stack, 30, lambda: False) == 1
+    said = out.getvalue()
+    assert said.count("doomed exited with code 3; starting it again") == 4
+    assert "doomed exited with code 3, 5 times in 120 s: it does not stay up, stopping everything" in said
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.mark.integration
