@@ -4,33 +4,41 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install up demo test lint clean
+.PHONY: install install-test up demo test lint clean
 
+# What mhogo needs to run, and nothing more: no browser, no test tools.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	# Chromium and its driver, from Debian, for the dashboard's browser test (as root, or through sudo).
-	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: this version is the CPU build; anything else pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# The test tools as well, and Chromium with its driver from Debian, for the browser tests (as root, or through sudo).
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-upgrade chromium chromium-driver; }
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 up: install
 	$(BIN)/mhogo up --demo
 
-test: install lint
+test: install-test lint
 	# Two test processes, each test file in one of them: most files wait on services and subprocesses. The slowest
 	# tests are listed at the end, to keep CI within its 15 minutes.
 	$(BIN)/pytest -n 2 --dist loadfile --durations 15
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

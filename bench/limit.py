@@ -48,7 +48,8 @@ def serving_classifier(model: Path, runtime: str, threads: int) -> Any:
     """The model as the inference workers serve it: its ONNX build (shipped beside it, or made now) or eager torch."""
     from core.config import settings
     from core.serving import is_shipped, make_build, prebuilt_path
-    from ml.checkpoint import file_sha256, load_checkpoint
+    from ml.checkpoint import load_checkpoint
+    from ml.files import file_sha256
 
     if runtime == "torch":
         import torch

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     SWEEP_RECEIVED_AFTER_S: float = 10.0
     SWEEP_STALE_AFTER_S: float = 900.0
     SWEEP_MAX_ENQUEUES: int = 5
+    # A retraining run still queued this long after its message went out is sent again (the broker lost it), at most
+    # SWEEP_MAX_ENQUEUES times; one running longer than MHOGO_RETRAIN_TIME_LIMIT_S is failed (its worker died).
+    SWEEP_RUN_RESEND_AFTER_S: float = 900.0
 
     TRAIN_DATA_DIR: Path | None = None  # base data for retraining jobs
     # Frozen holdout, laid out like ../shared/data (cassava/<class>/, negatives/): challenger and champion are both

@@ -9,10 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlmodel import Session, SQLModel, create_engine
-
-import schemas.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, create_engine
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +62,19 @@ def dispose_engines() -> None:
 
 
 def init_db(engine: Engine) -> None:
-    """Create missing tables. Safe to call from several processes at once."""
-    try:
-        SQLModel.metadata.create_all(engine)
-    except (OperationalError, ProgrammingError):
-        SQLModel.metadata.create_all(engine)  # another process created a table between our check and our CREATE
+    """The tables as this code needs them: created in an empty database, else checked (core.schema). Raises
+    DatabaseNotReady, saying what to do, on a database behind or ahead of the code."""
+    from core import schema
+
+    schema.ensure(engine)
 
 
 _READY: set[str] = set()
 
 
 def open_database(url: str) -> Engine:
-    """The process's engine for `url`, its tables in place: what every entry point (a command, a worker, a
-    benchmark) calls before its first query. The tables are looked at once per URL per process."""
+    """The process's engine for `url`, its tables in place (`init_db`): what every entry point (a command, a worker,
+    a benchmark) calls before its first query. The schema is looked at once per URL per process."""
     engine = get_engine(url)
     if url not in _READY:
         init_db(engine)

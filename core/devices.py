@@ -6,12 +6,16 @@ import hashlib
 import secrets
 
 from sqlalchemy import bindparam
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session, select
 
 from schemas.tables import Device, DeviceRevocation
 
 DEVICES = Device.__table__  # type: ignore[attr-defined]
 DEVICE_BY_TOKEN_HASH = select(DEVICES).where(DEVICES.c.token_hash == bindparam("token_hash"))
+# A Device made with model_construct (below) reads its attributes through the ORM's instrumentation, which exists only
+# once the mappers are configured: before any ORM query has run, the API's first request would find it missing.
+configure_mappers()
 
 
 def hash_token(token: str) -> str:

@@ -32,9 +32,15 @@ def _metrics(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def register(
-    session: Session, blobs: BlobStore, artifact: Path, made_by: str | None = None, parent: str | None = None
+    session: Session,
+    blobs: BlobStore,
+    artifact: Path,
+    made_by: str | None = None,
+    parent: str | None = None,
+    commit: bool = True,
 ) -> ModelVersion:
-    """Register a checkpoint file. Registering the same file again returns the same version."""
+    """Register a checkpoint file. Registering the same file again returns the same version. `commit=False` leaves
+    the new row in the session's transaction, for the caller to commit with more."""
     from ml.checkpoint import load_checkpoint  # torch: only where models are handled
 
     data = artifact.read_bytes()
@@ -61,7 +67,10 @@ def register(
         size_bytes=len(data),
     )
     session.add(row)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return row
 
 
@@ -93,7 +102,12 @@ def history(session: Session, alias: ModelAliasName | None = None) -> list[Alias
 
 
 def set_alias(
-    session: Session, alias: ModelAliasName, version: str, changed_by: str, reason: str | None = None
+    session: Session,
+    alias: ModelAliasName,
+    version: str,
+    changed_by: str,
+    reason: str | None = None,
+    commit: bool = True,
 ) -> AliasChange:
     get_version(session, version)
     row = session.get(ModelAlias, alias.value)
@@ -105,7 +119,10 @@ def set_alias(
         session.add(row)
     change = AliasChange(alias=alias, version=version, previous_version=previous, changed_by=changed_by, reason=reason)
     session.add(change)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return change
 
 
@@ -135,12 +152,25 @@ def _seed_sha256(path: Path, mtime_ns: int, size: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+SEED_ATTEMPTS = 5
+
+
 def ensure_champion(session: Session, blobs: BlobStore, seed_model: Path) -> ModelVersion:
     """The champion; on a fresh registry, `seed_model` (the committed baseline) is registered and made champion.
 
     While nobody but mhogo itself has moved the champion, it follows the seed model: an upgrade that ships a new
     baseline serves it. Once an operator or a retraining trigger has chosen a champion, that choice stands. Several
-    processes may start at once: the loser of the race reads what the winner wrote."""
+    processes may start at once: the model's row and the alias are written in one transaction, and the loser of the
+    race (a unique key the winner took first) reads what the winner wrote."""
+    for _ in range(SEED_ATTEMPTS):
+        try:
+            return _ensure_champion(session, blobs, seed_model)
+        except IntegrityError:
+            session.rollback()
+    raise RegistryError(f"the champion could not be seeded from {seed_model} in {SEED_ATTEMPTS} attempts")
+
+
+def _ensure_champion(session: Session, blobs: BlobStore, seed_model: Path) -> ModelVersion:
     version = alias_version(session, CHAMPION)
     if version is not None:
         row = get_version(session, version)
@@ -149,17 +179,11 @@ def ensure_champion(session: Session, blobs: BlobStore, seed_model: Path) -> Mod
         reason = f"the shipped baseline changed (was {row.version})"
     else:
         reason = "first start: the seed model serves"
-    try:
-        row = register(session, blobs, seed_model, made_by=SEED_MAKER)
-        if alias_version(session, CHAMPION) != row.version:
-            set_alias(session, CHAMPION, row.version, SEEDER, reason)
-        return row
-    except IntegrityError:
-        session.rollback()
-        version = alias_version(session, CHAMPION)
-        if version is None:
-            raise
-        return get_version(session, version)
+    row = register(session, blobs, seed_model, made_by=SEED_MAKER, commit=False)
+    if alias_version(session, CHAMPION) != row.version:
+        set_alias(session, CHAMPION, row.version, SEEDER, reason, commit=False)
+    session.commit()
+    return row
 
 
 def _follows_seed(session: Session, champion: ModelVersion, seed_model: Path) -> bool:

@@ -169,6 +169,10 @@ def run_retraining(
     run.evaluation = figures | {"sets": {name: str(path) for name, path in sets.items()}}
     session.add(run)
     session.commit()
+    session.refresh(run)
+    if not RetrainStatus(run.status).open:  # cancelled by an operator, or failed by the sweeper, while it trained
+        log.warning("retraining run %d is %s: no decision taken (%s)", run_id, run.status, run.decision)
+        return run
     return _decide(session, config, run, champion.version, challenger, figures, blobs)
 
 

@@ -24,6 +24,7 @@ from filelock import FileLock
 
 from core import registry
 from core.blobs import BlobStore
+from ml.files import atomic_write, file_sha256
 from ml.quality import QualityThresholds
 from schemas.errors import ModelError
 from schemas.tables import ModelVersion
@@ -98,6 +99,23 @@ def is_shipped(prebuilt: Path | None, sha256: str) -> bool:
     return bool(spec.get("checkpoint_sha256") == sha256)
 
 
+def copy_whole(source: Path, target: Path) -> None:
+    """Copy to a temporary file beside `target`, flushed to disk, then renamed over it."""
+    with source.open("rb") as original:
+        atomic_write(target, lambda handle: shutil.copyfileobj(original, handle))
+
+
+def is_whole(path: Path) -> bool:
+    """A build in place and whole: the .onnx and its .json, the file's sha256 the one the .json gives."""
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        return False
+    try:
+        spec = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(spec.get("sha256") == file_sha256(path))
+
+
 def ensure_build(
     blobs: BlobStore,
     row: ModelVersion,
@@ -107,18 +125,22 @@ def ensure_build(
     max_pixels: int,
     prebuilt: Path | None = None,
 ) -> Path:
-    """The path of the version's build for `runtime`, made now if nobody made it yet."""
+    """The path of the version's build for `runtime`, made now if nobody made it yet. A build is written beside its
+    place and renamed into it, .json first and .onnx last, so a reader finds it whole or not at all; one found
+    damaged (cut short by a crash, or by a copier before this rule) is made again."""
     path = blobs.path(build_key(row.sha256, runtime))
-    if path.exists():
+    if is_whole(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
-        if path.exists():  # another process made it while this one waited
+        if is_whole(path):  # another process made it while this one waited
             return path
+        if path.exists():
+            log.warning("the %s build of model %s is damaged: making it again", runtime, row.version)
         if is_shipped(prebuilt, row.sha256):
             assert prebuilt is not None
-            shutil.copyfile(prebuilt.with_suffix(".json"), path.with_suffix(".json"))
-            shutil.copyfile(prebuilt, path)
+            for source, target in ((prebuilt.with_suffix(".json"), path.with_suffix(".json")), (prebuilt, path)):
+                copy_whole(source, target)
             return path
         log.warning("making the %s build of model %s (once per version)", runtime, row.version)
         return make_build(registry.load(blobs, row), row.sha256, runtime, path, limits, calibration, max_pixels)

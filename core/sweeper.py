@@ -9,16 +9,17 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from core import jobs, uploads
+from core import jobs, triggers, uploads
 from core.config import Settings
 from core.publisher import Publisher, enqueue_photo
-from schemas.tables import utcnow
+from schemas.errors import BrokerUnavailable
+from schemas.tables import RetrainStatus, utcnow
 
 log = logging.getLogger(__name__)
 
 
 def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, settings: Settings) -> dict[str, int]:
-    counts = {"enqueued": 0, "failed": 0, "unreachable": 0, "uploads_expired": 0}
+    counts = {"enqueued": 0, "failed": 0, "unreachable": 0, "uploads_expired": 0, "runs_resent": 0, "runs_failed": 0}
     with session_factory() as session:
         candidates = jobs.jobs_to_sweep(
             session,
@@ -36,6 +37,33 @@ def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, set
                 counts["unreachable"] += 1
                 break  # the broker is down: the next sweep tries again
         counts["uploads_expired"] = uploads.remove_expired(session)
+        counts |= sweep_runs(session, publisher, settings)
     if any(counts.values()):
         log.info("sweep: %s", counts)
+    return counts
+
+
+def sweep_runs(session: Session, publisher: Publisher, settings: Settings) -> dict[str, int]:
+    """Retraining runs whose message the broker lost (Redis restarted without its data): a queued one is sent again,
+    at most MHOGO_SWEEP_MAX_ENQUEUES times, then failed; a running one past its time limit is failed. Either way no
+    run stays open for ever, holding back every rule (`mhogo retrain` would answer "a run is open already")."""
+    now = utcnow()
+    queued, running = triggers.stale_runs(session, now, timedelta(seconds=settings.SWEEP_RUN_RESEND_AFTER_S),
+                                          timedelta(seconds=settings.RETRAIN_TIME_LIMIT_S + 60))  # fmt: skip
+    counts = {"runs_resent": 0, "runs_failed": 0}
+    for run in running:
+        triggers.finish_run(session, run, RetrainStatus.FAILED, "still running after its time limit: its worker died")
+        counts["runs_failed"] += 1
+    for run in queued:
+        if run.enqueue_count >= settings.SWEEP_MAX_ENQUEUES:
+            triggers.finish_run(session, run, RetrainStatus.FAILED,
+                                f"not started after {run.enqueue_count} sends of its message")  # fmt: skip
+            counts["runs_failed"] += 1
+            continue
+        try:
+            triggers.send(session, run, publisher.publish_retrain, now)
+        except BrokerUnavailable:
+            break  # the broker is down: the next sweep tries again
+        log.warning("retraining run %s was not started: its message sent again", run.id)
+        counts["runs_resent"] += 1
     return counts

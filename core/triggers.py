@@ -117,17 +117,24 @@ def fire(
                 return None
             assert run.id is not None
             try:
-                run.task_id = publish(run.id)
+                send(session, run, publish, now)
             except BrokerUnavailable as exc:
                 finish_run(session, run, RetrainStatus.FAILED, f"could not enqueue: {exc}")
                 raise
-            session.add(run)
-            session.commit()
             log.warning("retraining run %d fired by %s: %s %s", run.id, fired_by, firing.rule, firing.figures)
             return run
     except LockError:
         log.warning("the retraining trigger lock is busy; the next event looks again")
         return None
+
+
+def send(session: Session, run: RetrainRun, publish: Callable[[int], str], now: datetime) -> None:
+    """Send the run's message (again), and note when and how often."""
+    assert run.id is not None
+    run.task_id = publish(run.id)
+    run.enqueued_at, run.enqueue_count = now, run.enqueue_count + 1
+    session.add(run)
+    session.commit()
 
 
 def maybe_retrain(
@@ -151,6 +158,31 @@ def finish_run(session: Session, run: RetrainRun, status: RetrainStatus, decisio
     run.status, run.decision, run.finished_at, run.open_slot = status, decision[:500], utcnow(), None
     session.add(run)
     session.commit()
+
+
+def cancel_run(session: Session, run_id: int, by: str, reason: str | None = None) -> RetrainRun:
+    """An operator stops an open run: it takes no decision, even if its worker is training it now, and the next
+    rule may fire after the cooldown."""
+    run = session.get(RetrainRun, run_id)
+    if run is None:
+        raise RegistryError(f"no retraining run {run_id}")
+    if not RetrainStatus(run.status).open:
+        raise RegistryError(f"retraining run {run_id} is {run.status} already")
+    finish_run(session, run, RetrainStatus.CANCELLED, f"cancelled by {by}" + (f": {reason}" if reason else ""))
+    return run
+
+
+def stale_runs(
+    session: Session, now: datetime, resend_after: timedelta, time_limit: timedelta
+) -> tuple[list[RetrainRun], list[RetrainRun]]:
+    """Open runs whose message was lost: queued and not started within `resend_after` of their last send (to send
+    again), and running for longer than a run may (its worker died: to fail)."""
+    open_runs = session.exec(select(RetrainRun).where(col(RetrainRun.open_slot).is_not(None))).all()
+    queued = [run for run in open_runs if run.status == RetrainStatus.QUEUED
+              and (run.enqueued_at or run.fired_at) < now - resend_after]  # fmt: skip
+    running = [run for run in open_runs if run.status == RetrainStatus.RUNNING
+               and run.started_at is not None and run.started_at < now - time_limit]  # fmt: skip
+    return queued, running
 
 
 def start_run(session: Session, run_id: int) -> RetrainRun | None:

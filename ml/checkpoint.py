@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any
 import torch
 
 from ml.ensemble import Ensemble
-from ml.files import atomic_write
+from ml.files import atomic_write, file_sha256
 from ml.imaging import PreprocessConfig
 from ml.leafgate import LeafGate
 from ml.model import CassavaNet, ModelConfig
@@ -89,11 +88,3 @@ def build_model(config: dict[str, Any]) -> CassavaNet | Ensemble:
 
 def _name(source: Path | bytes) -> str:
     return str(source) if isinstance(source, Path) else f"({len(source)} bytes)"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ml.augment import AugmentConfig, augment
-from ml.checkpoint import file_sha256
+from ml.files import file_sha256
 from ml.imaging import MAX_LOCAL_PIXELS, PreprocessConfig, decode, prepare
 from ml.tensors import model_input, to_tensor
 

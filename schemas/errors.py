@@ -10,6 +10,7 @@ MhogoError
 │   └── UnreadableImage         HTTP 422: truncated, corrupt, or a decompression bomb
 ├── IdempotencyConflict         HTTP 422: a key reused for other bytes
 ├── OffsetConflict              HTTP 409: a resumable upload is not where the request says it stands
+├── DatabaseNotReady            the database's schema is not this code's: upgrade it (or the code) first
 ├── RegistryError               an operator asked the registry for something it cannot do
 └── ModelError                  the model file is missing or does not fit the code: an operator must act
 """
@@ -56,6 +57,10 @@ class IdempotencyConflict(MhogoError):
 class OffsetConflict(MhogoError):
     """The request's Upload-Offset is not where the upload stands (another request moved it, or the client is
     behind); the client must ask (HEAD) and resume from there."""
+
+
+class DatabaseNotReady(MhogoError):
+    """The database is behind this code (`mhogo db upgrade`) or ahead of it (a newer release made it)."""
 
 
 class RegistryError(MhogoError):

@@ -233,6 +233,7 @@ class RetrainStatus(StrEnum):
     PROMOTED = "promoted"  # the challenger won and serves
     KEPT = "kept"  # the challenger did not win, or promotion is paused: it stays challenger, with the reason
     FAILED = "failed"
+    CANCELLED = "cancelled"  # an operator stopped it (`mhogo retrain cancel`): no decision is taken
 
     @property
     def open(self) -> bool:
@@ -257,6 +258,8 @@ class RetrainRun(SQLModel, table=True):
     status: RetrainStatus = Field(default=RetrainStatus.QUEUED, sa_column=Column(String(20), nullable=False))
     open_slot: str | None = Field(default=OPEN_SLOT, max_length=10, unique=True)
     task_id: str | None = Field(default=None, max_length=64)
+    enqueue_count: int = 0  # its message sent this many times: the sweeper sends it again if the broker lost it
+    enqueued_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     champion_version: str | None = Field(default=None, max_length=100)
     challenger_version: str | None = Field(default=None, max_length=100)
     dataset_version: str | None = Field(default=None, max_length=100)

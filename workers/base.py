@@ -10,6 +10,7 @@ import redis
 from celery import Task
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from sqlmodel import Session
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientError,
     DatabaseOperationalError,
+    IntegrityError,  # another process wrote the same row first (two workers seeding the champion): look again
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     KombuOperationalError,

@@ -3,16 +3,24 @@ needs when it runs, so `mhogo devices` never loads torch."""
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from mhogo.cli import devices, jobs, models, operations, phone, scenario, services, training
+from core.config import settings
+from mhogo.cli import db, devices, jobs, models, operations, phone, scenario, services, training
 
 
 @click.group()
 def main() -> None:
     """mhogo: cassava leaf disease diagnosis from farmers' photos."""
+    # MHOGO_HOME holds farmers' photos, the database and secrets: what mhogo and its services make there is this
+    # user's alone (folders 0700, files 0600), whatever the login's umask.
+    os.umask(0o077)
+    settings.HOME.mkdir(parents=True, exist_ok=True)
+    settings.HOME.chmod(0o700)
 
 
-for group in (services, devices, jobs, operations, training, models, phone, scenario):
+for group in (services, db, devices, jobs, operations, training, models, phone, scenario):
     for command in group.COMMANDS:
         main.add_command(command)

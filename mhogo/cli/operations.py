@@ -68,12 +68,16 @@ def switch_group(group: str) -> click.Group:
     return click.Group(group, commands=commands, help=f"Pause or resume {SWITCHES[group][1]}.")
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option("--reason", default="asked for by an operator", help="Recorded with the run and the model it makes.")
 @click.option("--by", "fired_by", default=lambda: os.environ.get("USER", "operator"), help="Who asks.")
-def retrain(reason: str, fired_by: str) -> None:
+@click.pass_context
+def retrain(context: click.Context, reason: str, fired_by: str) -> None:
     """Fire a retraining run now (no cooldown; not while another is open); prints its id. The retraining worker
-    builds the dataset from MHOGO_TRAIN_DATA_DIR plus trusted feedback, trains, judges and maybe promotes."""
+    builds the dataset from MHOGO_TRAIN_DATA_DIR plus trusted feedback, trains, judges and maybe promotes.
+    `mhogo retrain cancel RUN` stops an open run instead."""
+    if context.invoked_subcommand is not None:
+        return
     from datetime import timedelta
 
     import redis
@@ -89,6 +93,24 @@ def retrain(reason: str, fired_by: str) -> None:
     if run is None:
         raise click.ClickException("a retraining run is open already: `mhogo status` shows it")
     click.echo(run.id)
+
+
+@retrain.command("cancel")
+@click.argument("run_id", type=int)
+@click.option("--by", default=lambda: os.environ.get("USER", "operator"), help="Who cancels it.")
+@click.option("--reason", default=None, help="Why; `mhogo status` and the dashboard show it.")
+def retrain_cancel(run_id: int, by: str, reason: str | None) -> None:
+    """Stop an open run: it takes no decision (a worker training it finishes, then leaves the champion as it is),
+    and the rules may fire again after the cooldown."""
+    from core import triggers
+    from schemas.errors import RegistryError
+
+    with open_session(settings.database_url) as session:
+        try:
+            run = triggers.cancel_run(session, run_id, by, reason)
+        except RegistryError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"retraining run {run.id}: {run.status} ({run.decision})")
 
 
 COMMANDS = (status, retrain, switch_group("promotion"), switch_group("retraining"))

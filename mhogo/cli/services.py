@@ -26,10 +26,10 @@ SAMPLES = REPO / "samples"
 @click.option("--verbose", "-v", is_flag=True, help="Every service logs at INFO (default: warnings only).")
 def up(demo: bool, once: bool, verbose: bool) -> None:
     """Run the whole stack in the foreground: Redis, API, one worker per queue, beat, Flower. Ctrl-C stops it."""
-    from core.db import open_database
+    from mhogo.cli.db import upgrade_database, where
     from mhogo.stack import Stack, wait_until_healthy
 
-    open_database(settings.database_url)
+    click.echo(f"database {where()} at revision {upgrade_database()}")  # before any service starts on it
     stack = Stack(settings)
     if not verbose and "MHOGO_LOG_LEVEL" not in os.environ:
         stack.env["MHOGO_LOG_LEVEL"] = "WARNING"
@@ -78,8 +78,10 @@ def api(host: str | None, port: int | None, workers: int) -> None:
     import uvicorn
 
     from core.logs import configure_logging
+    from mhogo.cli.db import require_database
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="api")
+    require_database()
     uvicorn.run(
         "producers.api.app:serve",
         factory=True,
@@ -100,9 +102,11 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -> None:
     """Run a Celery worker consuming QUEUES."""
     from core.logs import configure_logging
+    from mhogo.cli.db import require_database
     from workers.app import app
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="worker")  # Celery's setup_logging keeps it
+    require_database()
     cores = os.cpu_count() or 1
     processes = concurrency or max(WORKER_CONCURRENCY[q] or cores for q in queues)
     # Read by each pool process as it loads its model (workers/inference.py): the processes share the cores.

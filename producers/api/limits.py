@@ -1,10 +1,21 @@
-"""ASGI middleware that refuses request bodies over the size limit while they stream in, with a 413."""
+"""ASGI middleware that refuses request bodies over the size limit while they stream in, with a 413; and the one way
+a header that carries a byte count is read."""
 
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+COUNT = re.compile(r"[0-9]{1,19}")  # ASCII digits only ('²'.isdigit() is true, int('²') fails), and below 2**63
+
+
+def header_count(value: str | bytes | None) -> int | None:
+    """A byte count or offset as a header carries it (Content-Length, Upload-Length, Upload-Offset); None for
+    anything else: a sign, a space, a digit of another script, or a number too long to be a size."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return int(text) if text is not None and COUNT.fullmatch(text) else None
 
 
 class BodyTooLarge(Exception):
@@ -20,8 +31,8 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        declared = header_count(dict(scope["headers"]).get(b"content-length"))
+        if declared is not None and declared > self.max_bytes:
             await self._refuse(send)
             return
         received = 0

@@ -34,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from core import uploads
 from core.logs import bind_job
 from producers.api.deps import DeviceDep, Services, ServicesDep, SessionDep, UploadingDevice
+from producers.api.limits import header_count
 from producers.api.routes import ERRORS, refuse_when_backlogged
 from producers.intake import Arrival, check_declared_type, check_idempotency_key
 from schemas.errors import BadInput, IdempotencyConflict, OffsetConflict
@@ -150,9 +151,9 @@ def create_upload(
     idempotency_key: Annotated[str | None, Header(description="Unique per photo, the same on every retry")] = None,
 ) -> Response:
     key = check_idempotency_key(idempotency_key)
-    if upload_defer_length is not None or upload_length is None or not upload_length.isdigit():
+    length = header_count(upload_length)
+    if upload_defer_length is not None or length is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Send 'Upload-Length': the photo's size in bytes.")
-    length = int(upload_length)
     limit = services.settings.MAX_UPLOAD_BYTES
     if length > limit:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
@@ -202,9 +203,9 @@ async def upload_chunk(
 ) -> Response:
     if (content_type or "").split(";")[0].strip().lower() != OFFSET_OCTET_STREAM:
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"Send the bytes as {OFFSET_OCTET_STREAM}.")
-    if upload_offset is None or not upload_offset.isdigit():
+    offset = header_count(upload_offset)
+    if offset is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Send 'Upload-Offset': where these bytes start.")
-    offset = int(upload_offset)
     checksum = parse_checksum(upload_checksum)
     upload = await run_in_threadpool(own_upload, session, device, upload_id)
     if offset != upload.received:

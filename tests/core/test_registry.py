@@ -1,14 +1,17 @@
 """The model registry on SQLite and PostgreSQL: registration, aliases, promotion and rollback with their history."""
 
+import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core import registry
 from core.blobs import BlobStore
 from core.config import settings
-from ml.checkpoint import file_sha256, load_checkpoint
+from ml.checkpoint import load_checkpoint
+from ml.files import file_sha256
 from schemas.errors import ModelError, RegistryError
 from schemas.tables import ModelAliasName
 from tests.utils.models import tiny_model
@@ -97,3 +100,28 @@ def test_the_champion_follows_a_new_seed_model_until_someone_chooses_one(
     registry.promote(session, first.version, "ops", "we trust the older one")
     seed.write_bytes(second_model.read_bytes())
     assert registry.ensure_champion(session, blobs, seed).version == first.version  # the operator's choice stands
+
+
+def test_processes_starting_together_seed_one_champion(engine: Engine, blobs: BlobStore, second_model: Path) -> None:
+    """Inference processes starting at once on a fresh registry: each gets the same champion, none raises (the
+    loser of the race once raised IntegrityError on model_versions.version, failing its first task)."""
+    start = threading.Barrier(6)
+    results: list[str | BaseException] = []
+
+    def seed() -> None:
+        with Session(engine) as session:  # a session each, as each process has its own
+            start.wait()
+            try:
+                results.append(registry.ensure_champion(session, blobs, second_model).version)
+            except BaseException as exc:
+                results.append(exc)
+
+    threads = [threading.Thread(target=seed) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(results)) == 1, results
+    assert isinstance(results[0], str)
+    with Session(engine) as session:
+        assert [change.version for change in registry.history(session, CHAMPION)] == [results[0]]

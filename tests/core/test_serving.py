@@ -2,6 +2,7 @@
 and a version without a build gets one made once, under a lock, then reused."""
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from core.blobs import BlobStore
 from core.config import settings
 from core.db import open_database
 from core.serving import build_key, ensure_build, load_classifier, prebuilt_path
-from ml.checkpoint import file_sha256, load_checkpoint
+from ml.checkpoint import load_checkpoint
 from ml.diagnose import examine
+from ml.files import file_sha256
 from ml.phone_build import PhoneBuild
 from ml.predictor import Predictor
 from schemas.tables import ModelVersion
@@ -103,3 +105,34 @@ def test_the_torch_runtime_serves_the_checkpoint_itself(registered: tuple[BlobSt
     classifier = load_classifier(blobs, row, "torch", 1, settings.quality_thresholds, SAMPLES, 10**8)
     assert isinstance(classifier, Predictor)
     assert not blobs.path(build_key(row.sha256, "onnx-int8")).exists()
+
+
+def test_a_build_cut_short_is_made_again_and_readers_never_see_half_of_one(
+    registered: tuple[BlobStore, ModelVersion],
+) -> None:
+    """A copy of the shipped build was once written straight onto its place: a process starting meanwhile loaded
+    half of it ("sha256 differs"), and one cut short by a crash stayed broken for good."""
+    blobs, row = registered
+    shipped = prebuilt_path(settings.model_path, "onnx-fp32")
+    place = blobs.path(build_key(row.sha256, "onnx-fp32"))
+    place.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped.with_suffix(".json"), place.with_suffix(".json"))
+    place.write_bytes(shipped.read_bytes()[: 1 << 20])  # the copy a crash cut short
+    loaded: list[str | BaseException] = []
+
+    def load() -> None:
+        try:
+            path = ensure_build(blobs, row, "onnx-fp32", settings.quality_thresholds, SAMPLES,
+                                settings.MAX_IMAGE_PIXELS, prebuilt=shipped)  # fmt: skip
+            loaded.append(PhoneBuild(path).version)  # checks the file against the sha256 its JSON gives
+        except BaseException as exc:
+            loaded.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loaded == [row.version] * 4
+    assert place.read_bytes() == shipped.read_bytes()
+    assert not [p.name for p in place.parent.iterdir() if p.name.startswith(f".{place.name}.")]  # no temporaries

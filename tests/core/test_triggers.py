@@ -10,12 +10,13 @@ import pytest
 import redis
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select, update
 
 from core import jobs, registry, triggers
 from core.config import Settings, settings
 from core.feedback import record_feedback
-from schemas.errors import BrokerUnavailable
+from core.sweeper import sweep_runs
+from schemas.errors import BrokerUnavailable, RegistryError
 from schemas.findings import Finding
 from schemas.tables import (
     FeedbackSource,
@@ -29,6 +30,7 @@ from schemas.tables import (
 )
 from schemas.tasks import FeedbackEvent
 from tests.utils.factories import make_device, make_job
+from tests.utils.fakes import RecordingPublisher
 from tests.utils.processes import ensure_default_redis
 
 CHAMPION = "champion-v1"
@@ -194,3 +196,63 @@ def test_a_run_that_could_not_be_enqueued_is_closed_with_the_reason(session: Ses
     assert run.open_slot is None
     assert "could not enqueue" in (run.decision or "")
     assert triggers.fire(session, client, lambda run_id: "t", firing, "ops", timedelta(0), utcnow()) is not None
+
+
+def test_a_run_whose_message_the_broker_lost_is_sent_again_then_failed(session: Session, client: redis.Redis) -> None:
+    """Redis restarted without its data took the run's message with it: the run stayed `queued` for ever, and every
+    rule (and `mhogo retrain`) was refused while it was open."""
+    serve(session)
+    publisher = RecordingPublisher()
+    fired = triggers.fire(session, client, publisher.publish_retrain, triggers.Firing("operator"), "ops",
+                          timedelta(0), utcnow())  # fmt: skip
+    assert fired is not None
+    assert fired.id is not None
+    assert (fired.enqueue_count, publisher.retrains) == (1, [fired.id])
+    config = Settings(SWEEP_RUN_RESEND_AFTER_S=60, SWEEP_MAX_ENQUEUES=3)
+    assert sweep_runs(session, publisher, config) == {"runs_resent": 0, "runs_failed": 0}  # not late yet
+    for sends in (2, 3):
+        lost(session, fired.id, minutes=2)
+        assert sweep_runs(session, publisher, config) == {"runs_resent": 1, "runs_failed": 0}
+        assert session.get(RetrainRun, fired.id).enqueue_count == sends  # type: ignore[union-attr]
+    lost(session, fired.id, minutes=2)
+    assert sweep_runs(session, publisher, config) == {"runs_resent": 0, "runs_failed": 1}
+    run = session.get(RetrainRun, fired.id)
+    assert run is not None
+    assert (run.status, run.decision) == (RetrainStatus.FAILED, "not started after 3 sends of its message")
+    assert publisher.retrains == [fired.id] * 3
+    again = triggers.fire(session, client, publisher.publish_retrain, triggers.Firing("operator"), "ops",
+                          timedelta(0), utcnow())  # fmt: skip
+    assert again is not None  # the slot is free again
+
+
+def test_a_run_still_running_past_its_time_limit_is_failed(session: Session) -> None:
+    session.add(RetrainRun(rule="operator", fired_by="ops", status=RetrainStatus.RUNNING,
+                           started_at=utcnow() - timedelta(hours=3)))  # fmt: skip
+    session.commit()
+    counts = sweep_runs(session, RecordingPublisher(), Settings(RETRAIN_TIME_LIMIT_S=3600))
+    assert counts == {"runs_resent": 0, "runs_failed": 1}
+    assert triggers.last_run(session).open_slot is None  # type: ignore[union-attr]
+
+
+def test_an_operator_cancels_an_open_run(session: Session) -> None:
+    session.add(RetrainRun(rule="operator", fired_by="ops"))
+    session.commit()
+    run = triggers.last_run(session)
+    assert run is not None
+    assert run.id is not None
+    cancelled = triggers.cancel_run(session, run.id, "alice", "wrong labels")
+    assert (cancelled.status, cancelled.decision, cancelled.open_slot) == (
+        RetrainStatus.CANCELLED,
+        "cancelled by alice: wrong labels",
+        None,
+    )
+    assert triggers.start_run(session, run.id) is None  # a worker that takes its message does not train
+    with pytest.raises(RegistryError, match="cancelled already"):
+        triggers.cancel_run(session, run.id, "bob")
+
+
+def lost(session: Session, run_id: int, minutes: float) -> None:
+    """The run's last send was `minutes` ago, and nobody took its message."""
+    session.execute(update(RetrainRun).where(col(RetrainRun.id) == run_id)
+                    .values(enqueued_at=utcnow() - timedelta(minutes=minutes)))  # fmt: skip
+    session.commit()

@@ -2,6 +2,9 @@
 
 import json
 import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -74,3 +77,20 @@ def test_api_with_several_worker_processes_logs_their_requests_as_json(tmp_path:
     requests = [line for line in lines if line["logger"] == "uvicorn.access"]
     assert any("/v1/jobs/nope" in line["message"] and "401" in line["message"] for line in requests), requests
     assert {line["service"] for line in lines} == {"api"}
+
+
+def test_what_mhogo_writes_under_its_home_is_its_user_s_alone(tmp_path: Path) -> None:
+    """MHOGO_HOME was made with the login's umask (0755, files 0644): any user of the machine could read the farmers'
+    photos and copy the database, device tokens' hashes included."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    env = dict(os.environ) | {"MHOGO_HOME": str(home)}
+    for command in (["devices", "add", "phone"], ["models", "list"]):  # the database, then a model in the blob store
+        done = subprocess.run([sys.executable, "-m", "mhogo", *command], env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    made = [home, *home.rglob("*")]
+    assert any(path.suffix == ".pt" for path in made)  # the seed model, copied into the blob store
+    loose = {str(path.relative_to(tmp_path)): oct(stat.S_IMODE(path.stat().st_mode)) for path in made
+             if stat.S_IMODE(path.stat().st_mode) & 0o077}  # fmt: skip
+    assert loose == {}

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from core.config import settings
-from ml.checkpoint import file_sha256, load_checkpoint
+from ml.checkpoint import load_checkpoint
 from ml.data import dataset_version, scan
 from ml.diagnose import examine
+from ml.files import file_sha256
 from ml.model import CassavaNet, ModelConfig
 from ml.predictor import Predictor
 from ml.train import TrainConfig, average_weights, train

@@ -37,7 +37,8 @@ def test_sweep_enqueues_received_jobs_and_gives_up_after_the_limit(
     assert sweep_once(lambda: session_factory(services), publisher, services.settings)["enqueued"] == 0  # too fresh
     age(services, job.id, 60)
     assert sweep_once(lambda: session_factory(services), publisher, services.settings) == {
-        "enqueued": 1, "failed": 0, "unreachable": 0, "uploads_expired": 0}  # fmt: skip
+        "enqueued": 1, "failed": 0, "unreachable": 0, "uploads_expired": 0, "runs_resent": 0,
+        "runs_failed": 0}  # fmt: skip
     assert publisher.photos == [(job.id, job.blob_key)]
     with Session(services.engine) as session:
         assert jobs.get_job(session, job.id).status == JobStatus.QUEUED  # type: ignore[union-attr]
@@ -59,7 +60,8 @@ def test_sweep_stops_while_the_broker_is_down(services: Services, publisher: Rec
     age(services, second.id, 60)
     publisher.down = True
     counts = sweep_once(lambda: session_factory(services), publisher, services.settings)
-    assert counts == {"enqueued": 0, "failed": 0, "unreachable": 1, "uploads_expired": 0}
+    assert counts == {"enqueued": 0, "failed": 0, "unreachable": 1, "uploads_expired": 0, "runs_resent": 0,
+                      "runs_failed": 0}  # fmt: skip
     with Session(services.engine) as session:
         assert {j.status for j in jobs.jobs_to_sweep(session, utcnow(), timedelta(0), timedelta(hours=1))} == {
             JobStatus.RECEIVED}  # fmt: skip

@@ -31,16 +31,26 @@ TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = 8 * 1024
 
 
-def create(client: TestClient, auth: dict[str, str], length: int, key: str = "photo-1", **headers: str) -> Answer:
-    return client.post("/v1/uploads", headers={**auth, **TUS, "Upload-Length": str(length), "Idempotency-Key": key,
-                                                **headers})  # fmt: skip
+def raw(headers: dict[str, str | bytes]) -> list[tuple[bytes, bytes]]:
+    """Headers as bytes on the wire: a value may be any byte, as a hostile client sends it (httpx takes str as
+    ASCII only)."""
+    return [(name.encode(), value if isinstance(value, bytes) else value.encode()) for name, value in headers.items()]
 
 
-def patch(client: TestClient, auth: dict[str, str], url: str, offset: int, body: bytes, **headers: str) -> Answer:
+def create(
+    client: TestClient, auth: dict[str, str], length: int, key: str = "photo-1", **headers: str | bytes
+) -> Answer:
+    return client.post("/v1/uploads", headers=raw({**auth, **TUS, "Upload-Length": str(length),
+                                                   "Idempotency-Key": key, **headers}))  # fmt: skip
+
+
+def patch(
+    client: TestClient, auth: dict[str, str], url: str, offset: int, body: bytes, **headers: str | bytes
+) -> Answer:
     sha1 = base64.b64encode(hashlib.sha1(body).digest()).decode()
-    return client.patch(url, content=body, headers={**auth, **TUS, "Upload-Offset": str(offset),
+    return client.patch(url, content=body, headers=raw({**auth, **TUS, "Upload-Offset": str(offset),
                         "Content-Type": "application/offset+octet-stream", "Upload-Checksum": f"sha1 {sha1}",
-                        **headers})  # fmt: skip
+                        **headers}))  # fmt: skip
 
 
 def head(client: TestClient, auth: dict[str, str], url: str) -> Answer:
@@ -156,6 +166,9 @@ def test_wrong_offset_is_409_and_a_bad_checksum_is_460_and_neither_moves_the_upl
         ({"Tus-Resumable": "0.2.2"}, 412),
         ({"Content-Type": "application/octet-stream"}, 415),
         ({"Upload-Offset": "-1"}, 400),
+        ({"Upload-Offset": "\u00b9".encode("latin-1")}, 400),  # '¹'.isdigit() is true, int('¹') raised: a 500
+        ({"Upload-Offset": "9" * 4400}, 400),  # int() refuses more than 4300 digits: a 500
+        ({"Upload-Offset": "99999999999999999999"}, 400),  # 20 digits: no upload is that long
         ({"Upload-Checksum": "crc32 AAAA"}, 400),
         ({"Upload-Checksum": "sha1 not base64!"}, 400),
     ],
@@ -174,7 +187,10 @@ def test_malformed_patch_requests_get_4xx(
 def test_creation_is_checked(client: TestClient, auth: dict[str, str], services: Services) -> None:
     assert create(client, auth, 0).status_code == 422
     assert create(client, auth, services.settings.MAX_UPLOAD_BYTES + 1).status_code == 413
-    assert create(client, auth, 10, **{"Upload-Length": "ten"}).status_code == 400
+    lengths: list[str | bytes] = ["ten", "\u00b2".encode("latin-1"), "4" * 4400, "+10", "1e3"]  # '²': once a 500
+    for length in lengths:
+        headers = raw({**auth, **TUS, "Upload-Length": length, "Idempotency-Key": "photo-1"})
+        assert client.post("/v1/uploads", headers=headers).status_code == 400, length
     assert create(client, auth, 10, key="").status_code == 400
     assert create(client, auth, 10, **{"Upload-Metadata": "filename %%%"}).status_code == 400
     svg = f"filetype {base64.b64encode(b'image/svg+xml').decode()}"

@@ -20,6 +20,7 @@ class RecordingPublisher(Publisher):
         self.photos: list[tuple[str, str]] = []
         self.feedback: list[FeedbackEvent] = []
         self.client_events: list[ClientEvents] = []
+        self.retrains: list[int] = []
 
     def _check(self) -> None:
         if self.down:
@@ -42,6 +43,11 @@ class RecordingPublisher(Publisher):
     def publish_client_events(self, events: ClientEvents) -> None:
         self._check()
         self.client_events.append(events)
+
+    def publish_retrain(self, run_id: int) -> str:
+        self._check()
+        self.retrains.append(run_id)
+        return f"task-{len(self.retrains)}"
 
     def ping(self) -> None:
         self._check()

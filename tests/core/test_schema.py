@@ -1,0 +1,160 @@
+"""The schema's migrations: they make exactly the tables of the models (the check CI runs instead of autogenerate), a
+database of the release before migrations upgrades in place with its devices and jobs, and a database behind or ahead
+of the code is refused with what to do, never served with 503s."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+from sqlmodel import SQLModel
+
+from core import schema
+from core.config import Settings
+from core.db import make_engine
+from mhogo.cli import db as db_commands
+from mhogo.cli import main
+from producers.api.app import create_app
+from producers.api.deps import Services
+from schemas.errors import DatabaseNotReady
+from tests.utils.fakes import RecordingPublisher
+from tests.utils.postgres import postgres_database
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Made by the release of 2026-12-02 (commit 41c016a, before migrations) with its own create_all: two devices (the
+# second revoked), a classified job with feedback, a rejected one and a queued one.
+PREVIOUS_RELEASE = FIXTURES / "release-2026-12-02.db"
+PREVIOUS_TOKEN = "XbfThoUwuDOCFC4ulqb37Aix3U10SBaf5-WooBjMvGo"  # of device 1, 'field phone'
+CLASSIFIED, REJECTED, QUEUED = (
+    "83155acc269345ddb74a30a365667a1c",
+    "cc7818b8abe84fedb26d5e605a10fe4e",
+    "794d81519142433297fa9c8cb8b30fb9",
+)
+
+
+def previous_release(tmp_path: Path) -> Engine:
+    copy = tmp_path / "mhogo.db"
+    shutil.copy(PREVIOUS_RELEASE, copy)
+    return make_engine(f"sqlite:///{copy}")
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_migrations_make_exactly_the_tables_of_the_models(dialect: str, tmp_path: Path) -> None:
+    """What `alembic revision --autogenerate` would find: nothing. A change to schemas/tables.py without its
+    migration fails here."""
+
+    def check(engine: Engine) -> None:
+        assert schema.upgrade(engine).ready
+        with engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}),
+                                           SQLModel.metadata)  # fmt: skip
+        assert differences == []
+
+    if dialect == "sqlite":
+        check(make_engine(f"sqlite:///{tmp_path / 'fresh.db'}"))
+        return
+    with postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            check(engine)
+        finally:
+            engine.dispose()
+
+
+def test_an_empty_database_is_made_by_whoever_opens_it_first_even_all_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'racing.db'}"
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            schema.ensure(make_engine(url))  # an engine each: as separate processes would
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert schema.state(make_engine(url)).ready
+
+
+def test_the_previous_release_s_database_is_refused_until_it_is_upgraded(tmp_path: Path) -> None:
+    engine = previous_release(tmp_path)
+    before = schema.state(engine)
+    assert before.revision is None
+    assert "jobs" in before.tables
+    with pytest.raises(DatabaseNotReady, match="run `mhogo db upgrade`"):
+        schema.ensure(engine)
+    services = Services(settings=_settings(tmp_path), engine=engine, blobs=None, publisher=RecordingPublisher())  # type: ignore[arg-type]
+    with pytest.raises(DatabaseNotReady), TestClient(create_app(services, sweep_on_startup=False)):
+        pass  # the API does not start, rather than answering every upload with a 503
+
+
+def test_the_previous_release_s_database_upgrades_in_place_and_keeps_its_devices_and_jobs(tmp_path: Path) -> None:
+    engine = previous_release(tmp_path)
+    after = schema.upgrade(engine)
+    assert after.ready
+    assert schema.upgrade(engine) == after  # a second upgrade changes nothing
+    services = Services(settings=_settings(tmp_path), engine=engine, blobs=None, publisher=RecordingPublisher())  # type: ignore[arg-type]
+    with TestClient(create_app(services, sweep_on_startup=False)) as client:
+        auth = {"Authorization": f"Bearer {PREVIOUS_TOKEN}"}
+        classified = client.get(f"/v1/jobs/{CLASSIFIED}", headers=auth).json()
+        assert classified["status"] == "classified"
+        assert classified["result"]["label"] == "cmd"
+        assert classified["result"]["model_version"] == "lite1+lite2-20261202-070550"
+        rejected = client.get(f"/v1/jobs/{REJECTED}", headers=auth).json()
+        assert rejected["rejection"]["reason"] == "too_dark"
+        assert client.get(f"/v1/jobs/{QUEUED}", headers=auth).json()["status"] == "queued"
+        assert client.get(f"/v1/jobs/{CLASSIFIED}").status_code == 401
+
+
+def test_a_database_older_than_any_release_is_not_adopted(tmp_path: Path) -> None:
+    """A database whose tables lack a column of the baseline (create_all never added columns) is not marked as
+    upgraded: it is refused, with the columns it lacks."""
+    engine = previous_release(tmp_path)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE jobs DROP COLUMN timings_ms"))
+    with pytest.raises(DatabaseNotReady, match=r"jobs\.timings_ms"):
+        schema.upgrade(engine)
+    assert schema.state(engine).revision is None
+
+
+def test_a_database_newer_than_the_code_is_refused_everywhere(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'newer.db'}")
+    schema.upgrade(engine)
+    with engine.begin() as connection:
+        command.stamp(schema.config(connection), "head")
+        connection.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    with pytest.raises(DatabaseNotReady, match="newer release"):
+        schema.ensure(engine)
+    with pytest.raises(DatabaseNotReady, match="newer release"):
+        schema.upgrade(engine)
+
+
+def test_db_current_and_upgrade_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = previous_release(tmp_path)
+    monkeypatch.setattr(db_commands, "settings", _settings(tmp_path))
+    behind = CliRunner().invoke(main, ["db", "current"])
+    assert behind.exit_code == 1
+    assert "no revision (before migrations)" in behind.output
+    assert "mhogo db upgrade" in behind.output
+    upgraded = CliRunner().invoke(main, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"at {schema.head()}" in upgraded.output
+    current = CliRunner().invoke(main, ["db", "current"])
+    assert current.exit_code == 0, current.output
+    assert schema.state(engine).ready
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings(HOME=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'mhogo.db'}", RATE_LIMIT="")
