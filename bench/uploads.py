@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 from core.config import settings
 from core.db import open_database
 from core.devices import add_device
-from producers.demo import MEDIA_TYPES as MEDIA
+from producers.phone import MEDIA_TYPES as MEDIA
 from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import Job
 

@@ -33,7 +33,7 @@ from sqlmodel import Session, col, select
 
 from core import registry, telemetry
 from core.config import Settings
-from core.db import get_engine, init_db
+from core.db import open_database
 from core.devices import add_device
 from mhogo.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
 from producers.phone import Phone, open_phone
@@ -163,8 +163,7 @@ def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str]
     champion = train_champion(config.home / "data" / "base", champion_path, config, settings, threads)
     timeline.mark("champion trained on the base part", version=champion)
     stack_settings = Settings(**{k.removeprefix("MHOGO_"): v for k, v in env.items()})  # type: ignore[arg-type]
-    engine = get_engine(stack_settings.database_url)
-    init_db(engine)
+    engine = open_database(stack_settings.database_url)
     stack = Stack(stack_settings, services=SCENARIO_SERVICES, out=sys.stdout)
     stack.env |= env | {"MHOGO_LOG_LEVEL": os.environ.get("MHOGO_LOG_LEVEL", "WARNING")}
     report: dict[str, Any] = {"home": str(config.home), "code_version": code_version(), "quick": config.quick}

@@ -10,15 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session
-
 from core.config import Settings
-from core.db import get_engine, init_db
+from core.db import open_session
 from core.devices import add_device
 from producers.phone import MEDIA_TYPES, OutboxPhoto, open_phone
-
-# MEDIA_TYPES is phone.py's, named here too because bench/uploads.py imports it from the demo.
-__all__ = ["MEDIA_TYPES", "SamplePhoto", "demo_with_new_device", "run_demo", "sample_photos"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +102,6 @@ def run_demo(api_url: str, token: str, samples: Path, timeout_s: float = 120.0) 
 
 def demo_with_new_device(settings: Settings, samples: Path, api_url: str | None = None) -> int:
     """Register a `demo` device straight in the database (same machine), then run the demo with its token."""
-    engine = get_engine(settings.database_url)
-    init_db(engine)
-    with Session(engine) as session:
+    with open_session(settings.database_url) as session:
         _, token = add_device(session, "demo")
     return run_demo(api_url or settings.public_url, token, samples)

@@ -89,7 +89,8 @@ def test_trusted_feedback_joins_the_base_data_and_the_rest_is_left_out_with_reas
 
 
 def test_the_evaluation_share_is_fixed_per_photo() -> None:
-    ids = [uuid.uuid4().hex for _ in range(2000)]
-    share = sum(held_out(i, 0.3) for i in ids) / len(ids)
-    assert 0.25 < share < 0.35
-    assert [held_out(i, 0.3) for i in ids] == [held_out(i, 0.3) for i in ids]
+    """The side of a photo is a function of its job id alone, the same in every process and run (a salted hash such
+    as Python's hash() would pass a same-process comparison): pinned values, and the share asked for."""
+    ids = [f"{n:032x}" for n in range(2000)]
+    assert [held_out(i, 0.3) for i in ids[:12]] == [False] * 3 + [True, False, True] + [False] * 6
+    assert sum(held_out(i, 0.3) for i in ids) / len(ids) == 0.3075

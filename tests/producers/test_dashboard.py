@@ -187,8 +187,9 @@ def test_long_series_are_thinned_to_means_at_the_middle_time() -> None:
     assert charts.thin(times[:5], [1.0] * 5, limit=100) == (charts.date_numbers(times[:5]), [1.0] * 5)
 
 
-def test_an_api_process_loads_matplotlib_only_when_the_dashboard_is_asked_for() -> None:
-    """Every uvicorn worker imports the app; only the one that draws /ops should pay for matplotlib."""
-    code = "import sys, producers.api.app; print('matplotlib' in sys.modules)"
+def test_an_api_process_loads_neither_torch_nor_matplotlib_until_the_dashboard_is_asked_for() -> None:
+    """Every uvicorn worker imports the app; only the one that draws /ops should pay for matplotlib, and none for
+    torch (producers never need it)."""
+    code = "import sys, producers.api.app; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert loaded == "False"
+    assert loaded == "[]"
