@@ -288,7 +288,8 @@ def retry_after(response: httpx.Response) -> float | None:
 
 def detail(response: httpx.Response) -> str:
     """The server's reason, as it wrote it for a person."""
-    if response.headers.get("content-type", "").startswith("application/json"):
+    media_type = response.headers.get("content-type", "").split(";")[0].strip()
+    if media_type in ("application/problem+json", "application/json"):  # the API's problems (RFC 9457)
         return str(response.json().get("detail"))
     return response.text
 

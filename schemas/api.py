@@ -60,10 +60,20 @@ class FeedbackAccepted(BaseModel):
     status: str = "queued"
 
 
-class Problem(BaseModel):
-    """Error body: `detail` says what was wrong and what to do."""
+class FieldProblem(BaseModel):
+    field: str = Field(description="Where: 'header idempotency-key', 'body label', ...")
+    message: str
 
+
+class Problem(BaseModel):
+    """Every error body (RFC 9457 problem details, application/problem+json): `detail` says what was wrong and what
+    to do; `errors`, for a request that does not fit the schema, which fields and why."""
+
+    type: str = "about:blank"
+    title: str = Field(description="The HTTP status's phrase")
+    status: int
     detail: str
+    errors: list[FieldProblem] | None = None
 
 
 class Health(BaseModel):

@@ -12,9 +12,7 @@ from contextlib import asynccontextmanager
 
 import redis
 from anyio import to_thread
-from fastapi import FastAPI, Request, status
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError as DatabaseOperationalError
+from fastapi import FastAPI
 from sqlmodel import Session
 
 from core.blobs import BlobStore
@@ -23,54 +21,16 @@ from core.config import Settings, settings
 from core.db import get_engine, init_db
 from core.publisher import Publisher
 from core.sweeper import sweep_once
-from producers.api import dashboard, ops, tus
+from producers.api import dashboard, ops, problems, tus
 from producers.api.backlog import Backlog
 from producers.api.deps import Services
 from producers.api.limits import BodySizeLimit
 from producers.api.ratelimit import DeviceLimiter
 from producers.api.routes import router
-from schemas.errors import (
-    BadInput,
-    IdempotencyConflict,
-    MhogoError,
-    TransientError,
-    UnreadableImage,
-    UnsupportedMediaType,
-    UploadTooLarge,
-)
 
 log = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024
-STATUS_FOR: list[tuple[type[MhogoError], int]] = [
-    (UploadTooLarge, status.HTTP_413_CONTENT_TOO_LARGE),
-    (UnsupportedMediaType, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE),
-    (UnreadableImage, status.HTTP_422_UNPROCESSABLE_CONTENT),
-    (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_CONTENT),
-    (BadInput, status.HTTP_400_BAD_REQUEST),
-    (TransientError, status.HTTP_503_SERVICE_UNAVAILABLE),
-]
-
-
-def status_for(exc: MhogoError) -> int:
-    for kind, code in STATUS_FOR:
-        if isinstance(exc, kind):
-            return code
-    return status.HTTP_500_INTERNAL_SERVER_ERROR
-
-
-async def mhogo_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, MhogoError)
-    code = status_for(exc)
-    headers = {"Retry-After": "30"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
-    return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
-
-
-async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    """The database did not answer: nothing was accepted, so the phone must keep the photo and send it again."""
-    log.warning("database unavailable: %s", exc)
-    return JSONResponse({"detail": "mhogo cannot store photos right now. Keep the photo and send it again soon."},
-                        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "10"})  # fmt: skip
 
 
 def default_services(config: Settings) -> Services:
@@ -117,8 +77,7 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
         lifespan=lifespan,
     )
     app.state.services = services
-    app.add_exception_handler(MhogoError, mhogo_error)
-    app.add_exception_handler(DatabaseOperationalError, database_unavailable)
+    problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.add_middleware(tus.TusResumableHeader)
     app.include_router(router)

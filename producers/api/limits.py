@@ -3,10 +3,11 @@ a header that carries a byte count is read."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from producers.api import problems
 
 COUNT = re.compile(r"[0-9]{1,19}")  # ASCII digits only ('²'.isdigit() is true, int('²') fails), and below 2**63
 
@@ -60,7 +61,7 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Send) -> None:
         detail = f"The photo is larger than {self.max_bytes // (1024 * 1024)} MB. Send a smaller photo."
-        body = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        body = problems.encoded(413, detail)
+        headers = [(b"content-type", problems.PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})

@@ -49,7 +49,7 @@ CHECKSUM_MISMATCH = 460  # tus checksum extension
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 PREFIX = "/v1/uploads"
 
-router = APIRouter(prefix=PREFIX, tags=["resumable uploads (tus 1.0)"])
+router = APIRouter(prefix=PREFIX, tags=["resumable uploads (tus 1.0)"], default_response_class=Response)  # no bodies
 
 
 class TusResumableHeader:
