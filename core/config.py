@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     API_THREADS: int = Field(default=8, gt=0)  # worker threads per API process for the database, Redis and disk
     API_PORT: int = 8000
     PUBLIC_URL: str | None = None  # how phones reach the API, for status URLs; default http://API_HOST:API_PORT
+    FLOWER_HOST: str = "127.0.0.1"  # Flower listens here; put it behind a proxy of yours rather than 0.0.0.0
     FLOWER_PORT: int = 5555
     FLOWER_USER: str = "operator"
     FLOWER_PASSWORD: SecretStr | None = None  # `mhogo up` makes one up and prints it when unset

@@ -145,15 +145,16 @@ def quiet_when_json() -> list[str]:
 
 @click.command()
 def flower() -> None:
-    """Run Flower with basic auth (MHOGO_FLOWER_USER / MHOGO_FLOWER_PASSWORD) and persistent state."""
+    """Run Flower with basic auth (MHOGO_FLOWER_USER / MHOGO_FLOWER_PASSWORD) on every page, read-only (no task can be
+    run through it), on MHOGO_FLOWER_HOST, with persistent state."""
     if settings.FLOWER_PASSWORD is None:
         raise click.UsageError("set MHOGO_FLOWER_PASSWORD: Flower never runs without a password")
     settings.HOME.mkdir(parents=True, exist_ok=True)
     # In Flower's environment, not on its command line, where every user of the machine could read it (ps).
     os.environ["FLOWER_BASIC_AUTH"] = f"{settings.FLOWER_USER}:{settings.FLOWER_PASSWORD.get_secret_value()}"
     argv = [
-        sys.executable, "-m", "celery", "--app=workers.app", "flower",
-        f"--port={settings.FLOWER_PORT}", "--persistent=True",
+        sys.executable, "-m", "mhogo.flower", "--app=workers.app", "flower", "--read_only=True",
+        f"--address={settings.FLOWER_HOST}", f"--port={settings.FLOWER_PORT}", "--persistent=True",
         f"--db={settings.HOME / 'flower.db'}", "--state_save_interval=60000", "--purge_offline_workers=300",
         f"--logging={settings.LOG_LEVEL.lower()}",
     ]  # fmt: skip

@@ -58,3 +58,28 @@ def test_flower_shows_the_pipeline_tasks_with_readable_arguments(flower: tuple[L
         assert "\\xff\\xd8" not in args
         assert "/9j/" not in args  # nor a base64 JPEG
     assert "photos/" in str(tasks[TaskName.DIAGNOSE]["args"])
+
+
+def test_flower_is_read_only_on_loopback_and_every_page_asks_for_the_login(flower: tuple[LiveStack, str]) -> None:
+    """Flower listened on every interface, served /metrics and /healthcheck to anyone, and ran any task for the
+    operator login (`POST /api/task/async-apply/mhogo.retraining.train` started a retraining)."""
+    _, url = flower
+    for page in ("/metrics", "/healthcheck", "/api/workers"):
+        assert httpx.get(f"{url}{page}").status_code == 401, page
+        assert httpx.get(f"{url}{page}", auth=("op", "s3cret")).status_code == 200, page
+    ran = httpx.post(f"{url}/api/task/async-apply/{TaskName.RETRAIN.value}", auth=("op", "s3cret"), json={"args": [1]})
+    assert ran.status_code == 403, ran.text
+    port = url.rsplit(":", 1)[1]
+    outside = next((address for address in host_addresses() if not address.startswith("127.")), None)
+    if outside is not None:  # the machine's own address on its network: nothing listens there
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://{outside}:{port}/api/workers", auth=("op", "s3cret"), timeout=3)
+
+
+def host_addresses() -> list[str]:
+    """This machine's IPv4 addresses."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.254", 9))  # no packet is sent: this only picks the outgoing interface
+        return [probe.getsockname()[0]]

@@ -94,3 +94,16 @@ def test_what_mhogo_writes_under_its_home_is_its_user_s_alone(tmp_path: Path) ->
     loose = {str(path.relative_to(tmp_path)): oct(stat.S_IMODE(path.stat().st_mode)) for path in made
              if stat.S_IMODE(path.stat().st_mode) & 0o077}  # fmt: skip
     assert loose == {}
+
+
+def test_flower_s_open_pages_are_swapped_for_ones_that_ask_for_the_login() -> None:
+    from flower import urls
+    from flower.views import monitor
+
+    from mhogo.flower import Healthcheck, Metrics, lock_down
+
+    handlers = list(urls.handlers)
+    lock_down(handlers)
+    served = {entry[0]: entry[1] for entry in handlers if isinstance(entry, tuple)}
+    assert (served["/metrics"], served["/healthcheck"]) == (Metrics, Healthcheck)
+    assert monitor.Metrics not in served.values()
