@@ -1,9 +1,13 @@
 """GET /v1/jobs/{id}, POST /v1/jobs/{id}/feedback and /healthz."""
 
+import dataclasses
+
+import redis
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from core import jobs
+from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.findings import Finding
 from schemas.labels import LABEL_INFO, Label
@@ -127,4 +131,19 @@ def test_health_checks_database_and_broker(client: TestClient, publisher: Record
     publisher.down = True
     down = client.get("/healthz")
     assert down.status_code == 503
-    assert down.json()["checks"]["redis"].startswith("error")
+    assert down.json() == {"status": "degraded", "checks": {"database": "ok", "redis": "unavailable"}}
+
+
+def test_health_tells_anyone_what_is_down_but_not_where(services: Services) -> None:
+    """/healthz needs no login (load balancers ask it): its answer once carried the error's text, with the internal
+    host and port of the machine that was down."""
+
+    class Unreachable(RecordingPublisher):
+        def ping(self) -> None:
+            raise redis.ConnectionError("Error 111 connecting to redis-7.internal.example:6380. Connection refused.")
+
+    with TestClient(create_app(dataclasses.replace(services, publisher=Unreachable()), sweep_on_startup=False)) as api:
+        answer = api.get("/healthz")
+    assert answer.status_code == 503
+    assert "internal.example" not in answer.text
+    assert "6380" not in answer.text
