@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     FLOWER_PORT: int = 5555
     FLOWER_USER: str = "operator"
     FLOWER_PASSWORD: SecretStr | None = None  # `mhogo up` makes one up and prints it when unset
+    METRICS_TOKEN: SecretStr | None = None  # a bearer token that opens /metrics and nothing else (for Prometheus)
 
     # Upload limits.
     RATE_LIMIT: str = "120/minute"  # per device, for uploads, feedback and events each ("limits" notation; "": none)

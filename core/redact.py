@@ -30,8 +30,9 @@ def url_password(url: str | None) -> str | None:
 def secrets_of(settings: Settings) -> set[str]:
     """The literal secrets this configuration holds, as written and as they appear URL-encoded."""
     found = {url_password(settings.REDIS_URL), url_password(settings.DATABASE_URL)}
-    if settings.FLOWER_PASSWORD is not None:
-        found.add(settings.FLOWER_PASSWORD.get_secret_value())
+    for secret in (settings.FLOWER_PASSWORD, settings.METRICS_TOKEN):
+        if secret is not None:
+            found.add(secret.get_secret_value())
     values = {value for value in found if value and len(value) >= MIN_SECRET_LENGTH}
     return values | {quote(value, safe="") for value in values}
 

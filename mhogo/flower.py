@@ -13,13 +13,13 @@ from tornado import web
 
 
 class Metrics(monitor.Metrics):  # type: ignore[misc]  # flower ships no types
-    @web.authenticated  # type: ignore[misc]
+    @web.authenticated
     async def get(self) -> None:
         await super().get()
 
 
 class Healthcheck(monitor.Healthcheck):  # type: ignore[misc]
-    @web.authenticated  # type: ignore[misc]
+    @web.authenticated
     async def get(self) -> None:
         await super().get()
 

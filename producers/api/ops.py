@@ -1,6 +1,6 @@
 """What operators see through the API: `/metrics` for Prometheus, and the dashboard. Both behind HTTP basic auth
-with the operator login (MHOGO_FLOWER_USER / MHOGO_FLOWER_PASSWORD, the same as Flower's); device tokens do not
-open them."""
+with the operator login (MHOGO_FLOWER_USER / MHOGO_FLOWER_PASSWORD, the same as Flower's); `/metrics` also takes
+MHOGO_METRICS_TOKEN, a read-only credential for Prometheus that opens nothing else. Device tokens open neither."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from functools import cache
 from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Depends, HTTPException, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Response, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -45,6 +45,26 @@ def operator(services: ServicesDep, credentials: Annotated[HTTPBasicCredentials 
 
 
 OperatorDep = Annotated[str, Depends(operator)]
+
+
+def metrics_reader(
+    services: ServicesDep,
+    credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> str:
+    """Who may scrape /metrics: Prometheus with MHOGO_METRICS_TOKEN as a bearer token (a credential that opens
+    nothing else), or an operator with the login."""
+    token = services.settings.METRICS_TOKEN
+    scheme, _, presented = (authorization or "").partition(" ")
+    if token is not None and scheme.lower() == "bearer":
+        if secrets.compare_digest(presented.strip().encode(), token.get_secret_value().encode()):
+            return "prometheus"
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Unknown metrics token.",
+                            headers={"WWW-Authenticate": 'Bearer realm="mhogo metrics"'})  # fmt: skip
+    return operator(services, credentials)
+
+
+MetricsReaderDep = Annotated[str, Depends(metrics_reader)]
 
 
 class MhogoCollector(Collector):
@@ -88,7 +108,7 @@ def redis_client(url: str) -> redis.Redis:
 
 
 @router.get("/metrics")
-def metrics(services: ServicesDep, _: OperatorDep) -> Response:
+def metrics(services: ServicesDep, _: MetricsReaderDep) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MhogoCollector(services, redis_client(services.settings.REDIS_URL)))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

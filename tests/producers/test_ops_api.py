@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlmodel import Session
 
 from core import telemetry
 from core.config import settings
+from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.tables import MetricPoint, utcnow
 from tests.utils.fakes import RecordingPublisher
@@ -51,6 +54,19 @@ def test_metrics_need_the_operator_login(client: TestClient, auth: dict[str, str
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers=auth).status_code == 401  # a device token is not an operator
     assert client.get("/metrics", auth=("operator", "wrong")).status_code == 401
+
+
+def test_prometheus_has_a_credential_of_its_own_that_opens_nothing_else(services: Services) -> None:
+    """Scraping /metrics needed the operators' login, which also opens the dashboard and Flower."""
+    token = "scrape-only-7f3a"
+    config = services.settings.model_copy(update={"METRICS_TOKEN": SecretStr(token)})
+    with TestClient(create_app(dataclasses.replace(services, settings=config), sweep_on_startup=False)) as client:
+        scrape = {"Authorization": f"Bearer {token}"}
+        assert client.get("/metrics", headers=scrape).status_code == 200
+        assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/metrics", auth=OPERATOR).status_code == 200
+        assert client.get("/ops", headers=scrape).status_code == 401  # not the dashboard
+        assert client.get("/v1/jobs/anything", headers=scrape).status_code == 401  # nor a phone's routes
 
 
 def test_metrics_carry_every_workers_counters_and_the_latest_tick(client: TestClient, services: Services) -> None:
