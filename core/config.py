@@ -38,6 +38,11 @@ class Settings(BaseSettings):
 
     # Upload limits.
     RATE_LIMIT: str = "120/minute"  # per device, for uploads, feedback and events each ("limits" notation; "": none)
+    POLL_RATE_LIMIT: str = "600/minute"  # per device: reading a job, an upload's offset, sending its chunks
+    # Per client address, before authentication: every request (generous: a mobile carrier puts thousands of phones
+    # behind one address), and requests whose token is missing or unknown (401s; past this, 429).
+    IP_RATE_LIMIT: str = "6000/minute"
+    AUTH_FAILURE_RATE_LIMIT: str = "60/minute"
     MAX_QUEUE_DEPTH: int = Field(default=5000, gt=0)  # photos waiting beyond this: uploads get 503 + Retry-After
     QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)

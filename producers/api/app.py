@@ -23,14 +23,21 @@ from core.publisher import Publisher
 from core.sweeper import sweep_once
 from producers.api import dashboard, ops, problems, tus
 from producers.api.backlog import Backlog
-from producers.api.deps import Services
+from producers.api.deps import ClientRateLimit, Services
 from producers.api.limits import BodySizeLimit
-from producers.api.ratelimit import DeviceLimiter
+from producers.api.ratelimit import RateLimiter
 from producers.api.routes import router
 
 log = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024
+
+
+def rates(config: Settings) -> dict[str, str]:
+    """Each rate-limited action's window (producers.api.ratelimit)."""
+    return {"upload": config.RATE_LIMIT, "feedback": config.RATE_LIMIT, "events": config.RATE_LIMIT,
+            "poll": config.POLL_RATE_LIMIT, "request": config.IP_RATE_LIMIT,
+            "auth-failure": config.AUTH_FAILURE_RATE_LIMIT}  # fmt: skip
 
 
 def default_services(config: Settings) -> Services:
@@ -40,7 +47,7 @@ def default_services(config: Settings) -> Services:
         blobs=BlobStore(config.blob_dir),
         publisher=Publisher(celery_app),  # the one Celery app, used here only to send tasks by name
         backlog=Backlog(redis.Redis.from_url(config.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)),
-        limiter=DeviceLimiter.from_settings(config.REDIS_URL, config.RATE_LIMIT),
+        limiter=RateLimiter.from_rates(config.REDIS_URL, rates(config)),
     )
 
 
@@ -80,6 +87,7 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
     app.add_middleware(tus.TusResumableHeader)
+    app.add_middleware(ClientRateLimit, services=services)
     app.include_router(router)
     app.include_router(tus.router)
     app.include_router(ops.router)

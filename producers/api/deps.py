@@ -11,14 +11,17 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from core.blobs import BlobStore
 from core.config import Settings
 from core.db import close_session
 from core.devices import device_for_token
 from core.publisher import Publisher
+from producers.api import problems
 from producers.api.backlog import Backlog
-from producers.api.ratelimit import DeviceLimiter
+from producers.api.ratelimit import RateLimiter
 from producers.intake import GroupIntake
 from schemas.tables import Device
 
@@ -34,7 +37,7 @@ class Services:
     blobs: BlobStore
     publisher: Publisher
     backlog: Backlog | None = None  # the photo queues' depth, for backpressure; None: never refuse for it
-    limiter: DeviceLimiter | None = None  # per-device rate limits; None: no limit
+    limiter: RateLimiter | None = None  # per device and per client address (producers.api.ratelimit); None: none
     intake: GroupIntake = field(init=False)  # accepts concurrent uploads together (producers.intake)
 
     def __post_init__(self) -> None:
@@ -64,9 +67,16 @@ bearer = HTTPBearer(auto_error=False, description="The device token from `mhogo 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Device:
+def authenticate(
+    services: Services, session: Session, credentials: HTTPAuthorizationCredentials | None, client: str
+) -> Device:
+    """The device the token names; 401 when there is none, or 429 when this client address has sent too many
+    bad tokens (a phone stuck with a revoked token, or someone guessing)."""
     device = device_for_token(session, credentials.credentials) if credentials else None
     if device is None:
+        wait = services.limiter.client_wait_s(client, "auth-failure") if services.limiter is not None else None
+        if wait is not None:
+            raise too_many(wait, "Too many requests without a valid device token. Wait before sending again.")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "Missing or unknown device token. Send 'Authorization: Bearer <token>'.",
@@ -75,16 +85,24 @@ def authenticate(session: Session, credentials: HTTPAuthorizationCredentials | N
     return device
 
 
+def too_many(wait: float, detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail, headers={"Retry-After": str(int(wait + 0.999))})
+
+
+def client_address(request: Request) -> str:
+    """Who is asking, as the socket (or, behind a trusted proxy, uvicorn's --proxy-headers) says."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 def limit_rate(services: Services, device: Device, action: str) -> None:
     """429 with Retry-After when the device has used up its rate for `action`."""
-    wait = services.limiter.wait_s(device.id or 0, action) if services.limiter is not None else None
+    wait = services.limiter.device_wait_s(device.id or 0, action) if services.limiter is not None else None
     if wait is not None:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "Too many requests from this phone. Wait a "
-                            "little and send again.", headers={"Retry-After": str(int(wait + 0.999))})  # fmt: skip
+        raise too_many(wait, "Too many requests from this phone. Wait a little and send again.")
 
 
-def get_device(session: SessionDep, credentials: Credentials) -> Device:
-    return authenticate(session, credentials)
+def get_device(request: Request, services: ServicesDep, session: SessionDep, credentials: Credentials) -> Device:
+    return authenticate(services, session, credentials, client_address(request))
 
 
 DeviceDep = Annotated[Device, Depends(get_device)]
@@ -100,6 +118,28 @@ def rate_limited(action: str) -> Callable[[Device, Services], Device]:
     return check
 
 
+PollingDevice = Annotated[Device, Depends(rate_limited("poll"))]
 UploadingDevice = Annotated[Device, Depends(rate_limited("upload"))]
 FeedbackDevice = Annotated[Device, Depends(rate_limited("feedback"))]
 ReportingDevice = Annotated[Device, Depends(rate_limited("events"))]
+
+
+class ClientRateLimit:
+    """ASGI middleware: every request counts against its client address's window (MHOGO_IP_RATE_LIMIT) before it
+    reaches a route, so a flood from one address is turned away before any authentication or database work."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app, self.services = app, services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.services.limiter
+        if scope["type"] == "http" and limiter is not None:
+            client = scope.get("client")
+            wait = await run_in_threadpool(limiter.client_wait_s, client[0] if client else "unknown", "request")
+            if wait is not None:
+                response = problems.problem(status.HTTP_429_TOO_MANY_REQUESTS, "Too many requests from this "
+                                            "address. Wait a little and send again.",
+                                            {"Retry-After": str(int(wait + 0.999))})  # fmt: skip
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

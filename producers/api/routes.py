@@ -21,13 +21,14 @@ from core.logs import bind_job
 from producers.api.backlog import retry_after_s
 from producers.api.deps import (
     Credentials,
-    DeviceDep,
     FeedbackDevice,
+    PollingDevice,
     ReportingDevice,
     Services,
     ServicesDep,
     SessionDep,
     authenticate,
+    client_address,
     limit_rate,
 )
 from producers.intake import Arrival, check_declared_type, check_idempotency_key
@@ -113,7 +114,7 @@ async def upload_photo(
     # process's intake writer accepts it together with the uploads that arrive meanwhile. Dependencies would cost a
     # hop each. No database connection is held while the body arrives: on 2G that takes seconds.
     key = check_idempotency_key(idempotency_key)
-    device = await run_in_threadpool(admit_upload, services, credentials, key)
+    device = await run_in_threadpool(admit_upload, services, credentials, key, client_address(request))
     data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
     check_declared_type(declared)
     assert device.id is not None
@@ -127,11 +128,11 @@ async def upload_photo(
     return JSONResponse(body, status_code=status.HTTP_202_ACCEPTED, headers=headers)
 
 
-def admit_upload(services: Services, credentials: HTTPAuthorizationCredentials | None, key: str) -> Device:
+def admit_upload(services: Services, credentials: HTTPAuthorizationCredentials | None, key: str, client: str) -> Device:
     """The device (401), within its rate (429), while the queues have room (503), or the answer that refuses it."""
     session = Session(services.engine, expire_on_commit=False)
     try:
-        device = authenticate(session, credentials)
+        device = authenticate(services, session, credentials, client)
         limit_rate(services, device, "upload")
         refuse_when_backlogged(services, device, key, session)
         return device
@@ -181,7 +182,7 @@ def job_view(job: Job) -> JobView:
     return view
 
 
-def own_job(session: SessionDep, device: DeviceDep, job_id: str) -> Job:
+def own_job(session: Session, device: Device, job_id: str) -> Job:
     job = jobs.get_job(session, job_id, device.id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such job for this device.")
@@ -189,7 +190,7 @@ def own_job(session: SessionDep, device: DeviceDep, job_id: str) -> Job:
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=ERRORS, summary="Status and diagnosis of a photo")
-def read_job(job_id: str, session: SessionDep, device: DeviceDep) -> JobView:
+def read_job(job_id: str, session: SessionDep, device: PollingDevice) -> JobView:
     return job_view(own_job(session, device, job_id))
 
 

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import uploads
 from core.logs import bind_job
-from producers.api.deps import DeviceDep, Services, ServicesDep, SessionDep, UploadingDevice
+from producers.api.deps import PollingDevice, Services, ServicesDep, SessionDep, UploadingDevice
 from producers.api.limits import header_count
 from producers.api.routes import ERRORS, refuse_when_backlogged
 from producers.intake import Arrival, check_declared_type, check_idempotency_key
@@ -180,7 +180,7 @@ def create_upload(
 
 
 @router.head("/{upload_id}", responses=TUS_ERRORS, dependencies=[Tus], summary="How much of the upload has arrived")
-def upload_offset(upload_id: str, services: ServicesDep, session: SessionDep, device: DeviceDep) -> Response:
+def upload_offset(upload_id: str, services: ServicesDep, session: SessionDep, device: PollingDevice) -> Response:
     upload = own_upload(session, device, upload_id)
     return Response(status_code=status.HTTP_200_OK, headers=upload_headers(upload, services))
 
@@ -196,7 +196,7 @@ async def upload_chunk(
     request: Request,
     services: ServicesDep,
     session: SessionDep,
-    device: DeviceDep,
+    device: PollingDevice,
     upload_offset: Annotated[str | None, Header(description="Where these bytes go: the offset HEAD gave")] = None,
     upload_checksum: Annotated[str | None, Header(description="'sha1 <base64 digest>' of this body")] = None,
     content_type: Annotated[str | None, Header()] = None,
@@ -278,7 +278,7 @@ def finish(services: Services, session: Session, device: Device, upload: Upload)
 
 @router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, responses=TUS_ERRORS, dependencies=[Tus],
                summary="Abandon an upload (tus termination)")  # fmt: skip
-def terminate_upload(upload_id: str, session: SessionDep, device: DeviceDep) -> Response:
+def terminate_upload(upload_id: str, session: SessionDep, device: PollingDevice) -> Response:
     upload = own_upload(session, device, upload_id)
     uploads.remove(session, [upload.id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,16 +15,22 @@ from sqlmodel import Session
 from core.devices import revoke_device, revoked
 from producers.api.app import create_app
 from producers.api.deps import Services
-from producers.api.ratelimit import DeviceLimiter
+from producers.api.ratelimit import RateLimiter
 from tests.producers.conftest import new_token
 from tests.utils.factories import sample_bytes
 
 
 @pytest.fixture
 def limited(services: Services) -> Iterator[TestClient]:
-    limits = dataclasses.replace(services, limiter=DeviceLimiter(MemoryStorage(), parse("3/minute")))
+    windows = {action: parse("3/minute") for action in ("upload", "feedback", "events")}
+    limits = dataclasses.replace(services, limiter=RateLimiter(MemoryStorage(), windows))
     with TestClient(create_app(limits, sweep_on_startup=False), raise_server_exceptions=False) as client:
         yield client
+
+
+def limited_by(services: Services, **windows: str) -> TestClient:
+    limiter = RateLimiter(MemoryStorage(), {action.replace("_", "-"): parse(rate) for action, rate in windows.items()})
+    return TestClient(create_app(dataclasses.replace(services, limiter=limiter), sweep_on_startup=False))
 
 
 def upload(client: TestClient, token: str) -> int:
@@ -46,12 +52,47 @@ def test_a_device_over_its_rate_waits_and_others_do_not(limited: TestClient, ser
     assert reported.status_code == 202  # each action has its own allowance
 
 
+def test_a_phone_polling_too_fast_waits_too(services: Services) -> None:
+    """Reading a job and asking an upload's offset were not limited at all: a phone polling in a tight loop had the
+    API to itself."""
+    token = new_token(services, "eager")
+    headers = {"Authorization": f"Bearer {token}"}
+    with limited_by(services, poll="4/minute") as client:
+        polls = [client.get("/v1/jobs/unknown", headers=headers).status_code for _ in range(3)]
+        polls.append(client.head("/v1/uploads/unknown", headers=headers | {"Tus-Resumable": "1.0.0"}).status_code)
+        refused = client.get("/v1/jobs/unknown", headers=headers)
+    assert polls == [404, 404, 404, 404]
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
+def test_one_address_is_limited_before_any_authentication(services: Services) -> None:
+    """A flood from one address reached the routes, and the database behind every token check, without a limit."""
+    with limited_by(services, request="5/minute") as client:
+        answers = [client.get("/healthz").status_code for _ in range(5)]
+        refused = client.get("/v1/jobs/unknown", headers={"Authorization": "Bearer whatever"})
+    assert answers == [200] * 5
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "from this address" in refused.json()["detail"]
+
+
+def test_bad_tokens_from_one_address_get_429_once_they_are_too_many(services: Services) -> None:
+    good = new_token(services, "good")
+    with limited_by(services, auth_failure="3/minute") as client:
+        bad = [client.get("/v1/jobs/x", headers={"Authorization": f"Bearer guess-{n}"}).status_code for n in range(4)]
+        still = client.get("/v1/jobs/x", headers={"Authorization": f"Bearer {good}"}).status_code
+    assert bad == [401, 401, 401, 429]
+    assert still == 404  # a valid token from the same address (phones behind one carrier address) goes on
+
+
 def test_a_limiter_that_cannot_count_refuses_nothing() -> None:
-    away = DeviceLimiter.from_settings("redis://127.0.0.1:1/0", "1/minute")
+    away = RateLimiter.from_rates("redis://127.0.0.1:1/0", {"upload": "1/minute"})
     assert away is not None
-    assert away.wait_s(1, "upload") is None
-    assert away.wait_s(1, "upload") is None
-    assert DeviceLimiter.from_settings("redis://127.0.0.1:1/0", "") is None
+    assert away.device_wait_s(1, "upload") is None
+    assert away.device_wait_s(1, "upload") is None
+    assert away.device_wait_s(1, "poll") is None  # no window for it: not limited
+    assert RateLimiter.from_rates("redis://127.0.0.1:1/0", {"upload": ""}) is None
 
 
 def test_a_revoked_token_opens_nothing_at_once(client: TestClient, services: Services) -> None:

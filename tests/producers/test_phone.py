@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from core import jobs
 from producers.api.app import create_app
 from producers.api.deps import Services
-from producers.api.ratelimit import DeviceLimiter
+from producers.api.ratelimit import RateLimiter
 from producers.phone import Backoff, Outbox, Phone, shrink
 from schemas.findings import Finding
 from schemas.tables import Job
@@ -118,7 +118,9 @@ def test_retry_after_is_honoured_for_every_photo_of_the_phone(tmp_path: Path, sa
 def test_over_its_rate_the_phone_waits_as_told_and_sends_every_photo_and_label_once(
     services: Services, publisher: RecordingPublisher, token: str, tmp_path: Path
 ) -> None:
-    limited = dataclasses.replace(services, limiter=DeviceLimiter(MemoryStorage(), parse("4/second")))
+    limited = dataclasses.replace(
+        services, limiter=RateLimiter(MemoryStorage(), {"upload": parse("4/second"), "feedback": parse("4/second")})
+    )
     with TestClient(create_app(limited, sweep_on_startup=False), raise_server_exceptions=False) as client:
         client.headers.update({"Authorization": f"Bearer {token}"})
         phone = phone_over(client, tmp_path)
