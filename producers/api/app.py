@@ -38,10 +38,15 @@ from schemas.errors import (
     UnsupportedMediaType,
     UploadTooLarge,
 )
+from schemas.tasks import MAX_CLIENT_EVENTS, MAX_EVENTS_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024
+EVENTS_TOO_LARGE = (
+    f"Send at most {MAX_EVENTS_BODY_BYTES // 1024} KiB of events (and at most {MAX_CLIENT_EVENTS} "
+    "events) at once: split them over several requests."
+)
 STATUS_FOR: list[tuple[type[MhogoError], int]] = [
     (UploadTooLarge, status.HTTP_413_CONTENT_TOO_LARGE),
     (UnsupportedMediaType, status.HTTP_415_UNSUPPORTED_MEDIA_TYPE),
@@ -120,6 +125,7 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.add_exception_handler(MhogoError, mhogo_error)
     app.add_exception_handler(DatabaseOperationalError, database_unavailable)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_EVENTS_BODY_BYTES, path="/v1/events", detail=EVENTS_TOO_LARGE)
     app.add_middleware(tus.TusResumableHeader)
     app.include_router(router)
     app.include_router(tus.router)
