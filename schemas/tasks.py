@@ -55,6 +55,7 @@ class ClientEventIn(BaseModel):
     data: dict[EventDataKey, EventDataValue] = Field(
         default_factory=dict,
         max_length=MAX_EVENT_DATA_ITEMS,
+        json_schema_extra={"additionalProperties": False},  # the schema refuses other keys, as validation does
         description=f"At most {MAX_EVENT_DATA_ITEMS} flat pairs: a key of up to 40 characters (a-z, 0-9, _) and a "
         "number, a text of up to 200 characters, true, false or null",
     )
