@@ -57,3 +57,13 @@ class BlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
+
+    def remove(self, key: str) -> int | None:
+        """Delete a blob (retention does, once nothing kept refers to it); the bytes freed, None when it was gone."""
+        path = self.path(key)
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return None
+        return size

@@ -71,6 +71,11 @@ beat_schedule = {
         "schedule": settings.METRICS_INTERVAL_S,
         "options": {"expires": settings.METRICS_INTERVAL_S},  # a tick nobody took in time is skipped, not stacked
     },
+    "apply-retention": {
+        "task": TaskName.RETENTION.value,
+        "schedule": settings.RETENTION_INTERVAL_S,
+        "options": {"expires": settings.RETENTION_INTERVAL_S},  # the next run deletes what this one would have
+    },
 }
 beat_schedule_filename = str(settings.HOME / "celerybeat-schedule")
 timezone = "UTC"

@@ -107,10 +107,22 @@ class Settings(BaseSettings):
     METRICS_INTERVAL_S: float = 60.0
     METRICS_WINDOW_S: float = 900.0  # rates, latency percentiles and drift are over the jobs finished this far back
     METRICS_FEEDBACK_LAST_N: int = 200  # accuracy, macro-F1 and calibration: over each version's last N labels
-    METRICS_RETENTION_DAYS: float = 30.0
+    METRICS_RETENTION_DAYS: float = 30.0  # older points are deleted by retention (core.retention)
     # Fewer photos in the window than this: no drift figure. The PSI of two samples of one population is about
     # 9 * (1/n + 1/m) over ten bins: with 1000 reference photos and 100 in the window, about 0.1 of pure noise.
     DRIFT_MIN_PHOTOS: int = 100
+
+    # Retention (core.retention): what is deleted when, run by beat on the events queue this often, at most
+    # RETENTION_BATCH rows or files of each kind per run (one short transaction each; a full batch sends the next run
+    # at once). Kept whatever their age: photos with trusted labels (training data), the models that served as
+    # champion (audit and rollback), the current challenger, the frozen holdout (the operator's folder).
+    RETENTION_INTERVAL_S: float = Field(default=3600.0, gt=0)
+    RETENTION_BATCH: int = Field(default=1000, gt=0)
+    PHOTO_RETENTION_DAYS: float = Field(default=90.0, gt=0)  # a finished job's photo, unless it has a trusted label
+    JOB_RETENTION_DAYS: float = Field(default=365.0, gt=0)  # a finished job row with its feedback, unless trusted
+    CLIENT_EVENT_RETENTION_DAYS: float = Field(default=30.0, gt=0)  # phone events, from when the server got them
+    CHALLENGER_RETENTION_DAYS: float = Field(default=30.0, gt=0)  # checkpoint and builds of a model never champion
+    RUN_FILES_RETENTION_DAYS: float = Field(default=7.0, gt=0)  # a finished run's dataset and checkpoint copy
 
     # Trigger rules: any one of them enqueues a retraining job (one at a time, then a cooldown).
     AUTO_RETRAIN: bool = True

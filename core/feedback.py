@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, case, distinct, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from schemas.statuses import JobStatus
 from schemas.tables import Feedback, FeedbackSource, Job, ModelFeedbackCount
@@ -93,6 +94,20 @@ def trusted_label(feedback: Sequence[Feedback], farmers_to_agree: int) -> str | 
     farmers = {row.label for row in ordered if row.source == FeedbackSource.FARMER}
     count = sum(row.source == FeedbackSource.FARMER for row in ordered)
     return farmers.pop() if len(farmers) == 1 and count >= farmers_to_agree else None
+
+
+def trusted_jobs(farmers_to_agree: int) -> SelectOfScalar[str]:
+    """The ids of the jobs `trusted_label` gives a label, as one query (retention keeps their photos): an agronomist
+    spoke, or at least `farmers_to_agree` farmers did and all of them said the same."""
+    source, label = col(Feedback.source), col(Feedback.label)
+    agronomists = func.sum(case((source == FeedbackSource.AGRONOMIST.value, 1), else_=0))
+    farmers = func.sum(case((source == FeedbackSource.FARMER.value, 1), else_=0))
+    farmer_labels = func.count(distinct(case((source == FeedbackSource.FARMER.value, label), else_=None)))
+    return (
+        select(col(Feedback.job_id))
+        .group_by(col(Feedback.job_id))
+        .having((agronomists > 0) | ((farmers >= farmers_to_agree) & (farmer_labels == 1)))
+    )
 
 
 def labelled_photos(

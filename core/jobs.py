@@ -209,10 +209,10 @@ def failed_jobs(session: Session, limit: int = 100) -> list[Job]:
 
 def requeue(session: Session, job_id: str) -> Job | None:
     """Give a failed job another life once an operator fixed the cause: back to `received`, its enqueue count and
-    error cleared. None when the job is not failed (only dead letters are requeued)."""
+    error cleared. None when the job is not failed (only dead letters are requeued) or its photo was deleted."""
     statement = (
         update(Job)
-        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.FAILED.value)
+        .where(col(Job.id) == job_id, col(Job.status) == JobStatus.FAILED.value, col(Job.photo_deleted_at).is_(None))
         .values(status=JobStatus.RECEIVED.value, enqueue_count=0, reason=None, finished_at=None, updated_at=utcnow())
     )
     if not _changed(session, statement):

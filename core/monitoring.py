@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import redis
-from sqlalchemy import delete, func
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from core import registry
@@ -166,7 +166,8 @@ def versions_with_feedback(session: Session, since: datetime) -> list[str]:
 
 
 def tick(session: Session, client: redis.Redis, config: Settings, now: datetime) -> list[MetricPoint]:
-    """Compute one tick of figures, store them, and drop those older than the retention."""
+    """Compute one tick of figures and store them (retention drops them after MHOGO_METRICS_RETENTION_DAYS, a batch
+    at a time: core.retention)."""
     window = timedelta(seconds=config.METRICS_WINDOW_S)
     champion_version = registry.alias_version(session, ModelAliasName.CHAMPION)
     champion = session.get(ModelVersion, champion_version) if champion_version else None
@@ -179,9 +180,6 @@ def tick(session: Session, client: redis.Redis, config: Settings, now: datetime)
         photos = labelled_photos(session, config.FARMERS_TO_AGREE, version, last=config.METRICS_FEEDBACK_LAST_N)
         points += feedback_figures(photos, version, now)
     session.add_all(points)
-    session.execute(
-        delete(MetricPoint).where(col(MetricPoint.at) < now - timedelta(days=config.METRICS_RETENTION_DAYS))
-    )
     session.commit()
     return points
 

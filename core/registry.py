@@ -50,6 +50,14 @@ def register(
     if existing is not None:
         if existing.sha256 != sha256:
             raise RegistryError(f"version {checkpoint.version} is already registered with other content")
+        if existing.artifact_deleted_at is not None:  # retention deleted it: the same file brings it back
+            blobs.put("models", data, ".pt")
+            existing.artifact_deleted_at = None
+            session.add(existing)
+            if commit:
+                session.commit()
+            else:
+                session.flush()
         return existing
     if parent is not None:
         get_version(session, parent)
@@ -81,6 +89,15 @@ def get_version(session: Session, version: str) -> ModelVersion:
     return row
 
 
+def require_artifact(row: ModelVersion) -> ModelVersion:
+    """The version, if its checkpoint is still there: retention deletes those of models that never served."""
+    if row.artifact_deleted_at is not None:
+        raise RegistryError(f"the checkpoint of {row.version} was deleted on {row.artifact_deleted_at:%Y-%m-%d} "
+                            "(retention: it never served, MHOGO_CHALLENGER_RETENTION_DAYS); register its file again "
+                            "with `mhogo models register FILE` to use it")  # fmt: skip
+    return row
+
+
 def versions(session: Session) -> list[ModelVersion]:
     return list(session.exec(select(ModelVersion).order_by(col(ModelVersion.created_at))).all())
 
@@ -109,7 +126,7 @@ def set_alias(
     reason: str | None = None,
     commit: bool = True,
 ) -> AliasChange:
-    get_version(session, version)
+    require_artifact(get_version(session, version))
     row = session.get(ModelAlias, alias.value)
     previous = row.version if row is not None else None
     if row is None:
@@ -201,7 +218,7 @@ def load(blobs: BlobStore, row: ModelVersion) -> Checkpoint:
     """The checkpoint of a registered version, checked against its sha256."""
     from ml.checkpoint import load_checkpoint
 
-    data = blobs.get(row.blob_key)
+    data = blobs.get(require_artifact(row).blob_key)
     if hashlib.sha256(data).hexdigest() != row.sha256:
         raise ModelError(f"the artifact of {row.version} does not match its sha256: refusing to serve it")
     return load_checkpoint(data)

@@ -84,10 +84,12 @@ def build_dataset(
     left_out: Counter[str] = Counter()
     photos = []
     for photo in reversed(labelled_photos(session, config.FARMERS_TO_AGREE)):  # oldest first: it is the one kept
-        if photo.label in CLASSES:
-            photos.append(photo)
-        else:
+        if photo.label not in CLASSES:
             left_out["no trusted label (one farmer's word, or farmers disagree)"] += 1
+        elif not blobs.exists(photo.blob_key):  # labelled after retention had deleted its photo (core.retention)
+            left_out["photo deleted by retention before it was labelled"] += 1
+        else:
+            photos.append(photo)
     staging = _class_dirs(out / "staging")
     paths = [_write(blobs, photo, staging) for photo in photos]
     hashes = perceptual_hashes([Sample(path, 0) for path in paths])

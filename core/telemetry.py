@@ -5,7 +5,7 @@ which Prometheus' rate() takes as a counter reset."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import redis
 
@@ -39,3 +39,17 @@ def read(client: redis.Redis) -> list[tuple[str, dict[str, str], float]]:
     raw: dict[bytes, bytes] = client.hgetall(COUNTERS)  # type: ignore[assignment]
     rows = [(*parse_field(key.decode()), float(value)) for key, value in raw.items()]
     return sorted(rows, key=lambda row: (row[0], sorted(row[1].items())))
+
+
+def unknown(client: redis.Redis, name: str, label: str, allowed: Collection[str]) -> list[bytes]:
+    """The fields of counter `name` whose `label` is not one of `allowed`: series an older release let in."""
+    fields = (field for field, _ in client.hscan_iter(COUNTERS, match=f"{name}{SEPARATOR}*"))
+    return [field for field in fields if parse_field(field.decode())[1].get(label) not in allowed]
+
+
+def drop_unknown(client: redis.Redis, name: str, label: str, allowed: Collection[str]) -> int:
+    """Delete those counters, so that `/metrics` shows a fixed set of series; how many went."""
+    stale = unknown(client, name, label, allowed)
+    if stale:
+        client.hdel(COUNTERS, *stale)
+    return len(stale)

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 class QueueName(StrEnum):
     INFERENCE = "inference"  # one task per photo (decode, gates, model, store): one process per core
-    EVENTS = "events"  # feedback, phone events and housekeeping (metrics tick, sweeper): never the inference path
+    EVENTS = "events"  # feedback, phone events, housekeeping (metrics tick, sweeper, retention): never inference
     RETRAINING = "retraining"  # long training runs, one at a time
 
 
@@ -17,6 +17,7 @@ class TaskName(StrEnum):
     FEEDBACK = "mhogo.events.feedback"
     CLIENT_EVENTS = "mhogo.events.client"
     AGGREGATE = "mhogo.events.aggregate"
+    RETENTION = "mhogo.events.retention"
     RETRAIN = "mhogo.retraining.train"
 
 
@@ -26,5 +27,6 @@ TASK_QUEUES: dict[TaskName, QueueName] = {
     TaskName.FEEDBACK: QueueName.EVENTS,
     TaskName.CLIENT_EVENTS: QueueName.EVENTS,
     TaskName.AGGREGATE: QueueName.EVENTS,
+    TaskName.RETENTION: QueueName.EVENTS,
     TaskName.RETRAIN: QueueName.RETRAINING,
 }

@@ -92,6 +92,8 @@ class Job(SQLModel, table=True):
     reason: str | None = Field(default=None, max_length=500)
     input_stats: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     timings_ms: dict[str, float] | None = Field(default=None, sa_type=JSON)
+    # When retention deleted the photo (core.retention): the row stays a while, its diagnosis readable, as a tombstone.
+    photo_deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Upload(SQLModel, table=True):
@@ -173,6 +175,9 @@ class ModelVersion(SQLModel, table=True):
     params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     size_bytes: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # A challenger never promoted loses its checkpoint and builds to retention (core.retention); its row stays, the
+    # record of what was tried and how it did. Registering the same file again brings the artifact back.
+    artifact_deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ModelAlias(SQLModel, table=True):
@@ -206,8 +211,9 @@ class ClientEvent(SQLModel, table=True):
     device_id: int = Field(foreign_key="devices.id", index=True)
     kind: str = Field(max_length=60)
     job_id: str | None = Field(default=None, max_length=32)
-    at: datetime = Field(sa_type=UTCDateTime)
+    at: datetime = Field(sa_type=UTCDateTime)  # by the phone's clock, which may be anything
     data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)  # by ours: retention's
 
 
 class MetricPoint(SQLModel, table=True):

@@ -39,3 +39,9 @@ def test_the_main_command_installs_no_browser_and_the_tests_do() -> None:
     tests = dry_run("test")
     assert "apt-get install -y -qq --no-upgrade chromium chromium-driver" in tests
     assert "pip install -q -e '.[dev]'" in tests
+
+
+def test_every_phone_event_kind_is_documented() -> None:
+    from schemas.tasks import ClientEventKind
+
+    assert [kind.value for kind in ClientEventKind if f"`{kind.value}`" not in README] == []

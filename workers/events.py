@@ -1,7 +1,7 @@
 """Tasks of the events queue: feedback, events the phones report, and the housekeeping beat schedules: the
-aggregation tick and the sweeper. Kept off the inference path, so a burst of feedback never slows a diagnosis, and
-run by a small process that loads no model. After each feedback event and each tick, the trigger rules are checked;
-at most one retraining run is ever open (core.triggers)."""
+aggregation tick, the sweeper and retention. Kept off the inference path, so a burst of feedback never slows a
+diagnosis, and run by a small process that loads no model. After each feedback event and each tick, the trigger rules
+are checked; at most one retraining run is ever open (core.triggers)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from redis.exceptions import LockError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from core import monitoring, telemetry, triggers
+from core import monitoring, retention, telemetry, triggers
 from core.config import settings
 from core.feedback import record_feedback
 from core.publisher import Publisher
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 AGGREGATE_LOCK = "mhogo:aggregate:lock"
 SWEEP_LOCK = "mhogo:sweep:lock"
+RETENTION_LOCK = "mhogo:retention:lock"
 WORKER = f"aggregation worker on {socket.gethostname()}"
 
 
@@ -58,18 +59,20 @@ def feedback(self: MhogoTask, payload: dict[str, Any]) -> str:
 @app.task(name=TaskName.CLIENT_EVENTS, bind=True, base=MhogoTask, **RETRY_POLICY)
 def client_events(self: MhogoTask, payload: dict[str, Any]) -> int:
     """Store what a phone reported, once per event id, and count it by kind."""
-    batch = ClientEvents.model_validate(payload)
+    batch = ClientEvents.model_validate(payload)  # kinds of the one list only: the counters' labels stay fixed
+    received = utcnow()
     rows = [
-        {"id": e.event_id, "device_id": batch.device_id, "kind": e.kind, "job_id": e.job_id, "at": e.at, "data": e.data}
+        {"id": e.event_id, "device_id": batch.device_id, "kind": e.kind.value, "job_id": e.job_id, "at": e.at,
+         "data": e.data, "received_at": received}
         for e in batch.events
-    ]
+    ]  # fmt: skip
     if not rows:
         return 0
     insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
     with self.session() as session:
         result = session.execute(insert(ClientEvent.__table__).values(rows).on_conflict_do_nothing())  # type: ignore[attr-defined]
         session.commit()
-    kinds = Counter(e.kind for e in batch.events)
+    kinds = Counter(e.kind.value for e in batch.events)
     telemetry.add(self.deliveries.redis, {("mhogo_client_events_total", frozenset({"kind": k}.items())): float(n)
                                           for k, n in kinds.items()})  # fmt: skip
     return int(getattr(result, "rowcount", 0) or 0)
@@ -102,3 +105,21 @@ def sweep(self: MhogoTask) -> dict[str, int]:
     finally:
         with contextlib.suppress(LockError):  # it expired during a very long sweep: another may hold it now
             lock.release()
+
+
+@app.task(name=TaskName.RETENTION, bind=True, base=MhogoTask, **RETRY_POLICY)
+def apply_retention(self: MhogoTask) -> dict[str, int]:
+    """Delete one batch of each kind of data past its time (core.retention). One pass at a time across all workers;
+    a pass that filled a batch sends the next at once, so other tasks of the queue run in between."""
+    client = self.deliveries.redis
+    lock = client.lock(RETENTION_LOCK, timeout=max(60, settings.TASK_TIME_LIMIT_S + 30), blocking=False)
+    if not lock.acquire():
+        return {"skipped": 1}
+    try:
+        outcome = retention.run_pass(self.session, self.blobs, settings, utcnow(), client)
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+    if outcome.more:
+        app.send_task(TaskName.RETENTION.value)
+    return dict(outcome.counts)

@@ -8,7 +8,7 @@ import os
 import click
 
 from core.config import settings
-from mhogo.cli import db, devices, jobs, models, operations, phone, scenario, services, training
+from mhogo.cli import db, devices, jobs, models, operations, phone, retention, scenario, services, training
 
 
 @click.group()
@@ -21,6 +21,6 @@ def main() -> None:
     settings.HOME.chmod(0o700)
 
 
-for group in (services, db, devices, jobs, operations, training, models, phone, scenario):
+for group in (services, db, devices, jobs, operations, retention, training, models, phone, scenario):
     for command in group.COMMANDS:
         main.add_command(command)

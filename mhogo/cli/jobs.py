@@ -42,7 +42,7 @@ def jobs_requeue(job_ids: tuple[str, ...], all_failed: bool) -> None:
         for job_id in ids:
             job = jobs.requeue(session, job_id)
             if job is None:
-                click.echo(f"{job_id}: not a failed job, left as it is", err=True)
+                click.echo(f"{job_id}: not a failed job with its photo, left as it is", err=True)
                 continue
             queued = enqueue_photo(publisher, session, job)
             click.echo(f"{job_id}  {'queued' if queued else 'received (the sweeper will queue it)'}")

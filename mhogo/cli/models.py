@@ -86,7 +86,7 @@ def models_promote(version: str, changed_by: str, reason: str) -> None:
 
     with open_session(settings.database_url) as session:
         row = _guarded(lambda: registry.get_version(session, version))
-        prepare_for_serving(settings, BlobStore(settings.blob_dir), row)
+        _guarded(lambda: prepare_for_serving(settings, BlobStore(settings.blob_dir), row))
         change = _guarded(lambda: registry.promote(session, version, changed_by, reason))
     click.echo(f"champion: {change.version} (was {change.previous_version})")
 

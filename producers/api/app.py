@@ -27,10 +27,15 @@ from producers.api.deps import ClientRateLimit, Services
 from producers.api.limits import BodySizeLimit
 from producers.api.ratelimit import RateLimiter
 from producers.api.routes import router
+from schemas.tasks import MAX_CLIENT_EVENTS, MAX_EVENTS_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
 MULTIPART_OVERHEAD = 64 * 1024
+EVENTS_TOO_LARGE = (
+    f"Send at most {MAX_EVENTS_BODY_BYTES // 1024} KiB of events (and at most {MAX_CLIENT_EVENTS} "
+    "events) at once: split them over several requests."
+)
 
 
 def rates(config: Settings) -> dict[str, str]:
@@ -86,6 +91,7 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.state.services = services
     problems.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=services.settings.MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_EVENTS_BODY_BYTES, path="/v1/events", detail=EVENTS_TOO_LARGE)
     app.add_middleware(tus.TusResumableHeader)
     app.add_middleware(ClientRateLimit, services=services)
     app.include_router(router)

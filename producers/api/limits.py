@@ -1,5 +1,5 @@
-"""ASGI middleware that refuses request bodies over the size limit while they stream in, with a 413; and the one way
-a header that carries a byte count is read."""
+"""ASGI middleware that refuses request bodies over the size limit while they stream in, with a 413 that says what to
+send instead; and the one way a header that carries a byte count is read."""
 
 from __future__ import annotations
 
@@ -24,12 +24,16 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """Bodies of at most `max_bytes`, for every path or for one (`path`), refused with `detail` beyond it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, detail: str | None = None, path: str | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.detail = detail or f"The photo is larger than {max_bytes // (1024 * 1024)} MB. Send a smaller photo."
+        self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.path is not None and scope["path"] != self.path):
             await self.app(scope, receive, send)
             return
         declared = header_count(dict(scope["headers"]).get(b"content-length"))
@@ -60,8 +64,7 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        detail = f"The photo is larger than {self.max_bytes // (1024 * 1024)} MB. Send a smaller photo."
-        body = problems.encoded(413, detail)
+        body = problems.encoded(413, self.detail)
         headers = [(b"content-type", problems.PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": [*headers, (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})

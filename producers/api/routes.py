@@ -47,7 +47,7 @@ from schemas.labels import Label
 from schemas.reasons import RejectReason
 from schemas.statuses import JobStatus
 from schemas.tables import Device, Job, utcnow
-from schemas.tasks import ClientEventIn, ClientEvents, FeedbackEvent
+from schemas.tasks import MAX_CLIENT_EVENTS, MAX_EVENTS_BODY_BYTES, ClientEventIn, ClientEvents, FeedbackEvent
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -234,14 +234,12 @@ def send_feedback(
     return FeedbackAccepted(event_id=event_id)
 
 
-MAX_CLIENT_EVENTS = 500
-
-
 @router.post(
     "/v1/events",
     status_code=status.HTTP_202_ACCEPTED,
     responses=ERRORS,
-    summary="Report what happened on the phone (retries, offline answers, errors), up to 500 events at once",
+    summary=f"Report what happened on the phone (retries, offline answers, errors), up to {MAX_CLIENT_EVENTS} events "
+    f"and {MAX_EVENTS_BODY_BYTES // 1024} KiB at once",
 )
 def report_events(events: list[ClientEventIn], device: ReportingDevice, services: ServicesDep) -> dict[str, int]:
     if len(events) > MAX_CLIENT_EVENTS:

@@ -1,14 +1,18 @@
 """Job storage on SQLite and PostgreSQL: every transition is conditional, so races cannot undo a finished job."""
 
 from datetime import timedelta
+from pathlib import Path
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
-from core import jobs
+from core import jobs, retention
+from core.blobs import BlobStore
+from core.config import Settings
 from schemas.findings import Finding
 from schemas.reasons import RejectReason
 from schemas.statuses import JobStatus
-from schemas.tables import utcnow
+from schemas.tables import Job, utcnow
 from tests.utils.factories import create_job, make_device, make_job
 
 
@@ -111,3 +115,16 @@ def test_outcomes_are_counted_by_status_and_reason(session: Session) -> None:
     gated = jobs.get_job(session, jobs.find_job(session, device.id or 0, "r0").id)  # type: ignore[union-attr]
     assert gated is not None
     assert gated.model_version == "v1"  # the model whose leaf gate turned it away
+
+
+def test_a_failed_job_whose_photo_retention_deleted_is_not_requeued(session: Session, tmp_path: Path) -> None:
+    device, _ = make_device(session)
+    job = make_job(session, device)
+    jobs.fail(session, job.id, "boom")
+    session.execute(update(Job).where(col(Job.id) == job.id).values(created_at=utcnow() - timedelta(days=100)))
+    session.commit()
+    passed = retention.run_pass(lambda: Session(session.get_bind()), BlobStore(tmp_path / "blobs"),
+                                Settings(HOME=tmp_path), utcnow())  # fmt: skip
+    assert passed.counts["photos"] == 1
+    assert jobs.requeue(session, job.id) is None  # nothing left to diagnose
+    assert session.get(Job, job.id, populate_existing=True).status == JobStatus.FAILED  # type: ignore[union-attr]

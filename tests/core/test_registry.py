@@ -1,19 +1,20 @@
 """The model registry on SQLite and PostgreSQL: registration, aliases, promotion and rollback with their history."""
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from core import registry
+from core import registry, retention
 from core.blobs import BlobStore
-from core.config import settings
+from core.config import Settings, settings
 from ml.checkpoint import load_checkpoint
 from ml.files import file_sha256
 from schemas.errors import ModelError, RegistryError
-from schemas.tables import ModelAliasName
+from schemas.tables import ModelAliasName, utcnow
 from tests.utils.models import tiny_model
 
 CHAMPION, CHALLENGER = ModelAliasName.CHAMPION, ModelAliasName.CHALLENGER
@@ -125,3 +126,26 @@ def test_processes_starting_together_seed_one_champion(engine: Engine, blobs: Bl
     assert isinstance(results[0], str)
     with Session(engine) as session:
         assert [change.version for change in registry.history(session, CHAMPION)] == [results[0]]
+
+
+def test_a_model_whose_checkpoint_retention_deleted_is_refused_until_its_file_is_registered_again(
+    session: Session, blobs: BlobStore, second_model: Path, tmp_path: Path
+) -> None:
+    """A challenger never promoted loses its checkpoint after MHOGO_CHALLENGER_RETENTION_DAYS: promoting or loading
+    it then says why (not a missing file's trace), and registering the same file again brings it back."""
+    row = registry.register(session, blobs, second_model)
+    row.created_at = utcnow() - timedelta(days=60)
+    session.add(row)
+    session.commit()
+    passed = retention.run_pass(lambda: Session(session.get_bind()), blobs, Settings(HOME=tmp_path), utcnow())
+    assert passed.counts["challengers"] == 1
+    assert not blobs.exists(row.blob_key)
+    session.refresh(row)
+    with pytest.raises(RegistryError, match="register its file again"):
+        registry.load(blobs, row)
+    with pytest.raises(RegistryError, match="deleted"):
+        registry.promote(session, row.version, "operator")
+    again = registry.register(session, blobs, second_model)
+    assert again.artifact_deleted_at is None
+    assert registry.load(blobs, again).version == row.version
+    assert registry.promote(session, row.version, "operator").version == row.version

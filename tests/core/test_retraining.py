@@ -4,11 +4,13 @@ evaluation, and what is left out and why. Real sample photos, a real blob store,
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlalchemy import update
+from sqlmodel import Session, col
 
-from core import jobs
+from core import jobs, retention
 from core.blobs import BlobStore
 from core.config import Settings
 from core.feedback import record_feedback
@@ -16,7 +18,7 @@ from core.retraining import build_dataset, held_out
 from ml.data import scan
 from schemas.findings import Finding
 from schemas.labels import LABELS
-from schemas.tables import FeedbackSource, utcnow
+from schemas.tables import FeedbackSource, Job, utcnow
 from schemas.tasks import FeedbackEvent
 from tests.utils.factories import SAMPLES, make_device, make_job, sample_photo
 
@@ -94,3 +96,26 @@ def test_the_evaluation_share_is_fixed_per_photo() -> None:
     ids = [f"{n:032x}" for n in range(2000)]
     assert [held_out(i, 0.3) for i in ids[:12]] == [False] * 3 + [True, False, True] + [False] * 6
     assert sum(held_out(i, 0.3) for i in ids) / len(ids) == 0.3075
+
+
+def test_a_photo_labelled_after_retention_deleted_it_is_left_out_with_its_reason(
+    session: Session, blobs: BlobStore, tmp_path: Path
+) -> None:
+    """A farmer may label a photo months old: its file may be gone (core.retention), and the run goes on without it
+    instead of failing on the missing file."""
+    base = laid_out(tmp_path / "base", 0)
+    kept = photo_with_feedback(session, blobs, sample_photo("cbb", 4), [("cbb", AGRONOMIST)])
+    late = photo_with_feedback(session, blobs, sample_photo("cmd", 4), [])
+    session.execute(update(Job).where(col(Job.id) == late).values(created_at=utcnow() - timedelta(days=100)))
+    session.commit()
+    passed = retention.run_pass(lambda: Session(session.get_bind()), blobs, Settings(HOME=tmp_path), utcnow())
+    assert passed.counts["photo_files"] == 1
+    label_late = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=late, label="cmd", source=AGRONOMIST,
+                               created_at=utcnow())  # fmt: skip
+    assert record_feedback(session, label_late)
+
+    built = build_dataset(session, blobs, Settings(FEEDBACK_HOLDOUT_SHARE=0.0), base, tmp_path / "run", None)
+
+    assert built.left_out == {"photo deleted by retention before it was labelled": 1}
+    assert [p.path.name for p in scan(built.train_dir, CLASSES) if p.path.name.startswith("feedback")] == [
+        f"feedback-{kept}.jpg"]  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
-from sqlmodel import SQLModel
+from sqlmodel import Session, SQLModel, select
 
 from core import schema
 from core.config import Settings
@@ -25,6 +26,7 @@ from mhogo.cli import main
 from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.errors import DatabaseNotReady
+from schemas.tables import ClientEvent, utcnow
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.postgres import postgres_database
 
@@ -158,3 +160,34 @@ def test_db_current_and_upgrade_on_the_command_line(tmp_path: Path, monkeypatch:
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings(HOME=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path / 'mhogo.db'}", RATE_LIMIT="")
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_phone_events_stored_before_retention_count_as_received_at_the_upgrade(dialect: str, tmp_path: Path) -> None:
+    """Migration 0003_retention: an event stored before it gets a received time (retention's clock), the upgrade's,
+    so it is kept for the whole retention from then on whatever the phone's clock said."""
+
+    def check(engine: Engine) -> None:
+        with engine.begin() as connection:
+            command.upgrade(schema.config(connection), "0002")
+            connection.execute(text("INSERT INTO devices (name, token_hash, created_at) VALUES ('p', 'h', :at)"),
+                               {"at": "2020-01-01 00:00:00"})  # fmt: skip
+            connection.execute(text("INSERT INTO client_events (id, device_id, kind, at, data) VALUES "
+                                    "('event-1', 1, 'made_up_kind', :at, '{}')"),
+                               {"at": "2000-01-01 00:00:00"})  # fmt: skip
+        before = utcnow()
+        assert schema.upgrade(engine).ready
+        with Session(engine) as session:
+            [event] = session.exec(select(ClientEvent)).all()
+        assert event.received_at >= before - timedelta(seconds=1)
+        assert event.at.year == 2000
+
+    if dialect == "sqlite":
+        check(make_engine(f"sqlite:///{tmp_path / 'events.db'}"))
+        return
+    with postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            check(engine)
+        finally:
+            engine.dispose()

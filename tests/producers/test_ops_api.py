@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
 
 import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core import telemetry
 from core.config import settings
+from core.deliveries import DeliveryCounter
 from producers.api.app import create_app
 from producers.api.deps import Services
-from schemas.tables import MetricPoint, utcnow
+from schemas.tables import ClientEvent, MetricPoint, utcnow
+from schemas.tasks import MAX_CLIENT_EVENTS, MAX_EVENT_DATA_ITEMS, MAX_EVENTS_BODY_BYTES, ClientEventKind
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.processes import ensure_default_redis
+from workers.base import MhogoTask
+from workers.events import client_events
 
 OPERATOR = ("operator", "test-password")  # the test run's MHOGO_FLOWER_PASSWORD (tests/conftest.py)
+JSON = {"Content-Type": "application/json"}
 
 
 def event(n: int, kind: str = "upload_retried") -> dict[str, object]:
@@ -48,6 +54,64 @@ def test_bad_phone_events_get_a_reason(client: TestClient, auth: dict[str, str],
     assert down.status_code == 503
     assert down.headers["Retry-After"] == "30"
     assert publisher.client_events == []
+
+
+def test_phone_events_are_bounded_in_kind_size_and_shape(
+    client: TestClient, auth: dict[str, str], publisher: RecordingPublisher
+) -> None:
+    """A made-up kind is refused with the kinds there are; `data` is flat, short and few; a request at most 256 KiB
+    (one POST on main stored 10 MB and added 502 Prometheus series)."""
+    made_up = client.post("/v1/events", json=[event(1), event(2, "my_new_kind")], headers=auth)
+    assert made_up.status_code == 422
+    assert all(kind.value in made_up.text for kind in ClientEventKind)  # the refusal names every kind there is
+    nested = event(3) | {"data": {"log": {"lines": ["a"] * 1000}}}
+    listed = event(4) | {"data": {"lines": ["a", "b"]}}
+    long_text = event(5) | {"data": {"note": "x" * 201}}
+    many = event(6) | {"data": {f"key_{n}": n for n in range(MAX_EVENT_DATA_ITEMS + 1)}}
+    odd_key = event(7) | {"data": {"Key With Spaces": 1}}
+    for bad in (nested, listed, long_text, many, odd_key):
+        response = client.post("/v1/events", json=[bad], headers=auth)
+        assert response.status_code == 422, bad
+    fine = event(8) | {"data": {"attempt": 3, "status": 503, "waited_s": 1.5, "offline": True, "note": "x" * 200}}
+    assert client.post("/v1/events", json=[fine], headers=auth).status_code == 202
+    padded = [event(n) | {"data": {"note": "x" * 200}} for n in range(MAX_CLIENT_EVENTS)]  # 500 events, ~150 KiB more
+    big = client.post("/v1/events", content=json.dumps(padded * 3).encode(), headers=auth | JSON)
+    assert big.status_code == 413
+    assert f"at most {MAX_EVENTS_BODY_BYTES // 1024} KiB" in big.json()["detail"]
+    huge = client.post("/v1/events", content=b"[" + b" " * (10 * 1024 * 1024) + b"]", headers=auth | JSON)
+    assert huge.status_code == 413  # refused while it streams in, never parsed
+    assert [len(batch.events) for batch in publisher.client_events] == [1]
+
+
+def test_prometheus_series_stay_fixed_whatever_kinds_phones_send(
+    client: TestClient, auth: dict[str, str], publisher: RecordingPublisher, services: Services
+) -> None:
+    """Every kind there is, then fifty made up by a phone: the events worker counts what the API let through, and
+    `/metrics` shows one series per kind there is, however many kinds were sent."""
+    ensure_default_redis()
+    redis_client = redis.Redis.from_url(settings.REDIS_URL)
+    redis_client.delete(telemetry.COUNTERS)
+    known = [event(n, kind.value) for n, kind in enumerate(ClientEventKind)]
+    assert client.post("/v1/events", json=known, headers=auth).status_code == 202
+    for n in range(50):
+        assert client.post("/v1/events", json=[event(100 + n, f"made_up_{n}")], headers=auth).status_code == 422
+    MhogoTask._engine, MhogoTask._deliveries = services.engine, DeliveryCounter(redis_client)
+    try:
+        for batch in publisher.client_events:
+            assert client_events.apply(args=(batch.model_dump(mode="json"),)).get() == len(ClientEventKind)
+        older_api = {"device_id": publisher.client_events[0].device_id, "events": [event(999, "made_up_by_old_api")]}
+        assert client_events.apply(args=(older_api,)).failed()  # a message queued by an older release: not counted
+    finally:
+        MhogoTask._engine = MhogoTask._deliveries = None
+    body = client.get("/metrics", auth=OPERATOR).text
+    series = [line for line in body.splitlines() if line.startswith("mhogo_client_events_total{")]
+    assert sorted(series) == sorted(f'mhogo_client_events_total{{kind="{kind.value}"}} 1.0' for kind in ClientEventKind)
+    with Session(services.engine) as session:
+        stored = session.exec(select(ClientEvent)).all()
+    assert len(stored) == len(ClientEventKind)
+    assert all(row.received_at > utcnow() - timedelta(minutes=5) for row in stored)  # the server's clock, for retention
+    redis_client.delete(telemetry.COUNTERS)
+    redis_client.close()
 
 
 def test_metrics_need_the_operator_login(client: TestClient, auth: dict[str, str]) -> None:

@@ -79,13 +79,17 @@ def test_tasks_go_straight_to_their_queue() -> None:
     assert {queue.name for queue in app.conf.task_queues} == {queue.value for queue in QueueName}
 
 
-def test_sweeper_and_metrics_tick_are_scheduled() -> None:
+def test_sweeper_metrics_tick_and_retention_are_scheduled() -> None:
     schedule = {entry["task"]: entry for entry in app.conf.beat_schedule.values()}
-    assert set(schedule) == {TaskName.SWEEP.value, TaskName.AGGREGATE.value}
+    assert set(schedule) == {TaskName.SWEEP.value, TaskName.AGGREGATE.value, TaskName.RETENTION.value}
     assert schedule[TaskName.SWEEP.value]["schedule"] == settings.SWEEP_INTERVAL_S
     tick = schedule[TaskName.AGGREGATE.value]
     assert tick["schedule"] == settings.METRICS_INTERVAL_S
     assert tick["options"]["expires"] == settings.METRICS_INTERVAL_S  # a late tick is dropped, never stacked up
+    retention = schedule[TaskName.RETENTION.value]
+    assert retention["schedule"] == settings.RETENTION_INTERVAL_S
+    assert retention["options"]["expires"] == settings.RETENTION_INTERVAL_S
+    assert TASK_QUEUES[TaskName.RETENTION] == QueueName.EVENTS  # beside the sweeper, never on the inference path
 
 
 def test_the_loop_runs_on_the_events_and_retraining_queues() -> None:
