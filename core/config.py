@@ -132,7 +132,13 @@ class Settings(BaseSettings):
     TRIGGER_DRIFT_PSI: float = 0.25  # the largest drift score above this ...
     TRIGGER_DRIFT_TICKS: int = 5  # ... on this many ticks in a row
     RETRAIN_COOLDOWN_S: float = 6 * 3600.0  # after a run fired, no rule fires again for this long
-    FARMERS_TO_AGREE: int = 2  # farmers' labels count as trusted when this many agree and nobody disagrees
+    # Farmers' labels count as trusted when this many devices agree and no device says otherwise (a device's
+    # latest word counts, once however often it is sent). An agronomist's label is trusted as it is.
+    FARMERS_TO_AGREE: int = Field(default=2, ge=1)
+    # No device is behind more than this share of any figure a decision reads (the accuracy rule's last N trusted
+    # labels, the new-labels count, the dashboard's trusted and farmer figures) nor of the feedback photos a
+    # retraining run adds: beyond it, that device's labels are left out. Agronomists' labels are not capped.
+    MAX_DEVICE_SHARE: float = Field(default=0.1, gt=0, le=1)
     FEEDBACK_HOLDOUT_SHARE: float = 0.3  # share of labelled photos kept out of training to evaluate on
 
     # Promotion: the challenger must beat the champion on the holdout plus held-out feedback by this much accuracy,

@@ -3,7 +3,7 @@ the API and the sweeper can race without ever moving a finished job or storing a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,6 +85,14 @@ def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job 
     if job is None or (device_id is not None and job.device_id != device_id):
         return None
     return job
+
+
+def own_job_ids(session: Session, device_id: int, job_ids: Collection[str]) -> set[str]:
+    """Those of `job_ids` that are jobs of this device."""
+    if not job_ids:
+        return set()
+    statement = select(Job.id).where(col(Job.device_id) == device_id, col(Job.id).in_(set(job_ids)))
+    return set(session.exec(statement).all())
 
 
 def _rows_changed(session: Session, statement: Update, parameters: dict[str, Any] | None = None) -> int:

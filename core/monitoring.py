@@ -7,8 +7,11 @@ What one tick writes (name / key):
     failure_rate / ""                            share of the window's finished jobs that failed
     latency_ms / "<stage>:p50|p95|p99"           per stage and end to end (upload accepted -> result stored)
     queue_length / each queue and "in_flight"    messages waiting, and taken but not yet acknowledged
-    accuracy, macro_f1, ece, labelled / source   per model version, over its last N labelled photos; source is
-                                                 "agronomist", "farmer" or "trusted" (see core.feedback)
+    accuracy, macro_f1, ece, labelled / source   per model version, over its last N photos labelled by the source:
+                                                 "agronomist", "farmer" or "trusted" (see core.feedback); no device
+                                                 behind more than MAX_DEVICE_SHARE of a farmer or trusted figure,
+                                                 as for the trigger rules, so one phone cannot move what operators
+                                                 decide on (an agronomist's label rests on no device)
     confusion / "<true>><predicted>"             per model version, trusted labels
     drift_psi / each image statistic, "max",     the champion's training photos against the window's photos
                 "class_mix"                      (ml.drift)
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +32,7 @@ from sqlmodel import Session, col, select
 
 from core import registry
 from core.config import Settings
-from core.feedback import LabelledPhoto, labelled_photos
+from core.feedback import LabelledPhoto, Source, recent_labels
 from ml.drift import drift_scores
 from schemas.labels import LABELS
 from schemas.queues import QueueName
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CLASSES = [label.value for label in LABELS]
 PERCENTILES = (50, 95, 99)
-SOURCES = ("trusted", "agronomist", "farmer")
+SOURCES: tuple[Source, ...] = ("trusted", "agronomist", "farmer")
 RATE_WINDOW = timedelta(minutes=5)
 MAX_JOBS_PER_TICK = 5000  # percentiles and drift over the window's latest jobs, at most this many
 
@@ -131,14 +134,16 @@ def queue_figures(client: redis.Redis, now: datetime) -> list[MetricPoint]:
     return [*points, point(now, "queue_length", in_flight, "in_flight")]
 
 
-def feedback_figures(photos: Iterable[LabelledPhoto], version: str, now: datetime) -> list[MetricPoint]:
+def feedback_figures(
+    by_source: Mapping[Source, Iterable[LabelledPhoto]], version: str, now: datetime
+) -> list[MetricPoint]:
     import torch
 
     from ml.metrics import expected_calibration_error, summarize
 
-    photos = list(photos)
     points = []
     for source in SOURCES:
+        photos = by_source.get(source, ())
         rows = [(photo, label) for photo in photos if (label := photo.label_from(source)) in CLASSES]
         rows = [(photo, label) for photo, label in rows if photo.predicted in CLASSES]
         if not rows:
@@ -176,9 +181,10 @@ def tick(session: Session, client: redis.Redis, config: Settings, now: datetime)
     points += drift_figures(now, jobs, champion, config.DRIFT_MIN_PHOTOS)
     points += queue_figures(client, now)
     versions = set(versions_with_feedback(session, now - window)) | ({champion_version} if champion_version else set())
+    n = config.METRICS_FEEDBACK_LAST_N
     for version in sorted(versions):
-        photos = labelled_photos(session, config.FARMERS_TO_AGREE, version, last=config.METRICS_FEEDBACK_LAST_N)
-        points += feedback_figures(photos, version, now)
+        by_source = {source: recent_labels(session, config, source, n, version) for source in SOURCES}
+        points += feedback_figures(by_source, version, now)
     session.add_all(points)
     session.commit()
     return points

@@ -5,7 +5,11 @@ register the challenger, and promote it only if it wins (and automatic promotion
 Feedback photos are split once, by a hash of their job id, into training and evaluation (MHOGO_FEEDBACK_HOLDOUT_SHARE),
 so a later run judges on the same held-out photos. Left out, each with its reason counted: photos without a trusted
 label (one farmer's word, or farmers who disagree), near-duplicates of a holdout photo (they would leak it), of a
-base photo or of each other (the first one kept), and near-duplicate groups that carry conflicting labels.
+base photo or of each other (the first one kept), near-duplicate groups that carry conflicting labels, held-out
+photos whose label is the farmers' (promotion is judged on curated and agronomist-labelled photos only), and, of
+those that train, a device's photos beyond MHOGO_MAX_DEVICE_SHARE of them.
+
+A challenger is promoted only once judged on the frozen holdout (MHOGO_HOLDOUT_DIR): without one it is kept.
 """
 
 from __future__ import annotations
@@ -24,16 +28,22 @@ from sqlmodel import Session
 from core import registry
 from core.blobs import BlobStore
 from core.config import Settings
-from core.feedback import LabelledPhoto, labelled_photos
+from core.feedback import LabelledPhoto, labelled_photos, share_capped
 from core.triggers import finish_run, start_run, switch_on
 from ml.data import Sample, class_root, negatives_beside, scan
 from ml.splits import hash_words, near_any, near_duplicate_groups, perceptual_hashes
 from schemas.labels import LABELS
-from schemas.tables import ModelAliasName, ModelVersion, RetrainRun, RetrainStatus, SwitchName
+from schemas.tables import FeedbackSource, ModelAliasName, ModelVersion, RetrainRun, RetrainStatus, SwitchName
 
 log = logging.getLogger(__name__)
 
 CLASSES = [label.value for label in LABELS]
+
+
+FARMERS_DO_NOT_JUDGE = "held out to judge on, but a farmers' label (promotion is judged on agronomists' labels)"
+OVER_DEVICE_SHARE = "one device behind more than MAX_DEVICE_SHARE of the feedback photos"
+NO_HOLDOUT = ("no frozen holdout to judge on: set MHOGO_HOLDOUT_DIR (curated photos, never trained on); a challenger "
+              "is promoted only once judged there")  # fmt: skip
 
 
 def held_out(job_id: str, share: float) -> bool:
@@ -102,7 +112,7 @@ def build_dataset(
     for group, photo in zip(groups, photos, strict=True):
         labels_in_group.setdefault(group, set()).add(str(photo.label))
     seen: set[int] = set()
-    added = kept_out = 0
+    chosen: list[tuple[LabelledPhoto, Path, bool]] = []  # each photo kept, its staged file, and whether it judges
     for index, (photo, path) in enumerate(zip(photos, paths, strict=True)):
         group = groups[index]
         if leaks[index]:
@@ -116,10 +126,22 @@ def build_dataset(
         else:
             seen.add(group)
             first = photos[groups.index(group)]  # a whole near-duplicate group goes to one side
-            target = eval_dir if held_out(first.job_id, config.FEEDBACK_HOLDOUT_SHARE) else train_dir
-            path.rename(target / "cassava" / str(photo.label) / path.name)
-            added += target is train_dir
-            kept_out += target is eval_dir
+            judges = held_out(first.job_id, config.FEEDBACK_HOLDOUT_SHARE)
+            if judges and photo.label_source != FeedbackSource.AGRONOMIST:
+                left_out[FARMERS_DO_NOT_JUDGE] += 1
+            else:
+                chosen.append((photo, path, judges))
+    trains = share_capped([photo for photo, _, judges in chosen if not judges], config.MAX_DEVICE_SHARE)
+    allowed = {photo.job_id for photo in trains}
+    added = kept_out = 0
+    for photo, path, judges in chosen:
+        if not judges and photo.job_id not in allowed:
+            left_out[OVER_DEVICE_SHARE] += 1
+            continue
+        target = eval_dir if judges else train_dir
+        path.rename(target / "cassava" / str(photo.label) / path.name)
+        added += not judges
+        kept_out += judges
     shutil.rmtree(staging)
     return BuiltDataset(train_dir, eval_dir if kept_out else None, len(base_samples), added, kept_out, dict(left_out))
 
@@ -191,8 +213,8 @@ def _decide(
     from ml.challenge import decide
 
     challenger = challenger_row.version
-    if not figures:
-        finish_run(session, run, RetrainStatus.KEPT, "nothing to judge on: set MHOGO_HOLDOUT_DIR")
+    if not figures or not figures["challenger"].get("holdout", {}).get("photos"):
+        finish_run(session, run, RetrainStatus.KEPT, NO_HOLDOUT)  # feedback alone never promotes
         return run
     decision = decide(figures["champion"], figures["challenger"], config.PROMOTION_MIN_GAIN,
                       config.PROMOTION_MAX_CLASS_DROP)  # fmt: skip

@@ -3,6 +3,9 @@
 Exactly one job, however many aggregation workers see a rule fire at the same moment: a Redis lock lets one of them
 look at a time, the cooldown and the open run are checked under it, and the `open_slot` unique index of
 `retrain_runs` makes the database itself refuse a second open run if the lock ever expired under a slow worker.
+
+The label rules read trusted labels only (core.feedback), and no device is behind more than MAX_DEVICE_SHARE of
+the labels a rule reads: one phone sending many labels cannot fire a run by itself.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import redis
@@ -20,7 +24,7 @@ from sqlmodel import Session, col, select
 
 from core import registry
 from core.config import Settings
-from core.feedback import labelled_photos
+from core.feedback import capped, device_limit, iter_labelled, recent_labels
 from core.monitoring import series
 from schemas.errors import BrokerUnavailable, RegistryError
 from schemas.tables import (
@@ -70,7 +74,7 @@ def check_rules(session: Session, config: Settings, now: datetime) -> Firing | N
     if champion is None:
         return None
     n = config.TRIGGER_ACCURACY_LAST_N
-    recent = [p for p in labelled_photos(session, config.FARMERS_TO_AGREE, champion, last=n * 2) if p.label][:n]
+    recent = recent_labels(session, config, "trusted", n, champion)  # no device behind more than its share
     if len(recent) >= n:
         accuracy = sum(p.label == p.predicted for p in recent) / len(recent)
         if accuracy < config.TRIGGER_ACCURACY_BELOW:
@@ -78,7 +82,10 @@ def check_rules(session: Session, config: Settings, now: datetime) -> Firing | N
                        "threshold": config.TRIGGER_ACCURACY_BELOW, "model_version": champion}  # fmt: skip
             return Firing("accuracy_below", figures)
     since = max(filter(None, (champion_since(session), getattr(last_run(session), "fired_at", None))), default=None)
-    new = [p for p in labelled_photos(session, config.FARMERS_TO_AGREE, since=since) if p.label]
+    # Each device brings at most its share of the labels the rule needs; counted only as far as the rule needs.
+    limit = device_limit(config.MAX_DEVICE_SHARE, config.TRIGGER_NEW_LABELS)
+    photos = iter_labelled(session, config.FARMERS_TO_AGREE, since=since, source="trusted")
+    new = list(islice(capped(photos, "trusted", limit), config.TRIGGER_NEW_LABELS))
     if len(new) >= config.TRIGGER_NEW_LABELS:
         return Firing("new_labels", {"new_labels": len(new), "threshold": config.TRIGGER_NEW_LABELS,
                                      "since": since.isoformat() if since else None})  # fmt: skip

@@ -8,8 +8,10 @@ exactly one result. The run prints its timeline and writes it, with every figure
 
 The photos are split by near-duplicate group with a fixed seed: holdout (frozen, never trained on), base (the
 champion's training data and the retraining base) and stream (what the phone sends); negatives likewise. The phone
-is the reference client (producers/phone.py): it sends the photos as they are, honours the API's rate limits and
-Retry-After, and sends the agronomists' labels as feedback from its outbox.
+is the reference client (producers/phone.py): it sends the photos as they are and honours the API's rate limits and
+Retry-After. The agronomists' labels do not come from the phone (a device token speaks for a farmer, and the API
+refuses an "agronomist" from one): until agronomists have accounts of their own, they go onto the events queue as
+core.feedback.agronomist_label makes them, with who gave them, as an agronomist's workbench would send them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from core import registry, telemetry
 from core.config import Settings
 from core.db import open_database
 from core.devices import add_device
+from core.feedback import agronomist_label
+from core.publisher import Publisher
 from mhogo.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
 from producers.phone import Phone, open_phone
 from schemas.queues import TaskName
@@ -49,6 +53,7 @@ FRACTIONS = (0.2, 0.4, 0.4)
 SEED = 7
 T = TypeVar("T")
 CORES = os.cpu_count() or 1
+AGRONOMIST = "scenario agronomist"  # who labels the stream: the photos' true classes
 
 
 @dataclass(frozen=True)
@@ -219,14 +224,18 @@ def _exercise(
     right = sum(results[key]["result"]["label"] == truth[key].label for key in classified)
     timeline.mark("first results stored", results=len(results), served_by=dict(served),
                   correct=f"{right}/{len(classified)}", phone_told_to_wait=dict(phone.told_to_wait))  # fmt: skip
-    # Sent one after another as fast as the API takes them: both aggregation workers take them at once.
-    for key in classified:
-        phone.outbox.add_feedback(key, str(truth[key].label), "agronomist")
-    if phone.flush(timeout_s=300):
-        raise RuntimeError("the agronomists' labels did not all reach the API within 5 minutes")
-    refused = [item.error for item in phone.outbox.feedback() if item.event_id is None]
-    timeline.mark("agronomists' labels sent", feedback=len(classified), refused=refused,
-                  phone_told_to_wait=dict(phone.told_to_wait))  # fmt: skip
+    # An agronomist's label comes from the agronomist, never from a device token (the API refuses that): until
+    # agronomists have accounts, they go as core.feedback makes them, with who gave them, onto the events queue, one
+    # after another as fast as Redis takes them, so both aggregation workers take them at once.
+    labels = [agronomist_label(str(phone.outbox.get(key).job_id), str(truth[key].label), AGRONOMIST)
+              for key in classified]  # fmt: skip
+    publisher = _publisher(settings.REDIS_URL)
+    try:
+        for event in labels:
+            publisher.publish_feedback(event)
+    finally:
+        publisher.app.close()
+    timeline.mark("agronomists' labels sent", feedback=len(labels), by=AGRONOMIST)
 
     def run_row() -> RetrainRun | None:
         with Session(engine) as session:
@@ -343,6 +352,16 @@ def _promote_by_hand(settings: Settings, engine: Any, version: str, why: str) ->
         prepare_for_serving(settings, BlobStore(settings.blob_dir), registry.get_version(session, version))
         registry.promote(session, version, "scenario operator", f"promoted by hand: {why}")
     return version
+
+
+def _publisher(redis_url: str) -> Publisher:
+    """A publisher onto the scenario's own broker (the one Celery app of this process points at another)."""
+    from celery import Celery
+
+    app = Celery("mhogo-scenario", set_as_current=False)
+    app.config_from_object("core.celery_config")
+    app.conf.broker_url = redis_url
+    return Publisher(app)
 
 
 def _own_redis(stack: Stack, home: Path) -> str:

@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS feedback (
     key TEXT PRIMARY KEY,            -- its Idempotency-Key, made once when the feedback is given
     photo TEXT NOT NULL REFERENCES photos (key),
     label TEXT NOT NULL,
-    source TEXT NOT NULL,            -- farmer or agronomist
+    source TEXT NOT NULL,            -- farmer (an older app's outbox may say agronomist: the server refuses it)
     comment TEXT,
     given_at REAL NOT NULL,
     state TEXT NOT NULL,             -- waiting (to be sent), done (taken, or refused for good)
@@ -200,15 +200,14 @@ class Outbox:
         )
         return self.get(key)
 
-    def add_feedback(
-        self, photo_key: str, label: str, source: str = "farmer", comment: str | None = None
-    ) -> OutboxFeedback:
-        """Keep what someone says a photo shows, with its Idempotency-Key made now; it goes once the server's
-        diagnosis of the photo is in (the server takes no feedback before)."""
+    def add_feedback(self, photo_key: str, label: str, comment: str | None = None) -> OutboxFeedback:
+        """Keep what the farmer says a photo shows, with its Idempotency-Key made now; it goes once the server's
+        diagnosis of the photo is in (the server takes no feedback before). A phone's word is a farmer's: the
+        server decides that from its token (agronomists label from accounts of their own)."""
         key = uuid.uuid4().hex
         self.db.execute(
             "INSERT INTO feedback (key, photo, label, source, comment, given_at, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, photo_key, label, source, comment, time.time(), "waiting"),
+            (key, photo_key, label, "farmer", comment, time.time(), "waiting"),
         )
         return self.feedback_item(key)
 
@@ -415,6 +414,8 @@ class Phone:
         if photo.job_id is None:  # the server refused the photo for good: there is no diagnosis to speak of
             self.outbox.update(item.key, "feedback", state="done", error=f"the photo was not taken: {photo.error}")
             return
+        # The source as the outbox kept it: "farmer"; an outbox of an older app may hold "agronomist", which the
+        # server refuses (403), kept with its reason, instead of it being passed off as a farmer's word.
         body = {"label": item.label, "source": item.source} | ({"comment": item.comment} if item.comment else {})
         try:
             response = self.client.post(f"/v1/jobs/{photo.job_id}/feedback", json=body,

@@ -51,7 +51,11 @@ class JobView(BaseModel):
 
 class FeedbackIn(BaseModel):
     label: Label
-    source: FeedbackSource = FeedbackSource.FARMER
+    source: FeedbackSource | None = Field(
+        default=None,
+        description="Optional, and only ever 'farmer': who speaks is decided by the credential, and a device's word "
+        "is a farmer's. 'agronomist' is refused (403): agronomists' labels come from their own accounts.",
+    )
     comment: str | None = Field(default=None, max_length=1000)
 
 

@@ -128,7 +128,11 @@ class UploadChunk(SQLModel, table=True):
 
 
 class Feedback(SQLModel, table=True):
-    """A farmer's or agronomist's word on one job. The id is the event id, so a redelivered event is stored once."""
+    """A farmer's or agronomist's word on one job. The id is the event id, so a redelivered event is stored once.
+
+    Who said it comes from the credential it came with, never from the request: a device's word is a farmer's and
+    keeps the device (farmers agree only across devices, and one device's share of any figure is capped); an
+    agronomist's label keeps the agronomist's identity."""
 
     __tablename__ = "feedback"
 
@@ -136,10 +140,26 @@ class Feedback(SQLModel, table=True):
     job_id: str = Field(foreign_key="jobs.id", index=True, max_length=32)
     label: str = Field(max_length=20)
     source: FeedbackSource = Field(sa_column=Column(String(20), nullable=False))
+    device_id: int | None = Field(default=None, foreign_key="devices.id", index=True)  # a farmer's: whose phone
+    agronomist: str | None = Field(default=None, max_length=200)  # an agronomist's label: who gave it
     comment: str | None = Field(default=None, max_length=1000)
     predicted_label: str | None = Field(default=None, max_length=20)
     model_version: str | None = Field(default=None, max_length=100)
     agrees: bool | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class FeedbackKey(SQLModel, table=True):
+    """An Idempotency-Key feedback on a job came with, bound to what that feedback said (a hash of its label,
+    source and comment): the same key with the same feedback is a retry, the same event; with other feedback it
+    is refused, instead of the second label being dropped as a duplicate of the first."""
+
+    __tablename__ = "feedback_keys"
+
+    job_id: str = Field(foreign_key="jobs.id", primary_key=True, max_length=32)
+    idempotency_key: str = Field(primary_key=True, max_length=255)
+    event_id: str = Field(max_length=32)
+    fingerprint: str = Field(max_length=64)  # sha256 hex of the feedback as the server took it
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 

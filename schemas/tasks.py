@@ -6,18 +6,32 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from schemas.tables import FeedbackSource
 
 
 class FeedbackEvent(BaseModel):
+    """A label on a photo, with who gave it as the sender's credential says: a farmer's carries the device whose
+    token sent it, an agronomist's the agronomist's identity. (A message from before devices were recorded carries
+    no device: the worker takes the job's, the only device the API let speak about it.)"""
+
     event_id: str
     job_id: str
     label: str
     source: FeedbackSource
+    device_id: int | None = None
+    agronomist: str | None = Field(default=None, min_length=1, max_length=200)
     comment: str | None = None
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _identity_fits_the_source(self) -> FeedbackEvent:
+        if self.source == FeedbackSource.AGRONOMIST and (self.agronomist is None or self.device_id is not None):
+            raise ValueError("an agronomist's label carries the agronomist's identity, and no device")
+        if self.source == FeedbackSource.FARMER and self.agronomist is not None:
+            raise ValueError("a farmer's label carries no agronomist")
+        return self
 
 
 class ClientEventKind(StrEnum):

@@ -17,12 +17,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core import monitoring, retention, telemetry, triggers
 from core.config import settings
-from core.feedback import record_feedback
+from core.feedback import feedback_event, record_feedback
 from core.publisher import Publisher
 from core.sweeper import sweep_once
 from schemas.queues import TaskName
 from schemas.tables import ClientEvent, utcnow
-from schemas.tasks import ClientEvents, FeedbackEvent
+from schemas.tasks import ClientEvents
 from workers.app import app
 from workers.base import RETRY_POLICY, MhogoTask
 
@@ -44,7 +44,7 @@ def check_triggers(task: MhogoTask) -> int | None:
 
 @app.task(name=TaskName.FEEDBACK, bind=True, base=MhogoTask, **RETRY_POLICY)
 def feedback(self: MhogoTask, payload: dict[str, Any]) -> str:
-    event = FeedbackEvent.model_validate(payload)
+    event = feedback_event(payload)
     with self.session() as session:
         try:
             stored = record_feedback(session, event)

@@ -77,18 +77,17 @@ def phone_take(photos: tuple[Path, ...], outbox: Path | None, max_side: int, qua
 @click.argument("key")
 @click.argument("label", type=click.Choice(CLASSES))
 @outbox_option
-@click.option("--source", type=click.Choice(["farmer", "agronomist"]), default="farmer", show_default=True)
 @click.option("--comment", default=None, help="What the person saw, in their words.")
-def phone_feedback(key: str, label: str, outbox: Path | None, source: str, comment: str | None) -> None:
-    """Say what the leaf of photo KEY really has; it goes with the next `mhogo phone sync` once the diagnosis is in.
-    Prints the feedback's own key (its Idempotency-Key)."""
+def phone_feedback(key: str, label: str, outbox: Path | None, comment: str | None) -> None:
+    """Say what the leaf of photo KEY really has (the farmer's word: a phone speaks for a farmer); it goes with the
+    next `mhogo phone sync` once the diagnosis is in. Prints the feedback's own key (its Idempotency-Key)."""
     from producers.phone import Outbox
 
     box = Outbox(outbox_folder(outbox))
     try:
         if box.find(key) is None:
             raise click.BadParameter(f"no photo {key} in this outbox: `mhogo phone list` shows them", param_hint="KEY")
-        click.echo(box.add_feedback(key, label, source, comment).key)
+        click.echo(box.add_feedback(key, label, comment).key)
     finally:
         box.close()
 

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 
 from core import jobs
 from core.db import close_session, ping
+from core.feedback import fingerprint, keyed_event_id
 from core.logs import bind_job
 from producers.api.backlog import retry_after_s
 from producers.api.deps import (
@@ -46,7 +47,7 @@ from schemas.errors import BrokerUnavailable, UploadTooLarge
 from schemas.labels import Label
 from schemas.reasons import RejectReason
 from schemas.statuses import JobStatus
-from schemas.tables import Device, Job, utcnow
+from schemas.tables import Device, FeedbackSource, Job, utcnow
 from schemas.tasks import MAX_CLIENT_EVENTS, MAX_EVENTS_BODY_BYTES, ClientEventIn, ClientEvents, FeedbackEvent
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,12 @@ router = APIRouter()
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": Problem} for code in (400, 401, 404, 409, 413, 415, 422, 503)
 }
+FEEDBACK_ERRORS = ERRORS | {403: {"model": Problem}}
+FEEDBACK_KEY = "Optional: the same key on retries of the same feedback (one event); with other feedback, 422"
+NOT_AN_AGRONOMIST = (
+    "A device's feedback is a farmer's word: agronomists' labels come from agronomists' own accounts, not from a "
+    "device token. Send the label without 'source' (or with 'farmer')."
+)
 PHOTO_BODY = {
     "requestBody": {
         "required": True,
@@ -198,7 +205,7 @@ def read_job(job_id: str, session: SessionDep, device: PollingDevice) -> JobView
     "/v1/jobs/{job_id}/feedback",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=FeedbackAccepted,
-    responses=ERRORS,
+    responses=FEEDBACK_ERRORS,
     summary="Say what the leaf really has",
 )
 def send_feedback(
@@ -207,22 +214,25 @@ def send_feedback(
     session: SessionDep,
     device: FeedbackDevice,
     services: ServicesDep,
-    idempotency_key: Annotated[str | None, Header(description="Optional: the same key on retries")] = None,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(description=FEEDBACK_KEY)] = None,
 ) -> FeedbackAccepted:
+    # Who speaks is the credential's to say: a device token is a farmer's phone, whatever the body claims.
+    if body.source == FeedbackSource.AGRONOMIST:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, NOT_AN_AGRONOMIST)
     job = own_job(session, device, job_id)
     if not JobStatus(job.status).terminal:
         raise HTTPException(status.HTTP_409_CONFLICT, "The diagnosis is not ready yet. Send feedback once it is.")
-    event_id = (
-        uuid.uuid5(uuid.NAMESPACE_URL, f"{job.id}/{idempotency_key}").hex if idempotency_key else uuid.uuid4().hex
-    )
-    event = FeedbackEvent(
-        event_id=event_id,
-        job_id=job.id,
-        label=body.label.value,
-        source=body.source,
-        comment=body.comment,
-        created_at=utcnow(),
-    )
+    assert device.id is not None
+    event = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job.id, label=body.label.value,
+                          source=FeedbackSource.FARMER, device_id=device.id, comment=body.comment,
+                          created_at=utcnow())  # fmt: skip
+    if idempotency_key:  # optional here: none (or empty) makes every request its own event
+        key = check_idempotency_key(idempotency_key)
+        event_id, replayed = keyed_event_id(session, job.id, key, fingerprint(event))
+        event = event.model_copy(update={"event_id": event_id})
+        if replayed:  # sent again: the worker stores the event once, whichever copy arrives first
+            response.headers["Idempotent-Replayed"] = "true"
     try:
         services.publisher.publish_feedback(event)
     except BrokerUnavailable as exc:
@@ -231,7 +241,7 @@ def send_feedback(
             "Feedback cannot be taken right now. Try again later.",
             headers={"Retry-After": "30"},
         ) from exc
-    return FeedbackAccepted(event_id=event_id)
+    return FeedbackAccepted(event_id=event.event_id)
 
 
 @router.post(
@@ -241,10 +251,21 @@ def send_feedback(
     summary=f"Report what happened on the phone (retries, offline answers, errors), up to {MAX_CLIENT_EVENTS} events "
     f"and {MAX_EVENTS_BODY_BYTES // 1024} KiB at once",
 )
-def report_events(events: list[ClientEventIn], device: ReportingDevice, services: ServicesDep) -> dict[str, int]:
+def report_events(
+    events: list[ClientEventIn], session: SessionDep, device: ReportingDevice, services: ServicesDep
+) -> dict[str, int]:
     if len(events) > MAX_CLIENT_EVENTS:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"Send at most {MAX_CLIENT_EVENTS} events at once.")
     assert device.id is not None
+    # An event speaks of one of the phone's own jobs, or of none: the batch is refused whole, so that a stored event's
+    # job is always the reporting phone's and the phone learns of its mistake (stripped silently, it never would).
+    named = {e.job_id for e in events if e.job_id is not None}
+    own = jobs.own_job_ids(session, device.id, named)
+    strangers = sorted(e.event_id for e in events if e.job_id is not None and e.job_id not in own)
+    if strangers:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{len(strangers)} event(s) name a job that is "
+                            f"not one of this phone's: {', '.join(strangers[:5])}. Send them without a job_id, or "
+                            "with the job_id this phone's upload was given.")  # fmt: skip
     try:
         services.publisher.publish_client_events(ClientEvents(device_id=device.id, events=events))
     except BrokerUnavailable as exc:

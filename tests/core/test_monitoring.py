@@ -16,9 +16,8 @@ from ml.drift import reference
 from ml.imaging import PreprocessConfig, decode, prepare
 from schemas.findings import Finding
 from schemas.reasons import RejectReason
-from schemas.tables import FeedbackSource, MetricPoint, ModelAliasName, ModelVersion, utcnow
-from schemas.tasks import FeedbackEvent
-from tests.utils.factories import SAMPLES, make_device, make_job
+from schemas.tables import Device, FeedbackSource, MetricPoint, ModelAliasName, ModelVersion, utcnow
+from tests.utils.factories import SAMPLES, label_event, make_device, make_job
 
 
 def count(session: Session) -> int:
@@ -47,9 +46,7 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
                           timings_ms={"decode": 10.0 + i, "model": 100.0 + i})  # fmt: skip
         jobs.finish(session, job.id, finding)
         truth = "cmd" if i % 4 else "cgm"  # every "cmd" answer is right, no "healthy" one
-        event = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job.id, label=truth,
-                              source=FeedbackSource.AGRONOMIST, created_at=utcnow())  # fmt: skip
-        record_feedback(session, event)
+        record_feedback(session, label_event(job.id, truth, FeedbackSource.AGRONOMIST))
     rejected = make_job(session, device, key="dark", data=b"dark")
     jobs.finish(session, rejected.id, Finding(reason=RejectReason.TOO_DARK))
     failed = make_job(session, device, key="broken", data=b"broken")
@@ -76,3 +73,30 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
     assert figures[("drift_psi", "class_mix", "v1")] < 0.01  # half cmd, half healthy, as in training
     assert ("drift_psi", "max", "v1") in figures
     assert count(session) == len(points)
+
+
+def test_one_phone_moves_the_farmer_and_trusted_figures_by_its_share_only(session: Session) -> None:
+    """What operators read to decide (and the accuracy rule reads too): one phone's thirty wrong labels were the
+    whole of the last twenty farmers' labels, accuracy 0.0; now it is behind two of them, as MAX_DEVICE_SHARE says."""
+    config = Settings(FARMERS_TO_AGREE=1, MAX_DEVICE_SHARE=0.1, METRICS_FEEDBACK_LAST_N=20)
+    session.add(ModelVersion(version="v1", sha256="0" * 64, blob_key="models/v1.pt", made_by="test"))
+    session.commit()
+    registry.set_alias(session, ModelAliasName.CHAMPION, "v1", "test")
+
+    def said(device: Device, truth: str) -> None:  # of a photo of its own the champion took for cmd
+        job = make_job(session, device, key=uuid.uuid4().hex, data=uuid.uuid4().bytes)
+        jobs.finish(session, job.id, Finding(label="cmd", confidence=0.9, model_version="v1"))
+        record_feedback(session, label_event(job.id, truth, FeedbackSource.FARMER, device.id))
+
+    for n in range(18):
+        said(make_device(session, f"farmer {n}")[0], "cmd")  # eighteen phones, each right once
+    flood, _ = make_device(session, "one phone")
+    for _ in range(30):
+        said(flood, "cbsd")
+
+    points = monitoring.tick(session, fakeredis.FakeRedis(), config, utcnow())
+
+    figures = {(p.name, p.key): p.value for p in points if p.model_version == "v1"}
+    for source in ("farmer", "trusted"):
+        assert (figures[("labelled", source)], figures[("accuracy", source)]) == (20, 0.9)
+    assert ("labelled", "agronomist") not in figures

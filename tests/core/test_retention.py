@@ -10,6 +10,7 @@ import itertools
 import os
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,23 +39,27 @@ from schemas.tables import (
     RetrainStatus,
     utcnow,
 )
-from schemas.tasks import FeedbackEvent
-from tests.utils.factories import make_device
+from tests.utils.factories import label_event, make_device
 
 NOW = utcnow()
 DAY = timedelta(days=1)
 AGRONOMIST, FARMER = FeedbackSource.AGRONOMIST, FeedbackSource.FARMER
-Labels = list[tuple[str, FeedbackSource]]
+Labels = Sequence[tuple[str, FeedbackSource] | tuple[str, FeedbackSource, int | None]]  # a label, who, which phone
 
 
 def settings_in(home: Path, **changes: object) -> Settings:
     return Settings(HOME=home, FARMERS_TO_AGREE=2, **changes)  # type: ignore[arg-type]
 
 
+Word = tuple[str, FeedbackSource, int | None]  # a label, who gave it, and from which device if a farmer did
+
+
 def label(session: Session, job_id: str, labels: Labels) -> None:
-    for name, source in labels:
-        record_feedback(session, FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job_id, label=name, source=source,
-                                               created_at=utcnow()))  # fmt: skip
+    job = session.get(Job, job_id)
+    assert job is not None
+    for name, source, *device in labels:
+        device_id = (device[0] if device else job.device_id) if source == FARMER else None
+        record_feedback(session, label_event(job_id, name, source, device_id))
 
 
 def photo(session: Session, blobs: BlobStore, device: Device, age: timedelta, labels: Labels | None = None,
@@ -137,20 +142,25 @@ def test_retention_deletes_what_is_past_its_time_and_keeps_what_the_rules_keep(
     config = settings_in(tmp_path / "home")
     blobs = BlobStore(config.blob_dir)
     device, _ = make_device(session)
+    neighbour, _ = make_device(session, "a neighbour's phone")
     assert device.id is not None
+    assert neighbour.id is not None
     old, ancient, recent = 100 * DAY, 400 * DAY, 10 * DAY
     shared = b"the same photo sent twice, months apart"
     past = {
         "unlabelled": photo(session, blobs, device, old),
         "one farmer": photo(session, blobs, device, old, [("cmd", FARMER)]),
         "farmers disagree": photo(session, blobs, device, old, [("cmd", FARMER), ("cbsd", FARMER)]),
+        "one phone said it twice": photo(session, blobs, device, old, [("cgm", FARMER), ("cgm", FARMER)]),
         "rejected": photo(session, blobs, device, old, status="rejected"),
         "same bytes as a recent one": photo(session, blobs, device, old, data=shared),
     }
     ancient_job = photo(session, blobs, device, ancient, [("cmd", FARMER)])
     kept = {
         "agronomist": photo(session, blobs, device, old, [("cbsd", AGRONOMIST)]),
-        "farmers agree": photo(session, blobs, device, old, [("cgm", FARMER), ("cgm", FARMER)]),
+        "farmers agree": photo(
+            session, blobs, device, old, [("cgm", FARMER, device.id), ("cgm", FARMER, neighbour.id)]
+        ),
         "ancient, agronomist": photo(session, blobs, device, ancient, [("cmd", AGRONOMIST)]),
         "recent": photo(session, blobs, device, recent, data=shared),
         "not finished": photo(session, blobs, device, old, status="processing"),
@@ -188,7 +198,7 @@ def test_retention_deletes_what_is_past_its_time_and_keeps_what_the_rules_keep(
     done = retention.run_all(lambda: Session(session.get_bind(), expire_on_commit=False), blobs, config, NOW)
 
     assert done.pop("bytes_freed") > 0
-    assert done == {"photos": 6, "photo_files": 5, "jobs": 1, "feedback": 1, "client_events": 1, "metric_points": 1,
+    assert done == {"photos": 7, "photo_files": 6, "jobs": 1, "feedback": 1, "client_events": 1, "metric_points": 1,
                     "challengers": 1, "model_files": 5, "run_files": 4}  # fmt: skip
     assert +would == {kind: done[kind] for kind in retention.KINDS}  # the dry run counted exactly what went
     for name, job_id in past.items():
@@ -245,10 +255,14 @@ def test_a_pass_deletes_at_most_a_batch_of_each_kind_and_says_more_is_waiting(se
 
 def test_trusted_jobs_agrees_with_the_label_rule_training_uses(session: Session) -> None:
     """The query retention keeps photos by gives a job exactly when core.feedback.trusted_label gives it a label:
-    every sequence of up to three labels from farmers and agronomists."""
+    every sequence of up to three labels from farmers (two devices, one of which changes its mind) and
+    agronomists."""
     device, _ = make_device(session)
+    other, _ = make_device(session, "another phone")
     assert device.id is not None
-    words = [("cmd", FARMER), ("cbsd", FARMER), ("cmd", AGRONOMIST), ("cgm", AGRONOMIST)]
+    assert other.id is not None
+    words: list[Word] = [("cmd", FARMER, device.id), ("cbsd", FARMER, other.id), ("cmd", FARMER, other.id),
+                         ("cmd", AGRONOMIST, None), ("cgm", AGRONOMIST, None)]  # fmt: skip
     expected = {}
     for size in range(4):
         for labels in itertools.product(words, repeat=size):

@@ -191,3 +191,42 @@ def test_phone_events_stored_before_retention_count_as_received_at_the_upgrade(d
             check(engine)
         finally:
             engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_feedback_of_before_0003_gets_its_job_s_device_and_is_a_farmer_s_word(dialect: str, tmp_path: Path) -> None:
+    """Every label stored before was sent with a device token on that device's own job; those that said
+    "agronomist" said it in the body, unchecked: they become the farmers' words their credential made them, and
+    the per-source counts agree with the rows again."""
+
+    def check(engine: Engine) -> None:
+        with engine.begin() as connection:
+            command.upgrade(schema.config(connection), "0002")
+            for statement in (
+                "INSERT INTO devices (id, name, token_hash, created_at) VALUES (7, 'phone', 'h7', '2026-12-01')",
+                "INSERT INTO jobs (id, device_id, idempotency_key, content_sha256, blob_key, content_type, size_bytes,"
+                " status, enqueue_count, created_at, updated_at, label, model_version) VALUES ('j1', 7, 'k', 's', 'b',"
+                " 'image/jpeg', 1, 'classified', 1, '2026-12-01', '2026-12-01', 'cmd', 'v1')",
+                "INSERT INTO feedback (id, job_id, label, source, model_version, agrees, created_at) VALUES"
+                " ('f1', 'j1', 'cgm', 'agronomist', 'v1', false, '2026-12-01'),"
+                " ('f2', 'j1', 'cmd', 'farmer', 'v1', true, '2026-12-01')",
+                "INSERT INTO model_feedback_counts VALUES ('v1', 'agronomist', 0, 1), ('v1', 'farmer', 1, 0)",
+            ):
+                connection.execute(text(statement))
+        assert schema.upgrade(engine).ready
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, source, device_id, agronomist FROM feedback ORDER BY id"))
+            assert [tuple(row) for row in rows] == [("f1", "farmer", 7, None), ("f2", "farmer", 7, None)]
+            counts = connection.execute(text("SELECT model_version, source, confirmed, corrected FROM "
+                                             "model_feedback_counts"))  # fmt: skip
+            assert [tuple(row) for row in counts] == [("v1", "farmer", 1, 1)]
+
+    if dialect == "sqlite":
+        check(make_engine(f"sqlite:///{tmp_path / 'old.db'}"))
+        return
+    with postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            check(engine)
+        finally:
+            engine.dispose()

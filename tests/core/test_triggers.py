@@ -19,6 +19,7 @@ from core.sweeper import sweep_runs
 from schemas.errors import BrokerUnavailable, RegistryError
 from schemas.findings import Finding
 from schemas.tables import (
+    Device,
     FeedbackSource,
     MetricPoint,
     ModelAliasName,
@@ -28,8 +29,7 @@ from schemas.tables import (
     SwitchName,
     utcnow,
 )
-from schemas.tasks import FeedbackEvent
-from tests.utils.factories import make_device, make_job
+from tests.utils.factories import label_event, make_device, make_job
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.processes import ensure_default_redis
 
@@ -52,12 +52,19 @@ def serve(session: Session, version: str = CHAMPION) -> None:
     registry.set_alias(session, ModelAliasName.CHAMPION, version, "test")
 
 
-def labelled(session: Session, predicted: str, truth: str, source: FeedbackSource = FeedbackSource.AGRONOMIST) -> None:
-    device, _ = make_device(session)
+def labelled(
+    session: Session,
+    predicted: str,
+    truth: str,
+    source: FeedbackSource = FeedbackSource.AGRONOMIST,
+    device: Device | None = None,
+) -> None:
+    """A photo of `device` (a new one unless given) the champion answered, and its label: an agronomist's, or the
+    word of the farmer whose phone sent it."""
+    device = device or make_device(session)[0]
     job = make_job(session, device, key=uuid.uuid4().hex, data=uuid.uuid4().bytes)
     jobs.finish(session, job.id, Finding(label=predicted, model_version=CHAMPION))
-    event = FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job.id, label=truth, source=source, created_at=utcnow())
-    assert record_feedback(session, event)
+    assert record_feedback(session, label_event(job.id, truth, source, device.id))
 
 
 def test_accuracy_rule_fires_on_the_last_n_trusted_labels_only(session: Session) -> None:
@@ -73,6 +80,39 @@ def test_accuracy_rule_fires_on_the_last_n_trusted_labels_only(session: Session)
     assert firing.rule == "accuracy_below"
     assert firing.figures["accuracy"] == 0.1
     assert firing.figures["labelled"] == 10
+
+
+def test_one_device_is_behind_at_most_its_share_of_the_labels_a_rule_reads(session: Session) -> None:
+    """With farmers trusted on one device's word, one phone's wrong labels filled the accuracy rule's last N by
+    themselves and fired it; now it brings at most MAX_DEVICE_SHARE of them, here one of ten."""
+    rules = RULES.model_copy(update={"FARMERS_TO_AGREE": 1, "MAX_DEVICE_SHARE": 0.1})
+    serve(session)
+    flood, _ = make_device(session, "one phone")
+    for _ in range(30):
+        labelled(session, "cmd", "cbsd", FeedbackSource.FARMER, flood)
+    assert triggers.check_rules(session, rules, utcnow()) is None
+    assert triggers.check_rules(session, rules.model_copy(update={"MAX_DEVICE_SHARE": 1.0}), utcnow()) is not None
+    for _ in range(9):  # nine other phones, one wrong label each: ten devices, one label each
+        labelled(session, "cmd", "cgm", FeedbackSource.FARMER)
+    firing = triggers.check_rules(session, rules, utcnow())
+    assert firing is not None
+    assert (firing.rule, firing.figures["accuracy"], firing.figures["labelled"]) == ("accuracy_below", 0.0, 10)
+
+
+def test_one_device_brings_at_most_its_share_of_the_new_labels(session: Session) -> None:
+    rules = RULES.model_copy(update={"FARMERS_TO_AGREE": 1, "MAX_DEVICE_SHARE": 0.25, "TRIGGER_NEW_LABELS": 8,
+                                     "TRIGGER_ACCURACY_LAST_N": 1000})  # fmt: skip
+    serve(session)
+    flood, _ = make_device(session, "one phone")
+    for _ in range(20):
+        labelled(session, "cmd", "cmd", FeedbackSource.FARMER, flood)
+    labelled(session, "cmd", "cmd")  # 2 of the flood's, with agronomists' labels: 3 of the 8 the rule needs
+    assert triggers.check_rules(session, rules, utcnow()) is None
+    for _ in range(5):
+        labelled(session, "cmd", "cmd")
+    firing = triggers.check_rules(session, rules, utcnow())
+    assert firing is not None
+    assert (firing.rule, firing.figures["new_labels"]) == ("new_labels", 8)
 
 
 def test_good_accuracy_does_not_fire(session: Session) -> None:

@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from core import registry, telemetry
 from core.config import settings
+from core.retraining import NO_HOLDOUT
 from ml.checkpoint import load_checkpoint
 from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import ClientEvent, Feedback, Job, ModelAliasName, ModelFeedbackCount, RetrainRun, RetrainStatus
@@ -107,7 +108,7 @@ def test_feedback_travels_the_events_queue_into_the_counts(stack: LiveStack) -> 
         predicted = body["result"]["label"]
         version = body["result"]["model_version"]
         correction = "cgm" if predicted != "cgm" else "cmd"
-        response = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": correction, "source": "agronomist"})
+        response = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": correction})
         assert response.status_code == 202
         event_id = response.json()["event_id"]
 
@@ -118,8 +119,10 @@ def test_feedback_travels_the_events_queue_into_the_counts(stack: LiveStack) -> 
     feedback = wait_for(stored, 30, "the feedback event to be stored")
     assert isinstance(feedback, Feedback)
     assert (feedback.predicted_label, feedback.agrees, feedback.model_version) == (predicted, False, version)
+    assert (feedback.source, feedback.agronomist) == ("farmer", None)
+    assert feedback.device_id is not None  # the device whose token sent it
     with Session(stack.engine) as session:
-        count = session.get(ModelFeedbackCount, (version, "agronomist"))
+        count = session.get(ModelFeedbackCount, (version, "farmer"))
     assert count is not None
     assert count.corrected >= 1
 
@@ -141,7 +144,7 @@ def test_an_operator_run_trains_a_challenger_on_its_own_queue(stack: LiveStack) 
     run = wait_for(finished, 180, "the retraining run to finish")
     assert isinstance(run, RetrainRun)
     assert run.status == RetrainStatus.KEPT
-    assert run.decision == "nothing to judge on: set MHOGO_HOLDOUT_DIR"
+    assert run.decision == NO_HOLDOUT
     assert run.rule == "operator"
     assert run.fired_by == "ops"
     assert run.dataset["base_photos"] == 50

@@ -87,11 +87,11 @@ def test_feedback_goes_to_the_queue(
     early = client.post(f"/v1/jobs/{job_id}/feedback", json={"label": "cbsd"}, headers=auth)
     assert early.status_code == 409
     finish(services, job_id, Finding(label="cmd", model_version="v"))
-    body = {"label": "cbsd", "source": "agronomist", "comment": "streaks on the stem"}
+    body = {"label": "cbsd", "comment": "streaks on the stem"}
     response = client.post(f"/v1/jobs/{job_id}/feedback", json=body, headers=auth)
     assert response.status_code == 202
     [event] = publisher.feedback
-    assert (event.job_id, event.label, event.source, event.comment) == (job_id, "cbsd", "agronomist", body["comment"])
+    assert (event.job_id, event.label, event.source, event.comment) == (job_id, "cbsd", "farmer", body["comment"])
     assert response.json() == {"event_id": event.event_id, "status": "queued"}
 
 

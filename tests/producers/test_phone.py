@@ -126,7 +126,7 @@ def test_over_its_rate_the_phone_waits_as_told_and_sends_every_photo_and_label_o
         phone = phone_over(client, tmp_path)
         photos = [phone.outbox.take(path) for path in all_samples()[:10]]
         for photo in photos:  # said before the diagnosis is in: it goes once it is
-            phone.outbox.add_feedback(photo.key, "cbsd", "agronomist", "brown streaks on the stem")
+            phone.outbox.add_feedback(photo.key, "cbsd", "brown streaks on the stem")
         deadline = time.monotonic() + 30
         while phone.outbox.photos("waiting") and time.monotonic() < deadline:
             phone.step()
@@ -140,7 +140,7 @@ def test_over_its_rate_the_phone_waits_as_told_and_sends_every_photo_and_label_o
     sent = phone.outbox.photos()
     assert {event.job_id for event in publisher.feedback} == {photo.job_id for photo in sent}
     assert len(publisher.feedback) == 10  # one event each, however the limit got in the way
-    assert {(event.label, event.source) for event in publisher.feedback} == {("cbsd", "agronomist")}
+    assert {(event.label, event.source) for event in publisher.feedback} == {("cbsd", "farmer")}
     assert all(item.event_id is not None and item.error is None for item in phone.outbox.feedback())
     with Session(services.engine) as session:
         found = session.exec(select(Job).where(col(Job.idempotency_key).in_([p.key for p in photos]))).all()
@@ -295,3 +295,25 @@ def test_a_phone_killed_mid_upload_sends_only_the_rest_after_restart(
     assert sum(sent) == size  # nothing sent twice: the rest went from where the server stood
     assert stored_photos(services, [photo.key]) == {photo.key: again.outbox.photo_path(photo.key).read_bytes()}
     again.outbox.close()
+
+
+def test_an_older_outbox_s_agronomist_label_is_refused_and_kept_with_the_reason(
+    client: TestClient, auth: dict[str, str], services: Services, publisher: RecordingPublisher, tmp_path: Path
+) -> None:
+    """An outbox of the app before this release may hold feedback marked "agronomist": it is not passed off as a
+    farmer's word, nor retried; the server's reason stays beside it."""
+    client.headers.update(auth)
+    phone = phone_over(client, tmp_path)
+    photo = phone.outbox.take(all_samples()[0])
+    phone.step()
+    with Session(services.engine) as session:
+        assert jobs.finish(session, str(phone.outbox.get(photo.key).job_id), Finding(label="cmd", model_version="v"))
+    item = phone.outbox.add_feedback(photo.key, "cbsd")
+    phone.outbox.db.execute("UPDATE feedback SET source = 'agronomist' WHERE key = ?", (item.key,))
+    assert phone.flush(timeout_s=10) == 0
+    done = phone.outbox.feedback_item(item.key)
+    assert (done.state, done.event_id) == ("done", None)
+    assert done.error is not None
+    assert done.error.startswith("HTTP 403: A device's feedback is a farmer's word")
+    assert publisher.feedback == []
+    phone.outbox.close()

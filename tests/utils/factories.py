@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import uuid
 import zlib
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from sqlmodel import Session
 
 from core import jobs
 from core.devices import add_device
-from schemas.tables import Device, Job
+from core.feedback import agronomist_label
+from schemas.tables import Device, FeedbackSource, Job, utcnow
+from schemas.tasks import FeedbackEvent
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "samples"
 
@@ -75,3 +78,14 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
     row = b"\x00" + b"\x00" * ((width + 7) // 8)
     data = zlib.compress(row * height, 9)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def label_event(
+    job_id: str, label: str, source: FeedbackSource = FeedbackSource.FARMER, device_id: int | None = None
+) -> FeedbackEvent:
+    """Feedback as it reaches the events queue: a farmer's from the API, with the device whose token sent it (None:
+    a message from before events carried it), or an agronomist's from core.feedback, with who gave it."""
+    if source == FeedbackSource.AGRONOMIST:
+        return agronomist_label(job_id, label, "agronomist in tests")
+    return FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job_id, label=label, source=source, device_id=device_id,
+                         created_at=utcnow())  # fmt: skip
