@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import threading
@@ -41,6 +42,7 @@ from core.feedback import agronomist_label
 from core.publisher import Publisher
 from mhogo.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
 from producers.phone import Phone, open_phone
+from schemas.errors import BadInput
 from schemas.queues import TaskName
 from schemas.statuses import JobStatus
 from schemas.tables import Job, ModelAliasName, RetrainRun, RetrainStatus, utcnow
@@ -127,6 +129,24 @@ class ScenarioConfig:
     before_stop: Callable[[Settings, str], None] | None = None
 
 
+MIN_STREAM_CASSAVA = 10  # fewer labelled photos than this cannot tell a weak champion from a good one
+ACCURACY_LAST_N = 20  # the accuracy rule's window on a folder large enough for it
+
+
+def rules_for(stream: list[Photo]) -> dict[str, str]:
+    """The trigger rules scaled to the photos the stream has, so that a rule can fire on the labels the run will
+    send: the accuracy rule's window is at most 60 % of the stream's cassava photos (the gates turn some away).
+    Refused at once, before minutes of training, when the stream is too small for any rule to tell."""
+    cassava = sum(photo.label is not None for photo in stream)
+    if cassava < MIN_STREAM_CASSAVA:
+        folder = math.ceil(MIN_STREAM_CASSAVA / FRACTIONS[PARTS.index("stream")])
+        raise BadInput(f"the stream part holds {cassava} cassava photos, and the scenario needs at least "
+                       f"{MIN_STREAM_CASSAVA} to label: give a folder of at least {folder} cassava photos (the stream "
+                       "is 40 % of them)")  # fmt: skip
+    last_n = min(ACCURACY_LAST_N, max(5, int(cassava * 0.6)))
+    return {"MHOGO_TRIGGER_ACCURACY_LAST_N": str(last_n), "MHOGO_TRIGGER_NEW_LABELS": str(max(30, 2 * last_n))}
+
+
 def scenario_env(config: ScenarioConfig, champion: Path) -> dict[str, str]:
     data = config.home / "data"
     return {
@@ -137,9 +157,7 @@ def scenario_env(config: ScenarioConfig, champion: Path) -> dict[str, str]:
         "MHOGO_HOLDOUT_DIR": str(data / "holdout"),
         "MHOGO_RETRAIN_DRY_RUN": "true" if config.quick else "false",
         "MHOGO_METRICS_INTERVAL_S": "5",
-        "MHOGO_TRIGGER_ACCURACY_LAST_N": "20",
         "MHOGO_TRIGGER_ACCURACY_BELOW": "0.8",
-        "MHOGO_TRIGGER_NEW_LABELS": "30",
         "MHOGO_FEEDBACK_HOLDOUT_SHARE": "0.3",
         "MHOGO_RETRAIN_TIME_LIMIT_S": "3600",
         # Serving and training share this machine's cores: each gets its own half (README, RETRAIN_TORCH_THREADS).
@@ -161,8 +179,9 @@ def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str]
     timeline = Timeline(out=out)
     parts = split_data(config.data, config.home / "data")
     timeline.mark("data split", **{name: len(photos) for name, photos in parts.items()})
+    rules = rules_for(parts["stream"])
     champion_path = config.home / "champion.pt"
-    env = scenario_env(config, champion_path)
+    env = rules | scenario_env(config, champion_path)
     # Trained with the threads a retraining run gets, as the challenger will be.
     threads = int(env["MHOGO_RETRAIN_TORCH_THREADS"])
     champion = train_champion(config.home / "data" / "base", champion_path, config, settings, threads)

@@ -12,6 +12,7 @@ from types import FrameType
 import click
 
 from core.config import REPO, Settings, settings
+from schemas.errors import BadInput
 
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -52,7 +53,10 @@ def scenario_retrain(data: Path, home: Path | None, quick: bool, screenshot: Pat
         raise KeyboardInterrupt  # unwinds through run_scenario, which stops its stack
 
     signal.signal(signal.SIGTERM, stop)
-    report = run_scenario(config, settings, out=lambda line: click.echo(line))
+    try:
+        report = run_scenario(config, settings, out=lambda line: click.echo(line))
+    except BadInput as exc:  # a folder too small to run the loop on: said at once, not after minutes of training
+        raise click.UsageError(str(exc)) from exc
     click.echo(json.dumps({"run": {k: v for k, v in report["run"].items() if k in ("id", "rule", "status", "decision",
                                                                                    "champion", "challenger")},
                            "checks": report["checks"], "report": str(home / "scenario.json")}, indent=2))  # fmt: skip

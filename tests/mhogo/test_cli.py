@@ -16,7 +16,7 @@ from core.config import settings
 from core.db import get_engine
 from core.devices import device_for_token
 from mhogo.cli import main, services
-from tests.utils.factories import sample_photo
+from tests.utils.factories import SAMPLES, sample_photo
 from tests.utils.processes import free_port, start_mhogo, stop, wait_for
 
 
@@ -107,3 +107,31 @@ def test_flower_s_open_pages_are_swapped_for_ones_that_ask_for_the_login() -> No
     served = {entry[0]: entry[1] for entry in handlers if isinstance(entry, tuple)}
     assert (served["/metrics"], served["/healthcheck"]) == (Metrics, Healthcheck)
     assert monitor.Metrics not in served.values()
+
+
+def test_the_retraining_scenario_refuses_a_folder_too_small_at_once(tmp_path: Path) -> None:
+    """On a folder of 40 photos it trained a champion for minutes, then failed with "no rule fired"."""
+    data = tmp_path / "data"
+    for folder in sorted(SAMPLES.glob("cassava/*")):  # three photos of each class: 15 cassava photos
+        (data / "cassava" / folder.name).mkdir(parents=True)
+        for source in sorted(folder.glob("*.jpg"))[:3]:
+            (data / "cassava" / folder.name / source.name).symlink_to(source)
+    (data / "negatives").mkdir()
+    for source in sorted(SAMPLES.glob("negatives/*.jpg"))[:10]:
+        (data / "negatives" / source.name).symlink_to(source)
+    result = CliRunner().invoke(main, ["scenario", "retrain", "--data", str(data), "--home", str(tmp_path / "run"),
+                                       "--quick"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "needs at least 10" in result.output
+    assert "at least 25 cassava photos" in result.output
+    assert not (tmp_path / "run" / "champion.pt").exists()  # refused before any training
+
+
+def test_the_scenario_s_rules_fit_the_photos_it_has() -> None:
+    from mhogo.scenario import Photo, rules_for
+
+    def stream(cassava: int) -> list[Photo]:
+        return [Photo(Path(f"{n}.jpg"), "cmd") for n in range(cassava)] + [Photo(Path("x.jpg"), None)] * 5
+
+    assert rules_for(stream(60))["MHOGO_TRIGGER_ACCURACY_LAST_N"] == "20"
+    assert rules_for(stream(18))["MHOGO_TRIGGER_ACCURACY_LAST_N"] == "10"
