@@ -5,11 +5,11 @@ with the whole recipe and judges both; the gate decides; an operator then promot
 keep arriving across the switch, each with exactly one result.
 
 What the gate must decide here: the two-batch champion answers cbb for every photo, so its cbb recall is 1.0 and
-the rest 0. The challenger learnt, and doubles the accuracy (0.2 -> 0.4 on the 30 judging photos), but gets only
-4 of the 6 cbb photos, a fall of 0.333 where 0.10 is allowed: the gate keeps the champion, with that reason. Every
-label is kept for judging (none trains), so the challenger learns from the base part alone, and both models and
-the judging photos are the same on every run, whatever job ids the server draws; on one thread each, the figures
-are too."""
+the rest 0. The challenger learnt, and about doubles the accuracy (0.2 -> 0.4 or 0.43 on the 30 judging photos, by
+CPU), but gets only 4 of the 6 cbb photos, a fall of 0.333 where 0.10 is allowed: the gate keeps the champion, with
+that reason. Every label is kept for judging (none trains), so the challenger learns from the base part alone, and
+both models and the judging photos are the same on every run, whatever job ids the server draws; on one thread
+each, the figures are too, on one machine."""
 
 from __future__ import annotations
 
@@ -45,9 +45,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         seen["metrics"] = httpx.get(f"{url}/metrics", auth=auth, timeout=30).text
         seen["screenshot"] = screenshot_dashboard(f"{url}/ops", live.FLOWER_USER, password, home / "ops.png")
 
-    # The scenario's accuracy rule reads the last 20 labels: the champion classifies 20 cassava photos of the stream,
-    # so the rule fires on the last label, once every label is stored, and the run finds them all.
+    # The accuracy rule reads the last 20 labels: the champion classifies all 20 cassava photos of the stream, so the
+    # rule fires on the last label, once every label is stored, and the run finds them all. (The scenario's own
+    # window is 60 % of the stream's cassava photos, in case its gates turn some away: 12 here, which fires early.)
     rules = {
+        "MHOGO_TRIGGER_ACCURACY_LAST_N": "20",
         "MHOGO_RETRAIN_DRY_RUN": "false",  # the champion had two batches (quick); the challenger gets the recipe
         "MHOGO_FEEDBACK_HOLDOUT_SHARE": "1",  # every label judges: the same challenger and judging photos each run
         "MHOGO_TORCH_THREADS": "1",  # and the same figures on any machine
@@ -71,10 +73,13 @@ def test_one_rule_fires_one_run_and_the_shipped_gate_keeps_the_champion(scenario
     champion, challenger = (run["evaluation"][who]["pooled"] for who in ("champion", "challenger"))
     assert champion["photos"] == challenger["photos"] == 30
     assert champion["recall"] == {"cbb": 1.0, "cbsd": 0.0, "cgm": 0.0, "cmd": 0.0, "healthy": 0.0}
-    assert (champion["accuracy"], challenger["accuracy"]) == (0.2, 0.4)
+    assert champion["accuracy"] == 0.2
+    # The challenger's figure differs by a photo between CPUs (float order in training): 12 or 13 of the 30.
+    assert 0.35 <= challenger["accuracy"] <= 0.5
     assert challenger["recall"]["cbb"] == pytest.approx(4 / 6, abs=1e-4)
     assert run["status"] == "kept"
-    assert run["decision"] == "accuracy gain +0.200, but cbb -0.333 falls by more than 0.100"
+    gain = challenger["accuracy"] - champion["accuracy"]
+    assert run["decision"] == f"accuracy gain +{gain:.3f}, but cbb -0.333 falls by more than 0.100"
 
 
 def test_an_operator_promotes_the_kept_challenger_and_the_workers_switch(scenario: dict[str, Any]) -> None:

@@ -54,7 +54,8 @@ def old_photos(config: Settings) -> tuple[str, str]:
             session.commit()
             keys.append(key)
         record_feedback(session, FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job_id, label="cbsd",
-                                               source=FeedbackSource.AGRONOMIST, created_at=utcnow()))  # fmt: skip
+                                               source=FeedbackSource.AGRONOMIST, agronomist="an agronomist",
+                                               created_at=utcnow()))  # fmt: skip
     return keys[0], keys[1]
 
 
