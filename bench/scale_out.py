@@ -34,6 +34,7 @@ from bench.loadgen import Uploads  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.db import open_database  # noqa: E402
 from core.devices import add_device  # noqa: E402
+from core.namespace import resolve  # noqa: E402
 from mhogo.stack import Service, Stack, free_port  # noqa: E402
 
 
@@ -95,9 +96,9 @@ def main() -> int:
             print(f"    {both:.2f} photos/s", flush=True)
             figures |= {"group_a_photos_per_s": round(alone, 2), "groups_a_and_b_photos_per_s": round(both, 2),
                         "ratio": round(both / alone, 3)}  # fmt: skip
-            inspect = subprocess.run(
+            inspect = subprocess.run(  # remote control is in the deployment's namespace, as its queues are
                 [sys.executable, "-m", "celery", "--app=workers.app", "inspect", "stats", "--json"],
-                env=env_a,
+                env=env_a | {"MHOGO_DEPLOYMENT": resolve(engine, None).deployment},
                 capture_output=True,
                 text=True,
                 timeout=60,

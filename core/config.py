@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     REDIS_URL: str = "redis://127.0.0.1:6379/0"
     DATABASE_URL: str | None = None  # default: SQLite under HOME
     MODEL_PATH: Path | None = None  # seeds the registry's champion on a fresh HOME; default: ml/weights/baseline.pt
+    # The deployment this process belongs to, whose keys in Redis (queues, counters, locks, rate limits) are under
+    # mhogo:<id>: (core.namespace). Unset: the database's deployment id, read at start, so every process on one
+    # database is in one namespace with no setting. Set: a process whose database is another deployment's refuses to
+    # start (`mhogo up` sets it for its services, to the id it printed).
+    DEPLOYMENT: str | None = None
 
     API_HOST: str = "127.0.0.1"
     API_THREADS: int = Field(default=8, gt=0)  # worker threads per API process for the database, Redis and disk

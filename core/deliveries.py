@@ -13,7 +13,9 @@ KEY_TTL_S = 24 * 3600
 
 
 class DeliveryCounter:
-    def __init__(self, redis: Redis, prefix: str = "mhogo:deliveries") -> None:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        """`prefix`: the deployment's (core.namespace `Namespace.deliveries`): task ids are unique, but a count kept
+        beside another deployment's would be deleted with it."""
         self.redis = redis
         self.prefix = prefix
 

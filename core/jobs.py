@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Update, bindparam, case, func, or_, update
@@ -148,9 +149,19 @@ _FINISH = update(JOBS_TABLE).where(
 )
 
 
-def claim(session: Session, job_id: str) -> bool:
-    """Mark the job `processing` unless it is finished. False means: finished already, skip the work."""
-    return _changed(session, _CLAIM, {"job_id": job_id, "now": utcnow()})
+class Claim(StrEnum):
+    CLAIMED = "claimed"  # the job is `processing` now: do the work
+    FINISHED = "finished"  # an earlier delivery finished it: skip the work, the message is done
+    UNKNOWN = "unknown"  # no such job in this database: the message is not this database's to do, nor to drop
+
+
+def claim(session: Session, job_id: str) -> Claim:
+    """Mark the job `processing` unless it is finished. When nothing changed, one more query tells a finished job
+    from one the database does not have (a task of another deployment's, or for a job removed since)."""
+    if _changed(session, _CLAIM, {"job_id": job_id, "now": utcnow()}):
+        return Claim.CLAIMED
+    exists = session.connection().execute(select(_C.id).where(_C.id == job_id)).first() is not None
+    return Claim.FINISHED if exists else Claim.UNKNOWN
 
 
 def finish(session: Session, job_id: str, finding: Finding) -> bool:

@@ -33,6 +33,7 @@ from sqlmodel import Session, col, select
 from core import registry
 from core.config import Settings
 from core.feedback import LabelledPhoto, Source, recent_labels
+from core.namespace import Namespace
 from ml.drift import drift_scores
 from schemas.labels import LABELS
 from schemas.queues import QueueName
@@ -122,13 +123,13 @@ def drift_figures(
     return [point(now, "drift_psi", value, key, champion.version) for key, value in scores.items()]
 
 
-def queue_figures(client: redis.Redis, now: datetime) -> list[MetricPoint]:
-    """Messages waiting in each queue (kombu's Redis transport keeps a queue as a list of its name) and messages
-    taken by a worker but not yet acknowledged."""
+def queue_figures(client: redis.Redis, namespace: Namespace, now: datetime) -> list[MetricPoint]:
+    """Messages waiting in each of the deployment's queues (kombu's Redis transport keeps a queue as a list, named
+    with the namespace's prefix) and messages its workers took but did not acknowledge yet."""
     pipe = client.pipeline(transaction=False)
     for queue in QueueName:
-        pipe.llen(queue.value)
-    pipe.hlen("unacked")
+        pipe.llen(namespace.queue(queue.value))
+    pipe.hlen(namespace.unacked)
     *lengths, in_flight = pipe.execute()
     points = [point(now, "queue_length", n, queue.value) for queue, n in zip(QueueName, lengths, strict=True)]
     return [*points, point(now, "queue_length", in_flight, "in_flight")]
@@ -170,7 +171,9 @@ def versions_with_feedback(session: Session, since: datetime) -> list[str]:
     return [version for version in session.exec(statement).all() if version]
 
 
-def tick(session: Session, client: redis.Redis, config: Settings, now: datetime) -> list[MetricPoint]:
+def tick(
+    session: Session, client: redis.Redis, namespace: Namespace, config: Settings, now: datetime
+) -> list[MetricPoint]:
     """Compute one tick of figures and store them (retention drops them after MHOGO_METRICS_RETENTION_DAYS, a batch
     at a time: core.retention)."""
     window = timedelta(seconds=config.METRICS_WINDOW_S)
@@ -179,7 +182,7 @@ def tick(session: Session, client: redis.Redis, config: Settings, now: datetime)
     jobs = recent_jobs(session, now, window)
     points = job_figures(session, now, window) + latency_figures(now, jobs)
     points += drift_figures(now, jobs, champion, config.DRIFT_MIN_PHOTOS)
-    points += queue_figures(client, now)
+    points += queue_figures(client, namespace, now)
     versions = set(versions_with_feedback(session, now - window)) | ({champion_version} if champion_version else set())
     n = config.METRICS_FEEDBACK_LAST_N
     for version in sorted(versions):

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from sqlmodel import Session
 
 from core import jobs
+from core.namespace import bound
 from schemas.errors import BrokerUnavailable
 from schemas.queues import TaskName
 from schemas.tables import Job
@@ -22,7 +23,10 @@ log = logging.getLogger(__name__)
 
 class Publisher:
     def __init__(self, app: Celery) -> None:
+        """`app` bound to the deployment's namespace (core.namespace.bind): unbound, its tasks would go to queues no
+        worker of any deployment reads."""
         self.app = app
+        self.namespace = bound(app)
 
     def publish_photo(self, job_id: str, blob_key: str) -> None:
         """One task per photo, named by its job: decode, gates, model and store run in one inference process."""
@@ -53,6 +57,11 @@ class Publisher:
 
     def publish_client_events(self, events: ClientEvents) -> None:
         self._send(lambda: self.app.send_task(TaskName.CLIENT_EVENTS.value, args=(events.model_dump(mode="json"),)))
+
+    def publish_task(self, task: str, args: Sequence[Any]) -> None:
+        """A task by name with its JSON arguments, as a new message: one a worker set aside, sent again
+        (core.strays)."""
+        self._send(lambda: self.app.send_task(TaskName(task).value, args=tuple(args)))
 
     def ping(self) -> None:
         """Raise unless the broker answers."""

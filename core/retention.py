@@ -48,6 +48,7 @@ from core import telemetry
 from core.blobs import BlobStore
 from core.config import Settings
 from core.feedback import trusted_jobs
+from core.namespace import Namespace
 from core.serving import BUILD_NAMESPACES, build_key
 from schemas.statuses import TERMINAL_STATUSES
 from schemas.tables import (
@@ -310,8 +311,9 @@ def delete_run_files(session: Session, model_dir: Path, cutoff: datetime, batch:
 
 
 def run_pass(session_factory: Callable[[], Session], blobs: BlobStore, config: Settings, now: datetime,
-             client: redis.Redis | None = None) -> Outcome:  # fmt: skip
-    """One batch of each kind, each in its own transaction; with a Redis client, the counters too."""
+             client: redis.Redis | None = None, namespace: Namespace | None = None) -> Outcome:  # fmt: skip
+    """One batch of each kind, each in its own transaction; with Redis and the deployment's namespace, the
+    counters too."""
     cut, batch, farmers = Cutoffs.of(config, now), config.RETENTION_BATCH, config.FARMERS_TO_AGREE
     counts: Counter[str] = Counter()
     with session_factory() as session:
@@ -321,8 +323,8 @@ def run_pass(session_factory: Callable[[], Session], blobs: BlobStore, config: S
         counts["metric_points"] = delete_oldest(session, MetricPoint, cut.metric_points, batch)
         counts.update(delete_challengers(session, blobs, cut.challengers, batch, now))
         counts.update(delete_run_files(session, config.model_dir, cut.run_files, batch))
-    if client is not None:
-        counts["counters"] = telemetry.drop_unknown(client, CLIENT_EVENTS_COUNTER, "kind", KNOWN_KINDS)
+    if client is not None and namespace is not None:
+        counts["counters"] = telemetry.drop_unknown(client, namespace, CLIENT_EVENTS_COUNTER, "kind", KNOWN_KINDS)
     counts = +counts  # what is zero is left out
     if counts:
         log.info("retention: %s", dict(counts))
@@ -330,12 +332,12 @@ def run_pass(session_factory: Callable[[], Session], blobs: BlobStore, config: S
 
 
 def run_all(session_factory: Callable[[], Session], blobs: BlobStore, config: Settings, now: datetime,
-            client: redis.Redis | None = None) -> Counter[str]:  # fmt: skip
+            client: redis.Redis | None = None, namespace: Namespace | None = None) -> Counter[str]:  # fmt: skip
     """Passes until no batch is full: everything past its time, still in short transactions (`mhogo retention
     run`)."""
     total: Counter[str] = Counter()
     while True:
-        outcome = run_pass(session_factory, blobs, config, now, client)
+        outcome = run_pass(session_factory, blobs, config, now, client, namespace)
         total.update(outcome.counts)
         if not outcome.more:
             return total
@@ -350,7 +352,8 @@ def kept_photos(session: Session, config: Settings, now: datetime) -> int:
     return _count(session, kept_labelled(Cutoffs.of(config, now).photos, config.FARMERS_TO_AGREE))
 
 
-def pending(session: Session, config: Settings, now: datetime, client: redis.Redis | None = None) -> Counter[str]:
+def pending(session: Session, config: Settings, now: datetime, client: redis.Redis | None = None,
+            namespace: Namespace | None = None) -> Counter[str]:  # fmt: skip
     """What a run would delete now, counted, changing nothing (`mhogo retention run --dry-run`)."""
     cut, farmers = Cutoffs.of(config, now), config.FARMERS_TO_AGREE
     counts: Counter[str] = Counter({
@@ -362,6 +365,6 @@ def pending(session: Session, config: Settings, now: datetime, client: redis.Red
         "challengers": _count(session, challenger_candidates(cut.challengers)),
         "run_files": len(run_files(session, config.model_dir, cut.run_files, None)),
     })  # fmt: skip
-    if client is not None:
-        counts["counters"] = len(telemetry.unknown(client, CLIENT_EVENTS_COUNTER, "kind", KNOWN_KINDS))
+    if client is not None and namespace is not None:
+        counts["counters"] = len(telemetry.unknown(client, namespace, CLIENT_EVENTS_COUNTER, "kind", KNOWN_KINDS))
     return counts

@@ -103,10 +103,21 @@ def ensure(engine: Engine) -> SchemaState:
     current = state(engine)
     if current.empty:
         current = upgrade(engine)
+    elif not current.ready:
+        current = settled(engine)
     reason = refusal(current)
     if reason is not None:
         raise DatabaseNotReady(reason)
     return current
+
+
+def settled(engine: Engine) -> SchemaState:
+    """The state once no upgrade is under way: another process may be making the tables of an empty database right
+    now (on SQLite its tables appear before its revision), which must not be taken for a database to upgrade."""
+    with _exclusive(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK})
+        return _state(connection)
 
 
 def upgrade(engine: Engine) -> SchemaState:

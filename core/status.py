@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from core import monitoring, registry, triggers
 from core.config import Settings
+from core.namespace import Namespace, deployment_id
 from schemas.tables import (
     AliasChange,
     MetricPoint,
@@ -33,13 +34,17 @@ RUNS_LOOKED_AT = 200
 STALE_TICKS = 3  # a last tick older than this many intervals means the aggregation is not running
 
 
-def status_report(session: Session, client: redis.Redis | None, config: Settings, hours: float) -> dict[str, Any]:
-    """The facts of the last `hours`: last tick's figures, live queues, models, switches, champion moves, runs."""
+def status_report(
+    session: Session, client: redis.Redis | None, config: Settings, hours: float, namespace: Namespace | None = None
+) -> dict[str, Any]:
+    """The facts of the last `hours`: last tick's figures, live queues, models, switches, champion moves, runs. The
+    queues are those of `namespace`, by default the database's deployment's."""
     now = utcnow()
     since = now - timedelta(hours=hours)
     figures = tick_figures(session, config, since, now)
     runs = runs_overlapping(session, since)
-    queues, redis_state = live_queues(client, now)
+    namespace = namespace or Namespace(deployment_id(session))
+    queues, redis_state = live_queues(client, namespace, now)
     if queues is None:
         queues = {"source": "last tick", "lengths": figures.pop("queue_length", {})}
     else:
@@ -47,6 +52,7 @@ def status_report(session: Session, client: redis.Redis | None, config: Settings
     return {
         "generated_at": now.isoformat(),
         "hours": hours,
+        "deployment": namespace.deployment,
         "models": models(session),
         "switches": switches(session, config),
         "redis": redis_state,
@@ -113,12 +119,14 @@ def drift_of(versions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def live_queues(client: redis.Redis | None, now: datetime) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def live_queues(
+    client: redis.Redis | None, namespace: Namespace, now: datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Queue lengths read now, or None with the reason when Redis was not asked or did not answer."""
     if client is None:
         return None, {"ok": None, "error": "not asked"}
     try:
-        points = monitoring.queue_figures(client, now)
+        points = monitoring.queue_figures(client, namespace, now)
     except redis.RedisError as exc:
         return None, {"ok": False, "error": f"Redis did not answer: {exc}"}
     return {"source": "redis", "lengths": {row.key: int(row.value) for row in points}}, {"ok": True, "error": None}
@@ -204,7 +212,8 @@ def compact(values: dict[str, Any]) -> str:
 
 def render_text(report: dict[str, Any]) -> str:
     """The report as a compact terminal view: one section per concern, columns aligned."""
-    lines = [f"mhogo status at {when(report['generated_at'])} UTC (last {report['hours']:g} h)", ""]
+    lines = [f"mhogo status of deployment {report['deployment']} at {when(report['generated_at'])} UTC (last "
+             f"{report['hours']:g} h)", ""]  # fmt: skip
     for section in (models_text, figures_text, feedback_text, history_text, runs_text):
         lines += [*section(report), ""]
     return "\n".join(lines).rstrip() + "\n"

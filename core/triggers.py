@@ -26,6 +26,7 @@ from core import registry
 from core.config import Settings
 from core.feedback import capped, device_limit, iter_labelled, recent_labels
 from core.monitoring import series
+from core.namespace import Namespace
 from schemas.errors import BrokerUnavailable, RegistryError
 from schemas.tables import (
     ModelAliasName,
@@ -37,8 +38,6 @@ from schemas.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-FIRE_LOCK = "mhogo:retrain:fire"
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,7 @@ def check_rules(session: Session, config: Settings, now: datetime) -> Firing | N
 def fire(
     session: Session,
     client: redis.Redis,
+    namespace: Namespace,
     publish: Callable[[int], str],
     firing: Firing,
     fired_by: str,
@@ -107,9 +107,10 @@ def fire(
     now: datetime,
 ) -> RetrainRun | None:
     """Record the run and enqueue its job, unless one is open or the last fired within the cooldown. `publish`
-    sends the job for a run id and returns its task id."""
+    sends the job for a run id and returns its task id. The lock is the deployment's: another deployment's runs are
+    numbered from 1 in their own database."""
     try:
-        with client.lock(FIRE_LOCK, timeout=60, blocking_timeout=30):
+        with client.lock(namespace.fire_lock, timeout=60, blocking_timeout=30):
             previous = last_run(session)
             if previous is not None and (RetrainStatus(previous.status).open or previous.fired_at > now - cooldown):
                 return None
@@ -145,7 +146,12 @@ def send(session: Session, run: RetrainRun, publish: Callable[[int], str], now: 
 
 
 def maybe_retrain(
-    session: Session, client: redis.Redis, publish: Callable[[int], str], config: Settings, fired_by: str
+    session: Session,
+    client: redis.Redis,
+    namespace: Namespace,
+    publish: Callable[[int], str],
+    config: Settings,
+    fired_by: str,
 ) -> RetrainRun | None:
     """Check the rules and fire the first that holds. Cheap when nothing fires: a few indexed queries."""
     now = utcnow()
@@ -158,7 +164,7 @@ def maybe_retrain(
     firing = check_rules(session, config, now)
     if firing is None:
         return None
-    return fire(session, client, publish, firing, fired_by, cooldown, now)
+    return fire(session, client, namespace, publish, firing, fired_by, cooldown, now)
 
 
 def finish_run(session: Session, run: RetrainRun, status: RetrainStatus, decision: str) -> None:

@@ -39,6 +39,7 @@ from core.config import Settings
 from core.db import open_database
 from core.devices import add_device
 from core.feedback import agronomist_label
+from core.namespace import Namespace, bind, resolve
 from core.publisher import Publisher
 from mhogo.stack import SERVICES, Service, Stack, embedded_redis_command, free_port, redis_answers, wait_until_healthy
 from producers.phone import Phone, open_phone
@@ -248,7 +249,7 @@ def _exercise(
     # after another as fast as Redis takes them, so both aggregation workers take them at once.
     labels = [agronomist_label(str(phone.outbox.get(key).job_id), str(truth[key].label), AGRONOMIST)
               for key in classified]  # fmt: skip
-    publisher = _publisher(settings.REDIS_URL)
+    publisher = _publisher(settings.REDIS_URL, resolve(engine, None))
     try:
         for event in labels:
             publisher.publish_feedback(event)
@@ -331,7 +332,9 @@ def _exercise(
     settled = switch.changed_at + timedelta(seconds=2 * settings.MODEL_REFRESH_S) if switch else None
     after = [row for row in rows if settled and row.created_at > settled and row.status == JobStatus.CLASSIFIED]
     reached_model = sum(1 for row in rows if row.model_version is not None)
-    counters = {(name, labels.get("task"), labels.get("state")): v for name, labels, v in telemetry.read(client)}
+    namespace = resolve(engine, None)
+    counters = {(name, labels.get("task"), labels.get("state")): v
+                for name, labels, v in telemetry.read(client, namespace)}  # fmt: skip
     classify = ("mhogo_tasks_total", TaskName.DIAGNOSE.value, "success")
     classify_runs = sum(v for key, v in counters.items() if key == classify)
     checks = {
@@ -373,13 +376,15 @@ def _promote_by_hand(settings: Settings, engine: Any, version: str, why: str) ->
     return version
 
 
-def _publisher(redis_url: str) -> Publisher:
-    """A publisher onto the scenario's own broker (the one Celery app of this process points at another)."""
+def _publisher(redis_url: str, namespace: Namespace) -> Publisher:
+    """A publisher onto the scenario's own broker, in its deployment's namespace (the one Celery app of this process
+    points at another broker, or is bound to another deployment)."""
     from celery import Celery
 
     app = Celery("mhogo-scenario", set_as_current=False)
     app.config_from_object("core.celery_config")
     app.conf.broker_url = redis_url
+    bind(app, namespace)
     return Publisher(app)
 
 

@@ -27,6 +27,7 @@ from typing import IO
 import redis
 
 from core.config import Settings
+from core.namespace import Namespace
 from core.redact import redact, secrets_of, url_password
 
 
@@ -52,6 +53,13 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
     except (redis.RedisError, OSError):
         return False
+
+
+def where(url: str) -> str:
+    """A Redis URL as a person reads it: host, port and database number (no password)."""
+    parts = redis.Redis.from_url(url).connection_pool.connection_kwargs  # parsed, not connected
+    place = parts.get("path") or f"{parts.get('host', 'localhost')}:{parts.get('port', 6379)}"
+    return f"{place}, database {parts.get('db', 0)}"
 
 
 def free_port() -> int:
@@ -93,6 +101,7 @@ class Stack:
     _pumps: list[threading.Thread] = field(default_factory=list)
     _print_lock: threading.Lock = field(default_factory=threading.Lock)
     secrets: set[str] = field(default_factory=set)  # masked in every line printed, the services' own included
+    namespace: Namespace | None = None  # the deployment every service must serve (MHOGO_DEPLOYMENT); None: theirs
 
     def say(self, name: str, line: str) -> None:
         line = redact(line.rstrip(), self.secrets | secrets_of(self.settings))
@@ -102,8 +111,12 @@ class Stack:
 
     def resolve_redis(self, explicit_url: bool) -> str:
         url = self.settings.REDIS_URL
-        if explicit_url or redis_answers(url):
-            self.say("mhogo", f"using Redis at {url}")
+        if explicit_url:
+            self.say("mhogo", f"using Redis at {url} (MHOGO_REDIS_URL){self._keys()}")
+            return url
+        if redis_answers(url):
+            # Not asked for: say which Redis, and which of its databases, another stack may be using too.
+            self.say("mhogo", f"no MHOGO_REDIS_URL: using the Redis that answers at {where(url)}{self._keys()}")
             return url
         port = free_port()
         self.spawn("redis", embedded_redis_command(port, self.settings.HOME / "redis"))
@@ -112,8 +125,12 @@ class Stack:
             if redis_answers(url):
                 break
             time.sleep(0.1)
-        self.say("mhogo", f"no Redis at {self.settings.REDIS_URL}: started an embedded one at {url}")
+        self.say("mhogo", f"no MHOGO_REDIS_URL and no Redis at {where(self.settings.REDIS_URL)}: started an embedded "
+                 f"one at {where(url)}{self._keys()}")  # fmt: skip
         return url
+
+    def _keys(self) -> str:
+        return f", keys under {self.namespace.prefix}" if self.namespace else ""
 
     def spawn(self, name: str, command: Sequence[str]) -> None:
         self.commands[name] = list(command)
@@ -138,6 +155,8 @@ class Stack:
                 self.say(name, line)
 
     def start(self, explicit_redis_url: bool) -> None:
+        if self.namespace is not None:  # each service checks it against its database as it starts
+            self.env["MHOGO_DEPLOYMENT"] = self.namespace.deployment
         self.env["MHOGO_REDIS_URL"] = self.resolve_redis(explicit_redis_url)
         self.secrets |= {value for value in (url_password(self.env["MHOGO_REDIS_URL"]),) if value}
         if self.settings.FLOWER_PASSWORD is None:

@@ -11,6 +11,8 @@ MhogoError
 ├── IdempotencyConflict         HTTP 422: a key reused for other bytes
 ├── OffsetConflict              HTTP 409: a resumable upload is not where the request says it stands
 ├── DatabaseNotReady            the database's schema is not this code's: upgrade it (or the code) first
+├── DeploymentMismatch          a process would work in another deployment's namespace than its database's (or in
+│                               none): it does not start
 ├── RegistryError               an operator asked the registry for something it cannot do
 └── ModelError                  the model file is missing or does not fit the code: an operator must act
 """
@@ -61,6 +63,11 @@ class OffsetConflict(MhogoError):
 
 class DatabaseNotReady(MhogoError):
     """The database is behind this code (`mhogo db upgrade`) or ahead of it (a newer release made it)."""
+
+
+class DeploymentMismatch(MhogoError):
+    """MHOGO_DEPLOYMENT, or the deployment a process's Celery app was bound to, is not its database's: its tasks
+    and keys would be another deployment's. Or the app is bound to no deployment at all."""
 
 
 class RegistryError(MhogoError):

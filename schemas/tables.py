@@ -313,3 +313,14 @@ class OperatorSwitch(SQLModel, table=True):
     changed_by: str = Field(max_length=200)
     reason: str | None = Field(default=None, max_length=500)
     changed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Deployment(SQLModel, table=True):
+    """The deployment this database belongs to: one row, made once by the migration that made the table. Its id
+    names every key the deployment keeps in Redis (core.namespace), so two deployments on one Redis never take each
+    other's tasks; every machine of one deployment shares it by sharing the database."""
+
+    __tablename__ = "deployment"
+
+    id: str = Field(primary_key=True, max_length=32)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

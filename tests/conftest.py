@@ -23,13 +23,16 @@ os.environ["MHOGO_TORCH_THREADS"] = "1"
 if "PYTEST_XDIST_WORKER" in os.environ:  # two test processes on two cores: one math thread each, or they thrash
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 os.environ.pop("MHOGO_DATABASE_URL", None)
+os.environ.pop("MHOGO_DEPLOYMENT", None)  # every test database is a deployment of its own
 
 import pytest  # noqa: E402
 from sqlalchemy import Engine  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from core.blobs import BlobStore  # noqa: E402
+from core.celery_app import app as celery_app  # noqa: E402
 from core.db import open_database  # noqa: E402
+from core.namespace import BOUND  # noqa: E402
 from tests.utils.postgres import postgres_database  # noqa: E402
 
 if TYPE_CHECKING:
@@ -42,6 +45,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def unbound_celery_app() -> Iterator[None]:
+    """A process binds its Celery app to one deployment for good (core.namespace.bind); a test process goes through
+    many test databases, each its own deployment: a task applied in one test works in that test's namespace."""
+    before = {key: celery_app.conf.get(key) for key in (BOUND, "broker_transport_options")}
+    yield
+    celery_app.conf.update(before)
 
 
 @pytest.fixture(scope="session")

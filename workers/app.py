@@ -1,17 +1,20 @@
 """The worker side of the one Celery app (`core.celery_app`): the task modules, the consumer that batches task
-events, and the hooks every worker process needs (logging with the job id, fresh database connections after a
-fork). `mhogo worker`, `mhogo beat` and Flower run this module's `app`."""
+events, and the hooks every worker process needs (the deployment's namespace before the first connection, logging
+with the job id, fresh database connections after a fork). `mhogo worker`, `mhogo beat` and Flower run this
+module's `app`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from celery import Task
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_init
+from celery.signals import beat_init, celeryd_init, setup_logging, task_postrun, task_prerun, worker_process_init
 
 from core.celery_app import app
 from core.config import settings
 from core.logs import TaskTokens, bind_task, configure_logging, unbind_task
+from core.namespace import bind, namespace_of, resolve
+from schemas.errors import MhogoError
 from workers.base import PhotoTask, _job_id
 
 __all__ = ["app"]  # the task modules decorate their tasks with it
@@ -24,6 +27,24 @@ app.conf.update(
 # The context each running task set, by task id, to put back when it ends (a list: a task run eagerly inside
 # another, as tests do, nests them).
 _bound: dict[str, list[TaskTokens]] = {}
+
+
+@celeryd_init.connect
+@beat_init.connect
+def _bind_namespace(**_: Any) -> None:
+    """Before a worker (or beat) makes its first connection, its app is in the database's namespace: only its own
+    deployment's queues. `mhogo worker` and `mhogo beat` bound it already, and said why when they could not; this
+    covers `celery --app=workers.app worker` run by hand. An app bound to another deployment than the database's
+    (MHOGO_DEPLOYMENT) does not start: SystemExit, since Celery logs any other error of a signal handler and goes
+    on."""
+    from core.db import open_database
+
+    bound = namespace_of(app)
+    configured = bound.deployment if bound is not None else settings.DEPLOYMENT
+    try:
+        bind(app, resolve(open_database(settings.database_url), configured))
+    except MhogoError as exc:  # another deployment's database, or one this release cannot use
+        raise SystemExit(f"not starting: {exc}") from exc
 
 
 @setup_logging.connect

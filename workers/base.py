@@ -1,13 +1,16 @@
-"""Bases of the mhogo tasks: storage handles made once per process; for the per-photo stages, the poison-message
-guard and marking the job failed when its stage fails for good."""
+"""Bases of the mhogo tasks: storage handles made once per process, the deployment's namespace, refusing a task for
+a job the database does not know; for the per-photo stages, the poison-message guard and marking the job failed
+when its stage fails for good."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from celery import Task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +22,9 @@ from core.blobs import BlobStore
 from core.config import settings
 from core.db import open_database
 from core.deliveries import DeliveryCounter
+from core.namespace import Namespace, bind, namespace_of, resolve
 from schemas.errors import TransientError
+from schemas.tables import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     KombuOperationalError,
 )
+
+REFUSED_KEPT = 1000  # the namespace's `refused` list keeps the last this many tasks set aside
 
 RETRY_POLICY: dict[str, Any] = {
     "autoretry_for": TRANSIENT_ERRORS,
@@ -65,18 +72,54 @@ class MhogoTask(Task):  # type: ignore[misc]
         return MhogoTask._blobs
 
     @property
+    def namespace(self) -> Namespace:
+        """The deployment whose queues this process takes tasks from: a worker's app is bound as it starts, before
+        it takes any (workers.app). A task applied in a process that is no worker binds the app to its database's."""
+        namespace = namespace_of(self.app)
+        if namespace is None:
+            namespace = resolve(self.engine, settings.DEPLOYMENT)
+            bind(self.app, namespace)
+        return namespace
+
+    @property
     def deliveries(self) -> DeliveryCounter:
         if MhogoTask._deliveries is None:
-            MhogoTask._deliveries = DeliveryCounter(redis.Redis.from_url(settings.REDIS_URL))
+            client = redis.Redis.from_url(settings.REDIS_URL)
+            MhogoTask._deliveries = DeliveryCounter(client, self.namespace.deliveries)
         return MhogoTask._deliveries
+
+    def delivered(self) -> int:
+        """Count this delivery of the message; how many there were, retries left out (each is a message again)."""
+        return self.deliveries.record(self.request.id) - (self.request.retries or 0)
+
+    def refuse(self, unknown: str, delivered: int) -> NoReturn:
+        """A task for a job (or run) this deployment's database does not know is not done, and not acknowledged as
+        done: given back to its queue, behind the messages waiting there, for another worker of the namespace (one
+        on the right database, where two databases share a deployment id, as a copy restored beside the original
+        would); after MHOGO_MAX_DELIVERIES deliveries, set aside in the namespace's `refused` list for an operator.
+        Either way an error in the log, and the task counted as rejected, not succeeded."""
+        extra = {"deployment": self.namespace.deployment, "delivered": delivered}
+        if delivered < settings.MAX_DELIVERIES:
+            log.error("%s is unknown to this deployment's database: task refused, back to the queue", unknown,
+                      extra=extra)  # fmt: skip
+            raise Reject(f"{unknown} is unknown to this database", requeue=True)
+        log.error("%s is unknown to this deployment's database: task set aside after %d deliveries (%s)", unknown,
+                  delivered, self.namespace.refused, extra=extra)  # fmt: skip
+        record = {"at": utcnow().isoformat(), "task": self.name, "task_id": self.request.id, "unknown": unknown,
+                  "args": list(self.request.args or ()), "refused_by": self.request.hostname}  # fmt: skip
+        pipe = self.deliveries.redis.pipeline()
+        pipe.lpush(self.namespace.refused, json.dumps(record, default=str))
+        pipe.ltrim(self.namespace.refused, 0, REFUSED_KEPT - 1)
+        pipe.execute()
+        raise Reject(f"{unknown} is unknown to this database", requeue=False)
 
 
 class PhotoTask(MhogoTask):
     """A per-photo task: its first argument names the job, which fails when the task fails for good."""
 
-    def poisoned(self, job_id: str) -> bool:
+    def poisoned(self, job_id: str, delivered: int) -> bool:
         """True when this message came back more often than retries explain: fail the job and stop."""
-        redeliveries = self.deliveries.record(self.request.id) - 1 - (self.request.retries or 0)
+        redeliveries = delivered - 1
         if redeliveries < settings.MAX_DELIVERIES:
             return False
         error = f"{self.name} did not complete after {redeliveries + 1} deliveries"

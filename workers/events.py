@@ -15,7 +15,7 @@ from redis.exceptions import LockError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from core import monitoring, retention, telemetry, triggers
+from core import monitoring, retention, strays, telemetry, triggers
 from core.config import settings
 from core.feedback import feedback_event, record_feedback
 from core.publisher import Publisher
@@ -28,17 +28,16 @@ from workers.base import RETRY_POLICY, MhogoTask
 
 log = logging.getLogger(__name__)
 
-AGGREGATE_LOCK = "mhogo:aggregate:lock"
-SWEEP_LOCK = "mhogo:sweep:lock"
-RETENTION_LOCK = "mhogo:retention:lock"
 WORKER = f"aggregation worker on {socket.gethostname()}"
 
 
 def check_triggers(task: MhogoTask) -> int | None:
     """Fire a retraining run if a rule holds; the run's id, or None."""
+    namespace = task.namespace
     publisher = Publisher(app)
     with task.session() as session:
-        run = triggers.maybe_retrain(session, task.deliveries.redis, publisher.publish_retrain, settings, WORKER)
+        run = triggers.maybe_retrain(session, task.deliveries.redis, namespace, publisher.publish_retrain, settings,
+                                     WORKER)  # fmt: skip
         return run.id if run is not None else None
 
 
@@ -48,9 +47,8 @@ def feedback(self: MhogoTask, payload: dict[str, Any]) -> str:
     with self.session() as session:
         try:
             stored = record_feedback(session, event)
-        except LookupError as exc:  # the API checked the job; a message for a missing job is dropped, not looped
-            log.error("dropping feedback %s: %s", event.event_id, exc)
-            return "dropped"
+        except LookupError:  # the API checked the job: not this database's feedback to store, nor to drop
+            self.refuse(f"job {event.job_id} (feedback {event.event_id})", self.delivered())
     if stored:
         check_triggers(self)
     return "stored" if stored else "duplicate"
@@ -73,20 +71,21 @@ def client_events(self: MhogoTask, payload: dict[str, Any]) -> int:
         result = session.execute(insert(ClientEvent.__table__).values(rows).on_conflict_do_nothing())  # type: ignore[attr-defined]
         session.commit()
     kinds = Counter(e.kind.value for e in batch.events)
-    telemetry.add(self.deliveries.redis, {("mhogo_client_events_total", frozenset({"kind": k}.items())): float(n)
-                                          for k, n in kinds.items()})  # fmt: skip
+    counts = {("mhogo_client_events_total", frozenset({"kind": k}.items())): float(n) for k, n in kinds.items()}
+    telemetry.add(self.deliveries.redis, self.namespace, counts)
     return int(getattr(result, "rowcount", 0) or 0)
 
 
 @app.task(name=TaskName.AGGREGATE, bind=True, base=MhogoTask, **RETRY_POLICY)
 def aggregate(self: MhogoTask) -> dict[str, Any]:
     """One tick of metrics (core.monitoring), then the trigger rules. One tick at a time across all workers."""
-    lock = self.deliveries.redis.lock(AGGREGATE_LOCK, timeout=max(60, int(settings.METRICS_INTERVAL_S)), blocking=False)
+    lock = self.deliveries.redis.lock(self.namespace.aggregate_lock, timeout=max(60, int(settings.METRICS_INTERVAL_S)),
+                                      blocking=False)  # fmt: skip
     if not lock.acquire():
         return {"skipped": True}
     try:
         with self.session() as session:
-            points = monitoring.tick(session, self.deliveries.redis, settings, utcnow())
+            points = monitoring.tick(session, self.deliveries.redis, self.namespace, settings, utcnow())
     finally:
         with contextlib.suppress(LockError):
             lock.release()
@@ -95,13 +94,19 @@ def aggregate(self: MhogoTask) -> dict[str, Any]:
 
 @app.task(name=TaskName.SWEEP, bind=True, base=MhogoTask, **RETRY_POLICY)
 def sweep(self: MhogoTask) -> dict[str, int]:
-    """Enqueue every job the API could not enqueue, and re-enqueue those whose message was lost (core.sweeper). One
-    sweep at a time across all workers."""
-    lock = self.deliveries.redis.lock(SWEEP_LOCK, timeout=max(60, int(settings.SWEEP_INTERVAL_S * 2)), blocking=False)
+    """Enqueue every job the API could not enqueue, and re-enqueue those whose message was lost (core.sweeper); take
+    back this deployment's messages waiting outside its queues (core.strays). One sweep at a time across all the
+    deployment's workers."""
+    lock = self.deliveries.redis.lock(self.namespace.sweep_lock, timeout=max(60, int(settings.SWEEP_INTERVAL_S * 2)),
+                                      blocking=False)  # fmt: skip
     if not lock.acquire():
         return {"skipped": 1}
     try:
-        return sweep_once(self.session, Publisher(app), settings)
+        publisher = Publisher(app)
+        counts = sweep_once(self.session, publisher, settings)
+        with self.session() as session:
+            return counts | strays.take_back(session, self.deliveries.redis, self.namespace, publisher,
+                                             settings.VISIBILITY_TIMEOUT_S)  # fmt: skip
     finally:
         with contextlib.suppress(LockError):  # it expired during a very long sweep: another may hold it now
             lock.release()
@@ -112,11 +117,11 @@ def apply_retention(self: MhogoTask) -> dict[str, int]:
     """Delete one batch of each kind of data past its time (core.retention). One pass at a time across all workers;
     a pass that filled a batch sends the next at once, so other tasks of the queue run in between."""
     client = self.deliveries.redis
-    lock = client.lock(RETENTION_LOCK, timeout=max(60, settings.TASK_TIME_LIMIT_S + 30), blocking=False)
+    lock = client.lock(self.namespace.retention_lock, timeout=max(60, settings.TASK_TIME_LIMIT_S + 30), blocking=False)
     if not lock.acquire():
         return {"skipped": 1}
     try:
-        outcome = retention.run_pass(self.session, self.blobs, settings, utcnow(), client)
+        outcome = retention.run_pass(self.session, self.blobs, settings, utcnow(), client, self.namespace)
     finally:
         with contextlib.suppress(LockError):
             lock.release()

@@ -84,12 +84,16 @@ INFERENCE_RETRY_POLICY = RETRY_POLICY | {"autoretry_for": (*TRANSIENT_ERRORS, Mo
 
 @app.task(name=TaskName.DIAGNOSE, bind=True, base=InferenceTask, **INFERENCE_RETRY_POLICY)
 def diagnose(self: InferenceTask, job_id: str, blob_key: str) -> str | None:
-    if self.poisoned(job_id):
+    delivered = self.delivered()
+    if self.poisoned(job_id, delivered):
         return None
     classifier = self.classifier  # before the claim: a model that does not load leaves the job queued, not stuck
     with self.session() as session:
-        if not jobs.claim(session, job_id):  # finished by an earlier delivery
-            return "already finished"
+        claim = jobs.claim(session, job_id)
+    if claim is jobs.Claim.UNKNOWN:
+        self.refuse(f"job {job_id}", delivered)
+    if claim is jobs.Claim.FINISHED:  # by an earlier delivery
+        return "already finished"
     finding = examine(self.blobs.get(blob_key), classifier, settings.quality_thresholds, settings.MAX_IMAGE_PIXELS)
     if finding.reason is RejectReason.UNREADABLE:  # the API checked it, so only a damaged blob gets here
         log.warning("stored photo unreadable", extra={"blob_key": blob_key})

@@ -34,6 +34,8 @@ class RetrainTask(MhogoTask):
 )
 def retrain(self: RetrainTask, run_id: int) -> dict[str, Any]:
     with self.session() as session:
+        if session.get(RetrainRun, run_id) is None:  # a run this database never fired: refused, not failed
+            self.refuse(f"retraining run {run_id}", self.delivered())
         threads = settings.RETRAIN_TORCH_THREADS or settings.torch_threads
         run = run_retraining(session, self.blobs, settings, run_id, threads, settings.model_path)
         return {"run": run.id, "status": str(run.status), "challenger": run.challenger_version,

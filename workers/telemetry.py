@@ -13,6 +13,7 @@ from celery.signals import task_failure, task_postrun, task_prerun, task_retry
 
 from core import telemetry
 from core.config import settings
+from core.namespace import namespace_of
 
 HOST = socket.gethostname()
 _started: dict[str, float] = {}
@@ -24,6 +25,14 @@ def _redis() -> redis.Redis:
     if _client is None:
         _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     return _client
+
+
+def _add(task: Task | None, increments: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> None:
+    """Into the counters of the deployment the worker serves (its app is bound as it starts); a task applied in a
+    process bound to none has no fleet to count in."""
+    namespace = namespace_of(task.app) if task is not None else None
+    if namespace is not None:
+        telemetry.add(_redis(), namespace, increments)
 
 
 def _labels(task: Task | None, **extra: str) -> frozenset[tuple[str, str]]:
@@ -44,15 +53,15 @@ def _on_postrun(task_id: str, task: Task, state: str | None = None, **_: Any) ->
         labels = _labels(task)
         increments[("mhogo_task_seconds_sum", labels)] = time.perf_counter() - started
         increments[("mhogo_task_seconds_count", labels)] = 1.0
-    telemetry.add(_redis(), increments)
+    _add(task, increments)
 
 
 @task_failure.connect
 def _on_failure(sender: Task | None = None, exception: BaseException | None = None, **_: Any) -> None:
     error = type(exception).__name__ if exception else "unknown"
-    telemetry.add(_redis(), {("mhogo_task_failures_total", _labels(sender, error=error)): 1.0})
+    _add(sender, {("mhogo_task_failures_total", _labels(sender, error=error)): 1.0})
 
 
 @task_retry.connect
 def _on_retry(sender: Task | None = None, **_: Any) -> None:
-    telemetry.add(_redis(), {("mhogo_task_retries_total", _labels(sender)): 1.0})
+    _add(sender, {("mhogo_task_retries_total", _labels(sender)): 1.0})

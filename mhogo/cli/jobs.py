@@ -35,7 +35,9 @@ def jobs_requeue(job_ids: tuple[str, ...], all_failed: bool) -> None:
     from core import jobs
     from core.celery_app import app
     from core.publisher import Publisher, enqueue_photo
+    from mhogo.cli.db import require_deployment
 
+    require_deployment()
     publisher = Publisher(app)
     with open_session(settings.database_url) as session:
         ids = [job.id for job in jobs.failed_jobs(session, 10_000)] if all_failed else list(job_ids)
@@ -50,12 +52,24 @@ def jobs_requeue(job_ids: tuple[str, ...], all_failed: bool) -> None:
 
 @click.command()
 def sweep() -> None:
-    """Enqueue now every job that is waiting for the queue."""
+    """Enqueue now every job that is waiting for the queue, and take back the deployment's messages waiting outside
+    its queues (as the periodic sweep does)."""
+    import redis
+
+    from core import strays
     from core.celery_app import app
     from core.publisher import Publisher
     from core.sweeper import sweep_once
+    from mhogo.cli.db import require_deployment
 
-    click.echo(json.dumps(sweep_once(lambda: open_session(settings.database_url), Publisher(app), settings)))
+    namespace = require_deployment()
+    publisher = Publisher(app)
+    counts = sweep_once(lambda: open_session(settings.database_url), publisher, settings)
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+    with open_session(settings.database_url) as session:
+        counts |= strays.take_back(session, client, namespace, publisher, settings.VISIBILITY_TIMEOUT_S)
+    client.close()
+    click.echo(json.dumps(counts))
 
 
 @click.command()

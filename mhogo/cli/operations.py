@@ -26,11 +26,13 @@ def status(hours: float, as_json: bool) -> None:
     import redis
 
     from core.status import render_text, status_report
+    from mhogo.cli.db import require_deployment
 
+    namespace = require_deployment()
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         with open_session(settings.database_url) as session:
-            report = status_report(session, client, settings, hours)
+            report = status_report(session, client, settings, hours, namespace)
     finally:
         client.close()
     click.echo(json.dumps(report, indent=2) if as_json else render_text(report), nl=as_json)
@@ -85,10 +87,12 @@ def retrain(context: click.Context, reason: str, fired_by: str) -> None:
     from core.celery_app import app
     from core.publisher import Publisher
     from core.triggers import Firing, fire
+    from mhogo.cli.db import require_deployment
     from schemas.tables import utcnow
 
+    namespace = require_deployment()
     with open_session(settings.database_url) as session:
-        run = fire(session, redis.Redis.from_url(settings.REDIS_URL), Publisher(app).publish_retrain,
+        run = fire(session, redis.Redis.from_url(settings.REDIS_URL), namespace, Publisher(app).publish_retrain,
                    Firing("operator", {"reason": reason}), fired_by, timedelta(0), utcnow())  # fmt: skip
     if run is None:
         raise click.ClickException("a retraining run is open already: `mhogo status` shows it")

@@ -25,17 +25,19 @@ def retention_run(dry_run: bool) -> None:
 
     from core import retention
     from core.blobs import BlobStore
+    from mhogo.cli.db import require_deployment
     from schemas.tables import utcnow
 
+    namespace = require_deployment()
     now = utcnow()
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         if dry_run:
             with open_session(settings.database_url) as session:
-                counts = retention.pending(session, settings, now, client)
+                counts = retention.pending(session, settings, now, client, namespace)
         else:
             counts = retention.run_all(lambda: open_session(settings.database_url), BlobStore(settings.blob_dir),
-                                       settings, now, client)  # fmt: skip
+                                       settings, now, client, namespace)  # fmt: skip
         with open_session(settings.database_url) as session:
             counts["photos_kept_labelled"] = retention.kept_photos(session, settings, now)
     finally:

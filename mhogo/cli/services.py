@@ -26,11 +26,13 @@ SAMPLES = REPO / "samples"
 @click.option("--verbose", "-v", is_flag=True, help="Every service logs at INFO (default: warnings only).")
 def up(demo: bool, once: bool, verbose: bool) -> None:
     """Run the whole stack in the foreground: Redis, API, one worker per queue, beat, Flower. Ctrl-C stops it."""
-    from mhogo.cli.db import upgrade_database, where
+    from mhogo.cli.db import require_deployment, upgrade_database, where
     from mhogo.stack import Stack, wait_until_healthy
 
     click.echo(f"database {where()} at revision {upgrade_database()}")  # before any service starts on it
-    stack = Stack(settings)
+    namespace = require_deployment()
+    click.echo(f"deployment {namespace.deployment}: every key it keeps in Redis is under {namespace.prefix}")
+    stack = Stack(settings, namespace=namespace)
     if not verbose and "MHOGO_LOG_LEVEL" not in os.environ:
         stack.env["MHOGO_LOG_LEVEL"] = "WARNING"
     if "MHOGO_LOG_JSON" not in os.environ:  # a person reads this terminal; services run elsewhere log JSON
@@ -78,10 +80,10 @@ def api(host: str | None, port: int | None, workers: int) -> None:
     import uvicorn
 
     from core.logs import configure_logging
-    from mhogo.cli.db import require_database
+    from mhogo.cli.db import require_deployment
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="api")
-    require_database()
+    require_deployment()  # each uvicorn process checks again as it makes the app (producers.api.app)
     uvicorn.run(
         "producers.api.app:serve",
         factory=True,
@@ -102,11 +104,11 @@ def api(host: str | None, port: int | None, workers: int) -> None:
 def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -> None:
     """Run a Celery worker consuming QUEUES."""
     from core.logs import configure_logging
-    from mhogo.cli.db import require_database
+    from mhogo.cli.db import require_deployment
     from workers.app import app
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="worker")  # Celery's setup_logging keeps it
-    require_database()
+    require_deployment()  # only this deployment's queues: the app is bound before it connects
     cores = os.cpu_count() or 1
     processes = concurrency or max(WORKER_CONCURRENCY[q] or cores for q in queues)
     # Read by each pool process as it loads its model (workers/inference.py): the processes share the cores.
@@ -131,9 +133,11 @@ def worker(queues: tuple[str, ...], concurrency: int | None, name: str | None) -
 def beat() -> None:
     """Run Celery beat: the periodic sweeper and the metrics tick."""
     from core.logs import configure_logging
+    from mhogo.cli.db import require_deployment
     from workers.app import app
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_JSON, service="beat")
+    require_deployment()
     settings.HOME.mkdir(parents=True, exist_ok=True)
     app.start([*quiet_when_json(), "beat", f"--loglevel={settings.LOG_LEVEL}"])
 
@@ -147,8 +151,12 @@ def quiet_when_json() -> list[str]:
 def flower() -> None:
     """Run Flower with basic auth (MHOGO_FLOWER_USER / MHOGO_FLOWER_PASSWORD) on every page, read-only (no task can be
     run through it), on MHOGO_FLOWER_HOST, with persistent state."""
+    from mhogo.cli.db import require_deployment
+
     if settings.FLOWER_PASSWORD is None:
         raise click.UsageError("set MHOGO_FLOWER_PASSWORD: Flower never runs without a password")
+    # Flower runs in a process of its own (below), whose app binds itself to the deployment named here.
+    os.environ["MHOGO_DEPLOYMENT"] = require_deployment().deployment
     settings.HOME.mkdir(parents=True, exist_ok=True)
     # In Flower's environment, not on its command line, where every user of the machine could read it (ps).
     os.environ["FLOWER_BASIC_AUTH"] = f"{settings.FLOWER_USER}:{settings.FLOWER_PASSWORD.get_secret_value()}"

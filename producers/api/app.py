@@ -18,7 +18,8 @@ from sqlmodel import Session
 from core.blobs import BlobStore
 from core.celery_app import app as celery_app
 from core.config import Settings, settings
-from core.db import get_engine, init_db
+from core.db import get_engine, init_db, open_database
+from core.namespace import bind, resolve
 from core.publisher import Publisher
 from core.sweeper import sweep_once
 from producers.api import dashboard, ops, problems, tus
@@ -46,13 +47,19 @@ def rates(config: Settings) -> dict[str, str]:
 
 
 def default_services(config: Settings) -> Services:
+    """What `mhogo api` serves with: the database's deployment (MHOGO_DEPLOYMENT, when set, must be it) names the
+    queues it sends to and the keys of its backlog and rate limits."""
+    namespace = resolve(open_database(config.database_url), config.DEPLOYMENT)
+    bind(celery_app, namespace)  # before the first message: the one Celery app, used here only to send by name
+    client = redis.Redis.from_url(config.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
     return Services(
         settings=config,
         engine=get_engine(config.database_url),
         blobs=BlobStore(config.blob_dir),
         publisher=Publisher(celery_app),  # the one Celery app, used here only to send tasks by name
-        backlog=Backlog(redis.Redis.from_url(config.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)),
-        limiter=RateLimiter.from_rates(config.REDIS_URL, rates(config)),
+        backlog=Backlog(client, namespace),
+        limiter=RateLimiter.from_rates(config.REDIS_URL, rates(config), namespace),
+        namespace=namespace,
     )
 
 
@@ -77,6 +84,9 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
         # one GIL: fewer threads gave more uploads a second (bench/upload_api.py).
         to_thread.current_default_thread_limiter().total_tokens = services.settings.API_THREADS
         init_db(services.engine)
+        # The API of one deployment on another's database would accept photos its workers never see: refused.
+        configured = services.namespace.deployment if services.namespace else services.settings.DEPLOYMENT
+        services.namespace = resolve(services.engine, configured)
         if sweep_on_startup:
             startup_sweep(services)
         yield

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from core.namespace import Namespace
 from schemas.queues import QueueName
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,10 @@ PHOTO_QUEUES = (QueueName.INFERENCE.value,)
 
 @dataclass
 class Backlog:
-    """Messages waiting in the photo queues, read from Redis at most once per `every_s` per process."""
+    """Messages waiting in the deployment's photo queues, read from Redis at most once per `every_s` per process."""
 
     client: redis.Redis
+    namespace: Namespace
     every_s: float = 1.0
     _depth: int | None = None
     _read_at: float = float("-inf")
@@ -37,7 +39,7 @@ class Backlog:
                 try:
                     pipe = self.client.pipeline(transaction=False)
                     for queue in PHOTO_QUEUES:
-                        pipe.llen(queue)
+                        pipe.llen(self.namespace.queue(queue))
                     self._depth = int(sum(pipe.execute()))
                 except redis.RedisError as exc:
                     log.warning("queue depth unknown: %s", exc)

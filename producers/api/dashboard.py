@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from sqlmodel import Session
 
 from core.config import Settings
+from core.namespace import Namespace
 from core.status import status_report
 from producers.api.deps import ServicesDep, SessionDep
 from producers.api.ops import OperatorDep, redis_client
@@ -35,14 +36,16 @@ def dashboard(
     services: ServicesDep, session: SessionDep, _: OperatorDep, hours: Annotated[float, Query(gt=0, le=24 * 31)] = 6
 ) -> HTMLResponse:
     config = services.settings
-    return HTMLResponse(render(session, redis_client(config.REDIS_URL), config, hours))
+    return HTMLResponse(render(session, redis_client(config.REDIS_URL), config, hours, services.deployment()))
 
 
-def render(session: Session, client: redis.Redis | None, config: Settings, hours: float) -> str:
-    """The whole page for the last `hours`."""
+def render(
+    session: Session, client: redis.Redis | None, config: Settings, hours: float, namespace: Namespace | None = None
+) -> str:
+    """The whole page for the last `hours`; the queues of `namespace`, by default the database's deployment's."""
     from producers.api.charts import charts
 
-    report = status_report(session, client, config, hours)
+    report = status_report(session, client, config, hours, namespace)
     now = datetime.fromisoformat(report["generated_at"])
     return page(report, charts(session, report, config, now - timedelta(hours=hours), now))
 

@@ -18,6 +18,7 @@ from core.blobs import BlobStore
 from core.config import Settings
 from core.db import close_session
 from core.devices import device_for_token
+from core.namespace import Namespace
 from core.publisher import Publisher
 from producers.api import problems
 from producers.api.backlog import Backlog
@@ -38,11 +39,18 @@ class Services:
     publisher: Publisher
     backlog: Backlog | None = None  # the photo queues' depth, for backpressure; None: never refuse for it
     limiter: RateLimiter | None = None  # per device and per client address (producers.api.ratelimit); None: none
+    namespace: Namespace | None = None  # the deployment's keys in Redis; None: the database's, read as the app starts
     intake: GroupIntake = field(init=False)  # accepts concurrent uploads together (producers.intake)
 
     def __post_init__(self) -> None:
         self.intake = GroupIntake(lambda: Session(self.engine, expire_on_commit=False), self.blobs, self.publisher,
                                   self.settings.MAX_IMAGE_PIXELS)  # fmt: skip
+
+    def deployment(self) -> Namespace:
+        """The namespace the app serves (checked against the database as it started)."""
+        if self.namespace is None:
+            raise RuntimeError("the app has not started: its deployment is read from the database at startup")
+        return self.namespace
 
 
 async def get_services(request: Request) -> Services:  # async: no thread hop for an attribute read

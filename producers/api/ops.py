@@ -76,7 +76,7 @@ class MhogoCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, CounterMetricFamily] = {}
-        for name, labels, value in telemetry.read(self.client):
+        for name, labels, value in telemetry.read(self.client, self.services.deployment()):
             base = name.removesuffix("_total")
             family = families.get(base) or CounterMetricFamily(base, f"mhogo {base.replace('_', ' ')}",
                                                                labels=sorted(labels))  # fmt: skip

@@ -8,8 +8,9 @@ together. What is limited, each with its own window:
   carrier puts thousands of phones behind one address), and requests whose token is missing or unknown
   (MHOGO_AUTH_FAILURE_RATE_LIMIT: a client that keeps sending a bad token gets 429 instead of 401).
 
-Over a limit: 429 with Retry-After. When Redis does not answer, nothing is refused for it: an upload that can be made
-durable is accepted, as during a broker outage."""
+Keys live under the deployment's namespace: device ids start at 1 in every database, so deployments sharing a Redis
+would otherwise spend each other's phones' allowance. Over a limit: 429 with Retry-After. When Redis does not
+answer, nothing is refused for it: an upload that can be made durable is accepted, as during a broker outage."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from limits import RateLimitItem, parse
 from limits.storage import Storage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+
+from core.namespace import Namespace
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +37,12 @@ class RateLimiter:
     limits: Mapping[str, RateLimitItem]  # by action; an action without one is not limited
 
     @classmethod
-    def from_rates(cls, redis_url: str, rates: Mapping[str, str]) -> RateLimiter | None:
+    def from_rates(cls, redis_url: str, rates: Mapping[str, str], namespace: Namespace) -> RateLimiter | None:
         """`rates` by action, in the `limits` notation ("120/minute", "2000/day"; empty: no limit)."""
         limits = {action: parse(rate) for action, rate in rates.items() if rate}
         if not limits:
             return None
-        storage = storage_from_string(redis_url)
+        storage = storage_from_string(redis_url, key_prefix=namespace.rate_limits)
         assert isinstance(storage, Storage)  # a redis:// URL gives the synchronous storage
         return cls(storage, limits)
 

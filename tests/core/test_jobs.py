@@ -12,7 +12,7 @@ from core.config import Settings
 from schemas.findings import Finding
 from schemas.reasons import RejectReason
 from schemas.statuses import JobStatus
-from schemas.tables import Job, utcnow
+from schemas.tables import Job, new_id, utcnow
 from tests.utils.factories import create_job, make_device, make_job
 
 
@@ -39,7 +39,7 @@ def test_lifecycle_received_queued_processing_classified(session: Session) -> No
     assert job.status == JobStatus.RECEIVED
     assert jobs.record_enqueued(session, job.id)
     assert jobs.get_job(session, job.id).status == JobStatus.QUEUED  # type: ignore[union-attr]
-    assert jobs.claim(session, job.id)
+    assert jobs.claim(session, job.id) is jobs.Claim.CLAIMED
     assert jobs.get_job(session, job.id).status == JobStatus.PROCESSING  # type: ignore[union-attr]
     finding = Finding(label="cmd", confidence=0.9, probabilities={"cmd": 0.9}, model_version="v1",
                       timings_ms={"model": 12.0})  # fmt: skip
@@ -56,12 +56,23 @@ def test_a_finished_job_stays_finished(session: Session) -> None:
     job = make_job(session, device)
     assert jobs.finish(session, job.id, Finding(reason=RejectReason.BLURRY))
     assert not jobs.finish(session, job.id, Finding(label="cmd"))
-    assert not jobs.claim(session, job.id)
+    assert jobs.claim(session, job.id) is jobs.Claim.FINISHED
     assert not jobs.fail(session, job.id, "late failure")
     assert not jobs.record_enqueued(session, job.id)
     stored = jobs.get_job(session, job.id)
     assert stored is not None
     assert (stored.status, stored.reason_code, stored.label) == (JobStatus.REJECTED, "blurry", None)
+
+
+def test_a_claim_tells_a_finished_job_from_one_the_database_does_not_have(session: Session) -> None:
+    """Both change nothing; only the first may be acknowledged as done (a task of another deployment's, once
+    acknowledged as "already finished", left its own job queued until the sweep)."""
+    device, _ = make_device(session)
+    job = make_job(session, device)
+    jobs.fail(session, job.id, "gave up")
+    assert jobs.claim(session, job.id) is jobs.Claim.FINISHED
+    assert jobs.claim(session, new_id()) is jobs.Claim.UNKNOWN
+    assert jobs.get_job(session, job.id).status == JobStatus.FAILED  # type: ignore[union-attr]
 
 
 def test_enqueue_after_processing_started_keeps_processing(session: Session) -> None:

@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from core import jobs, monitoring, registry
 from core.config import Settings
 from core.feedback import record_feedback
+from core.namespace import Namespace
 from ml.drift import reference
 from ml.imaging import PreprocessConfig, decode, prepare
 from schemas.findings import Finding
@@ -25,6 +26,7 @@ def count(session: Session) -> int:
 
 
 CONFIG = Settings(DRIFT_MIN_PHOTOS=10, METRICS_FEEDBACK_LAST_N=50)
+OURS, THEIRS = Namespace("a1a1a1a1a1a1"), Namespace("b2b2b2b2b2b2")
 
 
 def photo_stats() -> list[dict[str, float]]:
@@ -52,9 +54,15 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
     failed = make_job(session, device, key="broken", data=b"broken")
     jobs.fail(session, failed.id, "boom")
     queues = fakeredis.FakeRedis()
-    queues.rpush("inference", b"m1", b"m2")
+    queues.rpush(OURS.queue("inference"), b"m1", b"m2")
+    queues.hset(OURS.unacked, "tag-1", b"m0")
+    # Another deployment's messages on the same Redis database, and a queue of the layout before namespaces.
+    queues.rpush(THEIRS.queue("inference"), b"t1", b"t2", b"t3")
+    queues.rpush(THEIRS.queue("events"), b"t4")
+    queues.hset(THEIRS.unacked, "tag-2", b"t0")
+    queues.rpush("inference", b"old")
 
-    points = monitoring.tick(session, queues, CONFIG, utcnow())
+    points = monitoring.tick(session, queues, OURS, CONFIG, utcnow())
 
     figures = {(p.name, p.key, p.model_version): p.value for p in points}
     assert figures[("photos_per_minute", "", None)] == 22 / 5
@@ -64,6 +72,7 @@ def test_a_tick_stores_every_figure_the_dashboard_draws(session: Session) -> Non
     assert ("latency_ms", "end_to_end:p99", None) in figures
     assert figures[("queue_length", "inference", None)] == 2
     assert figures[("queue_length", "events", None)] == 0
+    assert figures[("queue_length", "in_flight", None)] == 1
     assert figures[("labelled", "agronomist", "v1")] == 20
     assert figures[("accuracy", "agronomist", "v1")] == 0.5
     assert figures[("confusion", "cmd>cmd", "v1")] == 10
@@ -94,7 +103,7 @@ def test_one_phone_moves_the_farmer_and_trusted_figures_by_its_share_only(sessio
     for _ in range(30):
         said(flood, "cbsd")
 
-    points = monitoring.tick(session, fakeredis.FakeRedis(), config, utcnow())
+    points = monitoring.tick(session, fakeredis.FakeRedis(), OURS, config, utcnow())
 
     figures = {(p.name, p.key): p.value for p in points if p.model_version == "v1"}
     for source in ("farmer", "trusted"):

@@ -15,12 +15,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
+from filelock import FileLock
 from sqlalchemy import Engine, text
 from sqlmodel import Session, SQLModel, select
 
 from core import schema
 from core.config import Settings
 from core.db import make_engine
+from core.namespace import deployment_id
 from mhogo.cli import db as db_commands
 from mhogo.cli import main
 from producers.api.app import create_app
@@ -90,6 +92,46 @@ def test_an_empty_database_is_made_by_whoever_opens_it_first_even_all_at_once(tm
     assert schema.state(make_engine(url)).ready
 
 
+def test_a_service_that_opens_the_database_while_another_makes_it_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite the tables of an empty database appear before its revision: the API, opening it while Flower made
+    it (both check the deployment as they start), took it for the release before migrations and exited."""
+    database = tmp_path / "making.db"
+    url = f"sqlite:///{database}"
+    looked = threading.Event()
+    state = schema.state
+
+    def state_seen(engine: Engine) -> schema.SchemaState:
+        found = state(engine)
+        looked.set()
+        return found
+
+    monkeypatch.setattr(schema, "state", state_seen)
+    engine = make_engine(url)
+    making = FileLock(f"{database}.upgrade.lock")  # what the process making the tables holds (schema._exclusive)
+    making.acquire()
+    with engine.begin() as connection:  # its first table is made, its revision not yet
+        connection.execute(text("CREATE TABLE devices (id INTEGER PRIMARY KEY)"))
+    outcome: list[object] = []
+    opening = threading.Thread(target=lambda: outcome.append(_ensure(make_engine(url))))
+    opening.start()
+    looked.wait()  # the second process looked while the first is half way
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE devices"))
+        command.upgrade(schema.config(connection), "head")
+    making.release()
+    opening.join()
+    assert outcome == [schema.head()]
+
+
+def _ensure(engine: Engine) -> object:
+    try:
+        return schema.ensure(engine).revision
+    except DatabaseNotReady as exc:
+        return exc
+
+
 def test_the_previous_release_s_database_is_refused_until_it_is_upgraded(tmp_path: Path) -> None:
     engine = previous_release(tmp_path)
     before = schema.state(engine)
@@ -156,6 +198,9 @@ def test_db_current_and_upgrade_on_the_command_line(tmp_path: Path, monkeypatch:
     current = CliRunner().invoke(main, ["db", "current"])
     assert current.exit_code == 0, current.output
     assert schema.state(engine).ready
+    with Session(engine) as session:
+        made = deployment_id(session)  # by the upgrade, once
+    assert f"deployment {made}: its keys in Redis are under mhogo:{made}:" in current.output
 
 
 def _settings(tmp_path: Path) -> Settings:

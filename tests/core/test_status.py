@@ -20,6 +20,7 @@ from sqlmodel import Session
 from core import monitoring, triggers
 from core.config import Settings
 from core.db import get_engine
+from core.namespace import Namespace, deployment_id
 from core.status import render_text, status_report
 from mhogo.cli import main, operations
 from schemas.tables import (
@@ -171,8 +172,11 @@ def test_queues_are_read_live_and_from_the_last_tick_when_redis_is_down(seeded: 
     assert down["queues"]["source"] == "last tick"
     assert down["queues"]["lengths"] == {queue: seeded.last[("queue_length", queue, None)] for queue in QUEUES}
     client = fakeredis.FakeRedis()
-    client.rpush("inference", *range(7))
+    ours = Namespace(deployment_id(db))  # the queues of the database's deployment, and no other's
+    client.rpush(ours.queue("inference"), *range(7))
+    client.rpush(Namespace("b2b2b2b2b2b2").queue("inference"), *range(3))
     live = status_report(db, client, Settings(), hours=6)
+    assert live["deployment"] == ours.deployment
     assert live["redis"] == {"ok": True, "error": None}
     assert live["queues"]["source"] == "redis"
     assert live["queues"]["lengths"] == {"inference": 7, "events": 0, "retraining": 0, "in_flight": 0}

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select, update
 from core import jobs, registry, triggers
 from core.config import Settings, settings
 from core.feedback import record_feedback
+from core.namespace import Namespace
 from core.sweeper import sweep_runs
 from schemas.errors import BrokerUnavailable, RegistryError
 from schemas.findings import Finding
@@ -34,6 +35,7 @@ from tests.utils.fakes import RecordingPublisher
 from tests.utils.processes import ensure_default_redis
 
 CHAMPION = "champion-v1"
+NAMESPACE = Namespace(uuid.uuid4().hex[:12])  # this run's: its lock is no other run's
 RULES = Settings(TRIGGER_ACCURACY_LAST_N=10, TRIGGER_ACCURACY_BELOW=0.6, TRIGGER_NEW_LABELS=1000,
                  TRIGGER_DRIFT_TICKS=3, TRIGGER_DRIFT_PSI=0.25, RETRAIN_COOLDOWN_S=3600)  # fmt: skip
 
@@ -41,9 +43,7 @@ RULES = Settings(TRIGGER_ACCURACY_LAST_N=10, TRIGGER_ACCURACY_BELOW=0.6, TRIGGER
 @pytest.fixture
 def client() -> redis.Redis:
     ensure_default_redis()
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.delete(triggers.FIRE_LOCK)
-    return client
+    return redis.Redis.from_url(settings.REDIS_URL)
 
 
 def serve(session: Session, version: str = CHAMPION) -> None:
@@ -169,7 +169,7 @@ def test_many_workers_at_once_enqueue_exactly_one_run(engine: Engine, client: re
         try:
             start.wait()
             with Session(engine, expire_on_commit=False) as session:
-                triggers.maybe_retrain(session, client, publish, RULES, f"worker {n}")
+                triggers.maybe_retrain(session, client, NAMESPACE, publish, RULES, f"worker {n}")
         except BaseException as exc:  # collected and raised in the test thread
             errors.append(exc)
 
@@ -202,12 +202,14 @@ def test_cooldown_after_a_run_and_no_run_while_one_is_open(session: Session, cli
     for _ in range(10):
         labelled(session, "cmd", "healthy")
     publish = lambda run_id: "t"  # noqa: E731
-    run = triggers.maybe_retrain(session, client, publish, RULES, "w")
+    run = triggers.maybe_retrain(session, client, NAMESPACE, publish, RULES, "w")
     assert run is not None
-    assert triggers.maybe_retrain(session, client, publish, RULES, "w") is None  # open
+    assert triggers.maybe_retrain(session, client, NAMESPACE, publish, RULES, "w") is None  # open
     triggers.finish_run(session, run, RetrainStatus.KEPT, "not better")
-    assert triggers.maybe_retrain(session, client, publish, RULES, "w") is None  # cooling down
-    again = triggers.maybe_retrain(session, client, publish, RULES.model_copy(update={"RETRAIN_COOLDOWN_S": 0}), "w")
+    assert triggers.maybe_retrain(session, client, NAMESPACE, publish, RULES, "w") is None  # cooling down
+    again = triggers.maybe_retrain(
+        session, client, NAMESPACE, publish, RULES.model_copy(update={"RETRAIN_COOLDOWN_S": 0}), "w"
+    )
     assert again is not None
     assert again.id != run.id
 
@@ -217,9 +219,9 @@ def test_operators_can_pause_automatic_retraining(session: Session, client: redi
     for _ in range(10):
         labelled(session, "cmd", "healthy")
     triggers.set_switch(session, SwitchName.AUTO_RETRAIN, False, "ops", "holiday")
-    assert triggers.maybe_retrain(session, client, lambda run_id: "t", RULES, "w") is None
+    assert triggers.maybe_retrain(session, client, NAMESPACE, lambda run_id: "t", RULES, "w") is None
     triggers.set_switch(session, SwitchName.AUTO_RETRAIN, True, "ops")
-    assert triggers.maybe_retrain(session, client, lambda run_id: "t", RULES, "w") is not None
+    assert triggers.maybe_retrain(session, client, NAMESPACE, lambda run_id: "t", RULES, "w") is not None
 
 
 def test_a_run_that_could_not_be_enqueued_is_closed_with_the_reason(session: Session, client: redis.Redis) -> None:
@@ -230,12 +232,14 @@ def test_a_run_that_could_not_be_enqueued_is_closed_with_the_reason(session: Ses
 
     firing = triggers.Firing("operator", {})
     with pytest.raises(BrokerUnavailable):
-        triggers.fire(session, client, down, firing, "ops", timedelta(0), utcnow())
+        triggers.fire(session, client, NAMESPACE, down, firing, "ops", timedelta(0), utcnow())
     run = session.exec(select(RetrainRun)).one()
     assert run.status == RetrainStatus.FAILED
     assert run.open_slot is None
     assert "could not enqueue" in (run.decision or "")
-    assert triggers.fire(session, client, lambda run_id: "t", firing, "ops", timedelta(0), utcnow()) is not None
+    assert (
+        triggers.fire(session, client, NAMESPACE, lambda run_id: "t", firing, "ops", timedelta(0), utcnow()) is not None
+    )
 
 
 def test_a_run_whose_message_the_broker_lost_is_sent_again_then_failed(session: Session, client: redis.Redis) -> None:
@@ -243,7 +247,7 @@ def test_a_run_whose_message_the_broker_lost_is_sent_again_then_failed(session: 
     rule (and `mhogo retrain`) was refused while it was open."""
     serve(session)
     publisher = RecordingPublisher()
-    fired = triggers.fire(session, client, publisher.publish_retrain, triggers.Firing("operator"), "ops",
+    fired = triggers.fire(session, client, NAMESPACE, publisher.publish_retrain, triggers.Firing("operator"), "ops",
                           timedelta(0), utcnow())  # fmt: skip
     assert fired is not None
     assert fired.id is not None
@@ -260,7 +264,7 @@ def test_a_run_whose_message_the_broker_lost_is_sent_again_then_failed(session: 
     assert run is not None
     assert (run.status, run.decision) == (RetrainStatus.FAILED, "not started after 3 sends of its message")
     assert publisher.retrains == [fired.id] * 3
-    again = triggers.fire(session, client, publisher.publish_retrain, triggers.Firing("operator"), "ops",
+    again = triggers.fire(session, client, NAMESPACE, publisher.publish_retrain, triggers.Firing("operator"), "ops",
                           timedelta(0), utcnow())  # fmt: skip
     assert again is not None  # the slot is free again
 

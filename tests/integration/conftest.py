@@ -14,16 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from celery import Celery
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from core.config import settings
 from core.db import open_database
 from core.devices import add_device
+from core.namespace import Namespace, bind, resolve
 from tests.utils.factories import SAMPLES
 from tests.utils.postgres import postgres_database
 from tests.utils.processes import ensure_default_redis, free_port, start_mhogo, stop, wait_for
-from workers.app import app as celery_app
 
 
 @dataclass
@@ -33,7 +34,21 @@ class LiveStack:
     env: dict[str, str]
     home: Path
     worker_name: str
+    namespace: Namespace  # its database's deployment: where its queues and keys are in Redis
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _celery: Celery | None = None
+
+    @property
+    def celery(self) -> Celery:
+        """A Celery app of the stack's own deployment, to ping, inspect and steer its worker (remote control is in
+        the namespace too: the test process's app, bound to no stack or to another, would not reach it)."""
+        if self._celery is None:
+            self._celery = celery_app_for(self.env["MHOGO_REDIS_URL"], self.namespace)
+        return self._celery
+
+    def close_celery(self) -> None:
+        if self._celery is not None:
+            self._celery.close()
 
     def new_token(self, name: str = "phone") -> str:
         with Session(self.engine) as session:
@@ -50,13 +65,21 @@ def redis_url() -> str:
     return settings.REDIS_URL
 
 
-def worker_answers(name: str) -> bool:
-    return any(name in reply for reply in celery_app.control.ping(destination=[name], timeout=1.0))
+def celery_app_for(redis_url: str, namespace: Namespace) -> Celery:
+    app = Celery("mhogo-test", set_as_current=False)
+    app.config_from_object("core.celery_config")
+    app.conf.broker_url = redis_url
+    bind(app, namespace)
+    return app
+
+
+def worker_answers(app: Celery, name: str) -> bool:
+    return any(name in reply for reply in app.control.ping(destination=[name], timeout=1.0))
 
 
 @contextmanager
 def live_stack(
-    home: Path, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None
+    home: Path, database_url: str, redis_url: str, extra_env: dict[str, str] | None = None, concurrency: int = 2
 ) -> Iterator[LiveStack]:
     port = free_port()
     env = (
@@ -75,9 +98,10 @@ def live_stack(
     )
     engine = open_database(database_url)
     name = f"it-{uuid.uuid4().hex[:8]}@localhost"
-    stack = LiveStack(f"http://127.0.0.1:{port}", engine, env, home, name)
+    stack = LiveStack(f"http://127.0.0.1:{port}", engine, env, home, name, resolve(engine, None))
     with ExitStack() as cleanup:
-        worker = start_mhogo(["worker", "inference", "events", "retraining", "-c", "2", "--name", name],
+        cleanup.callback(stack.close_celery)
+        worker = start_mhogo(["worker", "inference", "events", "retraining", "-c", str(concurrency), "--name", name],
                              env, home / "worker.log")  # fmt: skip
         cleanup.callback(stop, worker)
         api = start_mhogo(["api"], env, home / "api.log")
@@ -85,7 +109,7 @@ def live_stack(
         stack.processes += [worker, api]
         wait_for(lambda: httpx.get(f"{stack.api_url}/healthz").status_code == 200, 60, "the API")
         if redis_url == settings.REDIS_URL:
-            wait_for(lambda: worker_answers(name), 60, "the worker")
+            wait_for(lambda: worker_answers(stack.celery, name), 60, "the worker")
         yield stack
     engine.dispose()
 

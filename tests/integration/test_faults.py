@@ -42,7 +42,6 @@ from tests.utils.pool import (
     times_stored,
 )
 from tests.utils.processes import wait_for
-from workers.app import app as celery_app
 
 pytestmark = pytest.mark.integration
 PHOTOS_THROUGH_PROXY = 60  # bench/faults.py sends 500
@@ -225,7 +224,7 @@ def kill_busy_pool_processes(
     deadline = time.monotonic() + give_up_s
     while len(kills) < count and time.monotonic() < deadline:
         ours = set(job_ids)
-        held = [photo for photo in running_photos(celery_app, stack.worker_name) if photo.job_id in ours]
+        held = [photo for photo in running_photos(stack.celery, stack.worker_name) if photo.job_id in ours]
         # The worker may still list a task of a process killed a moment ago: only live processes count.
         busy = [photo for photo in held if not gone(photo.pid) and job_status(stack, photo.job_id) == "processing"]
         if not busy:
@@ -253,7 +252,7 @@ def landed_mid_task(stack: LiveStack, kills: list[Kill], outcomes: list[StoredOu
     landed = []
     for kill in kills:
         outcome = stored.get(kill.photo.job_id)
-        started = int(deliveries.get(f"mhogo:deliveries:{kill.photo.task_id}") or 0)  # core/deliveries.py
+        started = int(deliveries.get(f"{stack.namespace.deliveries}:{kill.photo.task_id}") or 0)  # core/deliveries.py
         if outcome is not None and outcome.at > kill.at and outcome.task_id == kill.photo.task_id and started >= 2:
             landed.append(kill)
     return landed

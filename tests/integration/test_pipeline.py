@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from core import registry, telemetry
 from core.config import settings
+from core.namespace import Namespace
 from core.retraining import NO_HOLDOUT
 from ml.checkpoint import load_checkpoint
 from schemas.statuses import TERMINAL_STATUSES
@@ -232,10 +233,10 @@ def test_worker_logs_are_json_with_the_job_id(stack: LiveStack) -> None:
     assert [(line["level"], line["task"]) for line in outcome] == [("INFO", "mhogo.inference.diagnose")]
 
 
-def client_events_counted(redis_url: str) -> float:
+def client_events_counted(redis_url: str, namespace: Namespace) -> float:
     client = redis.Redis.from_url(redis_url)
     try:
-        return sum(v for name, _, v in telemetry.read(client) if name == "mhogo_client_events_total")
+        return sum(v for name, _, v in telemetry.read(client, namespace) if name == "mhogo_client_events_total")
     finally:
         client.close()
 
@@ -243,11 +244,12 @@ def client_events_counted(redis_url: str) -> float:
 def test_phone_events_are_stored_once_per_event_id(stack: LiveStack) -> None:
     events = [{"event_id": f"evt-{uuid.uuid4().hex}", "kind": "upload_retried", "at": "2026-11-29T10:00:00Z",
                "data": {"attempt": n}} for n in range(3)]  # fmt: skip
-    counted = client_events_counted(stack.env["MHOGO_REDIS_URL"])
+    counted = client_events_counted(stack.env["MHOGO_REDIS_URL"], stack.namespace)
     with stack.client(stack.new_token()) as client:
         for _ in range(2):  # the phone did not hear the first answer and sends the batch again
             assert client.post("/v1/events", json=events).status_code == 202
-    wait_for(lambda: client_events_counted(stack.env["MHOGO_REDIS_URL"]) >= counted + 6, 30, "both batches handled")
+    wait_for(lambda: client_events_counted(stack.env["MHOGO_REDIS_URL"], stack.namespace) >= counted + 6, 30,
+             "both batches handled")  # fmt: skip
     ids = [e["event_id"] for e in events]
     with Session(stack.engine) as session:
         assert len(session.exec(select(ClientEvent).where(col(ClientEvent.id).in_(ids))).all()) == 3

@@ -19,6 +19,8 @@ from core.blobs import BlobStore
 from core.config import Settings, settings
 from core.db import open_database
 from core.feedback import record_feedback
+from core.namespace import resolve
+from mhogo.cli import db as db_commands
 from mhogo.cli import main
 from mhogo.cli import retention as retention_commands
 from schemas.findings import Finding
@@ -64,11 +66,13 @@ def test_dry_run_counts_the_run_deletes_and_the_next_finds_nothing(
 ) -> None:
     config = Settings(HOME=tmp_path, REDIS_URL=settings.REDIS_URL)
     monkeypatch.setattr(retention_commands, "settings", config)
+    monkeypatch.setattr(db_commands, "settings", config)  # the database and deployment it checks first
     unlabelled, labelled = old_photos(config)
     blobs = BlobStore(config.blob_dir)
     ensure_default_redis()
     client = redis.Redis.from_url(settings.REDIS_URL)
-    telemetry.add(client, {MADE_UP: 3.0})
+    namespace = resolve(open_database(config.database_url), None)  # the deployment `mhogo retention` runs in
+    telemetry.add(client, namespace, {MADE_UP: 3.0})
 
     dry = CliRunner().invoke(main, ["retention", "run", "--dry-run"])
     assert dry.exit_code == 0, dry.output
@@ -86,7 +90,7 @@ def test_dry_run_counts_the_run_deletes_and_the_next_finds_nothing(
                        "metric_points": 0, "challengers": 0, "run_files": 0, "counters": 1}  # fmt: skip
     assert not blobs.exists(unlabelled)
     assert blobs.exists(labelled)  # training data
-    assert all(labels.get("kind") != "made_up_by_an_old_release" for _, labels, _ in telemetry.read(client))
+    assert all(labels.get("kind") != "made_up_by_an_old_release" for _, labels, _ in telemetry.read(client, namespace))
 
     again = CliRunner().invoke(main, ["retention", "run"])
     assert counts(again.output) == {"photos": 0, "photos_kept_labelled": 1, "jobs": 0, "client_events": 0,

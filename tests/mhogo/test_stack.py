@@ -16,9 +16,10 @@ import pytest
 from sqlmodel import Session
 
 from core import schema
-from core.config import Settings
+from core.config import Settings, settings
 from core.db import make_engine
 from core.devices import device_for_token
+from core.namespace import Namespace, deployment_id
 from mhogo.stack import Service, Stack, redis_answers
 from schemas.tables import Job
 from tests.core.test_schema import CLASSIFIED, PREVIOUS_RELEASE, PREVIOUS_TOKEN
@@ -36,6 +37,18 @@ def test_starts_an_embedded_redis_when_none_answers(tmp_path: Path) -> None:
     finally:
         stack.stop()
     assert not redis_answers(url)
+
+
+def test_without_a_redis_url_it_says_which_redis_database_it_uses_and_the_namespace(tmp_path: Path) -> None:
+    """Another stack may use the same Redis: `mhogo up` says which one, which of its databases, and under which
+    prefix this deployment's keys are."""
+    url = settings.REDIS_URL  # this run's: 127.0.0.1:6379, a database of its own
+    out = io.StringIO()
+    stack = Stack(Settings(HOME=tmp_path, REDIS_URL=url), services=(), out=out, namespace=Namespace("a1a1a1a1a1a1"))
+    assert stack.resolve_redis(explicit_url=False) == url
+    database = int(url.rsplit("/", 1)[1])
+    assert (f"no MHOGO_REDIS_URL: using the Redis that answers at 127.0.0.1:6379, database {database}, keys under "
+            "mhogo:a1a1a1a1a1a1:") in out.getvalue()  # fmt: skip
 
 
 def test_an_explicit_url_is_used_as_it_is(tmp_path: Path) -> None:
@@ -107,6 +120,10 @@ def test_up_upgrades_the_previous_release_s_database_and_runs_the_demo_on_it(tmp
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:]
     assert f"at revision {schema.head()}" in done.stdout
+    with Session(make_engine(f"sqlite:///{tmp_path / 'mhogo.db'}")) as session:
+        namespace = Namespace(deployment_id(session))  # made by the upgrade
+    assert f"deployment {namespace.deployment}: every key it keeps in Redis is under {namespace.prefix}" in done.stdout
+    assert f"(MHOGO_REDIS_URL), keys under {namespace.prefix}" in done.stdout
     summary = re.search(r"demo: (\d+) classified, (\d+) rejected, (\d+) failed, (\d+) unfinished", done.stdout)
     assert summary is not None, done.stdout[-3000:]
     classified, rejected, failed, unfinished = map(int, summary.groups())

@@ -7,17 +7,21 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from limits import parse
 from limits.storage import MemoryStorage
 from sqlmodel import Session
 
+from core.config import settings
 from core.devices import revoke_device, revoked
+from core.namespace import Namespace
 from producers.api.app import create_app
 from producers.api.deps import Services
 from producers.api.ratelimit import RateLimiter
 from tests.producers.conftest import new_token
 from tests.utils.factories import sample_bytes
+from tests.utils.processes import ensure_default_redis
 
 
 @pytest.fixture
@@ -87,12 +91,30 @@ def test_bad_tokens_from_one_address_get_429_once_they_are_too_many(services: Se
 
 
 def test_a_limiter_that_cannot_count_refuses_nothing() -> None:
-    away = RateLimiter.from_rates("redis://127.0.0.1:1/0", {"upload": "1/minute"})
+    away = RateLimiter.from_rates("redis://127.0.0.1:1/0", {"upload": "1/minute"}, Namespace("a1a1a1a1a1a1"))
     assert away is not None
     assert away.device_wait_s(1, "upload") is None
     assert away.device_wait_s(1, "upload") is None
     assert away.device_wait_s(1, "poll") is None  # no window for it: not limited
-    assert RateLimiter.from_rates("redis://127.0.0.1:1/0", {"upload": ""}) is None
+    assert RateLimiter.from_rates("redis://127.0.0.1:1/0", {"upload": ""}, Namespace("a1a1a1a1a1a1")) is None
+
+
+def test_two_deployments_on_one_redis_do_not_share_their_phones_allowance() -> None:
+    """Device ids start at 1 in every database: before namespaces, device 1 of a second deployment on the same Redis
+    database spent the first one's device 1's allowance (one `LIMITS:LIMITER/mhogo-device/1/...` key for both)."""
+    ensure_default_redis()
+    ours, theirs = Namespace(uuid.uuid4().hex[:12]), Namespace(uuid.uuid4().hex[:12])
+    mine = RateLimiter.from_rates(settings.REDIS_URL, {"upload": "2/minute"}, ours)
+    other = RateLimiter.from_rates(settings.REDIS_URL, {"upload": "2/minute"}, theirs)
+    assert mine is not None
+    assert other is not None
+    assert [mine.device_wait_s(1, "upload"), mine.device_wait_s(1, "upload")] == [None, None]
+    assert mine.device_wait_s(1, "upload") is not None  # device 1 of ours has used its rate
+    assert other.device_wait_s(1, "upload") is None  # device 1 of theirs has not
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    keys = {key.decode() for key in client.scan_iter(match="*mhogo-device/1/upload*")}
+    assert {key.split(":LIMITER", 1)[0] for key in keys} == {ours.rate_limits, theirs.rate_limits}
+    client.delete(*keys)
 
 
 def test_a_revoked_token_opens_nothing_at_once(client: TestClient, services: Services) -> None:

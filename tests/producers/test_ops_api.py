@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from datetime import timedelta
 
 import redis
@@ -14,6 +15,7 @@ from sqlmodel import Session, select
 from core import telemetry
 from core.config import settings
 from core.deliveries import DeliveryCounter
+from core.namespace import Namespace, resolve
 from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.tables import ClientEvent, MetricPoint, utcnow
@@ -90,12 +92,14 @@ def test_prometheus_series_stay_fixed_whatever_kinds_phones_send(
     `/metrics` shows one series per kind there is, however many kinds were sent."""
     ensure_default_redis()
     redis_client = redis.Redis.from_url(settings.REDIS_URL)
-    redis_client.delete(telemetry.COUNTERS)
+    namespace = resolve(services.engine, None)  # the test database's deployment, as the worker and the API read it
+    redis_client.delete(namespace.counters)
     known = [event(n, kind.value) for n, kind in enumerate(ClientEventKind)]
     assert client.post("/v1/events", json=known, headers=auth).status_code == 202
     for n in range(50):
         assert client.post("/v1/events", json=[event(100 + n, f"made_up_{n}")], headers=auth).status_code == 422
-    MhogoTask._engine, MhogoTask._deliveries = services.engine, DeliveryCounter(redis_client)
+    MhogoTask._engine = services.engine
+    MhogoTask._deliveries = DeliveryCounter(redis_client, namespace.deliveries)
     try:
         for batch in publisher.client_events:
             assert client_events.apply(args=(batch.model_dump(mode="json"),)).get() == len(ClientEventKind)
@@ -110,7 +114,7 @@ def test_prometheus_series_stay_fixed_whatever_kinds_phones_send(
         stored = session.exec(select(ClientEvent)).all()
     assert len(stored) == len(ClientEventKind)
     assert all(row.received_at > utcnow() - timedelta(minutes=5) for row in stored)  # the server's clock, for retention
-    redis_client.delete(telemetry.COUNTERS)
+    redis_client.delete(namespace.counters)
     redis_client.close()
 
 
@@ -134,12 +138,15 @@ def test_prometheus_has_a_credential_of_its_own_that_opens_nothing_else(services
 
 
 def test_metrics_carry_every_workers_counters_and_the_latest_tick(client: TestClient, services: Services) -> None:
+    """The counters of the deployment's workers, every machine's, and none of another deployment's on the same
+    Redis database (before namespaces they were one hash, so /metrics counted both deployments' tasks)."""
     ensure_default_redis()
     redis_client = redis.Redis.from_url(settings.REDIS_URL)
-    redis_client.delete(telemetry.COUNTERS)
+    ours, theirs = services.deployment(), Namespace(uuid.uuid4().hex[:12])
     labels = frozenset({"task": "mhogo.inference.diagnose", "state": "success", "host": "box-2"}.items())
-    telemetry.add(redis_client, {("mhogo_tasks_total", labels): 3.0})
-    telemetry.add(redis_client, {("mhogo_tasks_total", labels): 2.0})  # another process on another machine
+    telemetry.add(redis_client, ours, {("mhogo_tasks_total", labels): 3.0})
+    telemetry.add(redis_client, ours, {("mhogo_tasks_total", labels): 2.0})  # another process on another machine
+    telemetry.add(redis_client, theirs, {("mhogo_tasks_total", labels): 7.0})  # another deployment's worker
     with Session(services.engine) as session:
         session.add(MetricPoint(at=utcnow() - timedelta(seconds=5), name="accuracy", key="agronomist",
                                 model_version="v7", value=0.8125))  # fmt: skip
@@ -147,5 +154,6 @@ def test_metrics_carry_every_workers_counters_and_the_latest_tick(client: TestCl
     body = client.get("/metrics", auth=OPERATOR).text
     assert 'mhogo_tasks_total{host="box-2",state="success",task="mhogo.inference.diagnose"} 5.0' in body
     assert 'mhogo_accuracy{key="agronomist",model_version="v7"} 0.8125' in body
-    redis_client.delete(telemetry.COUNTERS)
+    assert telemetry.read(redis_client, theirs) == [("mhogo_tasks_total", dict(labels), 7.0)]
+    redis_client.delete(ours.counters, theirs.counters)
     redis_client.close()

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from celery import Celery
 
+from core.namespace import Namespace, bind
 from core.publisher import Publisher
 from schemas.errors import BrokerUnavailable
 from schemas.tasks import ClientEvents, FeedbackEvent
@@ -15,12 +16,15 @@ class RecordingPublisher(Publisher):
     """Records what would be sent; `down = True` behaves like a broker that does not answer."""
 
     def __init__(self) -> None:
-        super().__init__(Celery("fake", set_as_current=False))
+        app = Celery("fake", set_as_current=False)
+        bind(app, Namespace("recording"))
+        super().__init__(app)
         self.down = False
         self.photos: list[tuple[str, str]] = []
         self.feedback: list[FeedbackEvent] = []
         self.client_events: list[ClientEvents] = []
         self.retrains: list[int] = []
+        self.tasks: list[tuple[str, list[object]]] = []
 
     def _check(self) -> None:
         if self.down:
@@ -48,6 +52,10 @@ class RecordingPublisher(Publisher):
         self._check()
         self.retrains.append(run_id)
         return f"task-{len(self.retrains)}"
+
+    def publish_task(self, task: str, args: Sequence[object]) -> None:
+        self._check()
+        self.tasks.append((task, list(args)))
 
     def ping(self) -> None:
         self._check()

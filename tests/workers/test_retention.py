@@ -23,14 +23,14 @@ from schemas.tables import Job, utcnow
 from tests.utils.factories import make_device
 from tests.utils.processes import ensure_default_redis
 from workers.base import MhogoTask
-from workers.events import RETENTION_LOCK, apply_retention
+from workers.events import apply_retention
 
 
 @pytest.fixture
 def client() -> Iterator[redis.Redis]:
     ensure_default_redis()
     client = redis.Redis.from_url(settings.REDIS_URL)
-    MhogoTask._deliveries = DeliveryCounter(client)
+    MhogoTask._deliveries = DeliveryCounter(client, apply_retention.namespace.deliveries)
     yield client
     MhogoTask._deliveries = None
     client.close()
@@ -57,7 +57,8 @@ def test_one_retention_pass_at_a_time_across_workers(client: redis.Redis) -> Non
     blobs = BlobStore(settings.blob_dir)
     with Session(open_database(settings.database_url), expire_on_commit=False) as session:
         job = old_photo(session, blobs)
-        other_worker = client.lock(RETENTION_LOCK, timeout=60)
+        lock = apply_retention.namespace.retention_lock  # the deployment's, under its prefix
+        other_worker = client.lock(lock, timeout=60)
         assert other_worker.acquire(blocking=False)
         try:
             assert apply_retention.apply().get() == {"skipped": 1}
@@ -71,4 +72,4 @@ def test_one_retention_pass_at_a_time_across_workers(client: redis.Redis) -> Non
         assert tombstone is not None
         assert tombstone.photo_deleted_at is not None
         assert tombstone.label == "cmd"  # the diagnosis stays readable
-        assert client.get(RETENTION_LOCK) is None  # released for the next pass
+        assert client.get(lock) is None  # released for the next pass

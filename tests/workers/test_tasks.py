@@ -2,11 +2,14 @@
 photo and the served model: the one per-photo task classifies or rejects with its reason, a redelivery after the end
 changes nothing, and a poison message fails its job."""
 
+import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import pytest
+from celery import Task
 from PIL import ImageEnhance
 from sqlmodel import Session
 
@@ -15,10 +18,12 @@ from core.blobs import BlobStore
 from core.config import settings
 from core.db import open_database
 from core.deliveries import DeliveryCounter
+from core.namespace import Namespace, deployment_id
 from ml.checkpoint import load_checkpoint
 from ml.imaging import decode
+from schemas.queues import TaskName
 from schemas.statuses import JobStatus
-from schemas.tables import Job
+from schemas.tables import Job, new_id
 from tests.utils.factories import create_job, jpeg_bytes, make_device, sample_bytes
 from workers.base import MhogoTask
 from workers.events import feedback
@@ -27,7 +32,7 @@ from workers.inference import diagnose
 
 @pytest.fixture(autouse=True)
 def fake_delivery_counter() -> Iterator[None]:
-    MhogoTask._deliveries = DeliveryCounter(fakeredis.FakeRedis())
+    MhogoTask._deliveries = DeliveryCounter(fakeredis.FakeRedis(), "mhogo:test:deliveries")
     yield
     MhogoTask._deliveries = None
 
@@ -102,11 +107,35 @@ def test_a_poison_message_fails_its_job_instead_of_looping(db: Session) -> None:
     assert "deliveries" in (stored.reason or "")
 
 
-def test_feedback_for_an_unknown_job_is_dropped_and_a_malformed_event_fails_alone(db: Session) -> None:
+def refusals(task: Task, args: tuple[Any, ...]) -> list[bool]:
+    """Deliver the same message MHOGO_MAX_DELIVERIES times; whether each refusal gave it back to the queue."""
+    task_id = uuid.uuid4().hex
+    results = [task.apply(args=args, task_id=task_id) for _ in range(settings.MAX_DELIVERIES)]
+    assert [result.state for result in results] == ["REJECTED"] * settings.MAX_DELIVERIES  # never SUCCESS
+    return [result.result.requeue for result in results]
+
+
+def set_aside(db: Session) -> list[dict[str, Any]]:
+    refused = Namespace(deployment_id(db)).refused
+    return [json.loads(raw) for raw in MhogoTask._deliveries.redis.lrange(refused, 0, -1)]  # type: ignore[union-attr]
+
+
+def test_a_photo_task_for_a_job_the_database_does_not_know_is_refused_not_done(db: Session) -> None:
+    """Before, `jobs.claim` said False for a finished job and an absent one alike, and both were acknowledged as
+    "already finished": another deployment's photos on the same queue were taken and lost until its sweep."""
+    unknown = new_id()
+    assert refusals(diagnose, (unknown, "photos/aa/bb/x.jpg")) == [True] * (settings.MAX_DELIVERIES - 1) + [False]
+    [record] = set_aside(db)
+    assert (record["task"], record["args"], record["unknown"]) == (TaskName.DIAGNOSE, [unknown, "photos/aa/bb/x.jpg"],
+                                                                   f"job {unknown}")  # fmt: skip
+
+
+def test_feedback_for_an_unknown_job_is_refused_and_a_malformed_event_fails_alone(db: Session) -> None:
     job = new_job(db, sample_bytes())
     event = {"event_id": uuid.uuid4().hex, "job_id": "nope", "label": "cmd", "source": "farmer",
              "created_at": "2026-11-29T10:00:00Z"}  # fmt: skip
-    assert run(feedback, event) == "dropped"
+    assert refusals(feedback, (event,)) == [True] * (settings.MAX_DELIVERIES - 1) + [False]
+    assert [record["unknown"] for record in set_aside(db)] == [f"job nope (feedback {event['event_id']})"]
     broken = feedback.apply(args=({"job_id": job.id, "label": 3},), task_id=uuid.uuid4().hex)
     assert broken.failed()
     assert status(db, job.id).status == JobStatus.RECEIVED  # a bad event never fails the photo's job
