@@ -2,7 +2,8 @@
 
 MhogoError
 ├── TransientError              the broker or database is briefly away: retry with backoff
-│   └── BrokerUnavailable       a message could not be published
+│   ├── BrokerUnavailable       a message could not be published
+│   └── StorageFull             HTTP 507: the disk under the blob store (or the database) is full: nothing was kept
 ├── BadInput                    the request or photo is wrong: never retried, told to the sender (HTTP 400)
 │   ├── MissingIdempotencyKey   no Idempotency-Key, or not one of 1 to 255 visible ASCII characters
 │   ├── UploadTooLarge          HTTP 413
@@ -30,6 +31,11 @@ class TransientError(MhogoError):
 
 class BrokerUnavailable(TransientError):
     """The message broker did not take a message."""
+
+
+class StorageFull(TransientError):
+    """No room left where photos or uploads are written (ENOSPC, EDQUOT): this upload was not kept; the sender keeps
+    it and sends it again later, while an operator frees space. Answered 507 with Retry-After."""
 
 
 class BadInput(MhogoError):

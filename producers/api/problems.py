@@ -29,6 +29,7 @@ from schemas.errors import (
     IdempotencyConflict,
     MhogoError,
     OffsetConflict,
+    StorageFull,
     TransientError,
     UnreadableImage,
     UnsupportedMediaType,
@@ -45,8 +46,13 @@ STATUS_FOR: list[tuple[type[MhogoError], int]] = [
     (IdempotencyConflict, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (OffsetConflict, status.HTTP_409_CONFLICT),
     (BadInput, status.HTTP_400_BAD_REQUEST),
+    (StorageFull, status.HTTP_507_INSUFFICIENT_STORAGE),
     (TransientError, status.HTTP_503_SERVICE_UNAVAILABLE),
 ]
+RETRY_AFTER_S = {
+    status.HTTP_503_SERVICE_UNAVAILABLE: 30,  # the broker or database is briefly away
+    status.HTTP_507_INSUFFICIENT_STORAGE: 300,  # the disk is full until an operator frees space
+}
 # Headers the API requires of these operations, though FastAPI reads them as optional so that a missing one gets the
 # API's own answer (a 400 saying what to send, the tus protocol's 412) rather than a bare validation error.
 REQUIRED_HEADERS: dict[tuple[str, str], tuple[str, ...]] = {
@@ -96,7 +102,7 @@ def status_for(exc: MhogoError) -> int:
 async def mhogo_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MhogoError)
     code = status_for(exc)
-    headers = {"Retry-After": "30"} if code == status.HTTP_503_SERVICE_UNAVAILABLE else None
+    headers = {"Retry-After": str(RETRY_AFTER_S[code])} if code in RETRY_AFTER_S else None
     return problem(code, str(exc), headers)
 
 
