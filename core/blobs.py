@@ -1,7 +1,9 @@
 """A content-addressed blob store on the filesystem: photos are written once, atomically, under their sha256.
 
-Keys look like `photos/ab/ab12...ef.jpg`. On several machines, point MHOGO_HOME's blobs folder at shared storage
-(NFS, or an S3 bucket mounted with a FUSE driver); the interface is small so an object-store backend can replace it.
+Keys look like `photos/ab/ab12...ef.jpg`; the parts of resumable uploads, written as their bytes arrive, each have a
+random one (`parts/cd/cd34...01.part`, core.uploads). On several machines, point MHOGO_HOME's blobs folder at shared
+storage (NFS, or an S3 bucket mounted with a FUSE driver); the interface is small so an object-store backend can
+replace it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from core.files import GroupSync
+from core.files import GroupSync, PieceWriter
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
 
@@ -67,3 +69,7 @@ class BlobStore:
         except FileNotFoundError:
             return None
         return size
+
+    def writer(self, key: str) -> PieceWriter:
+        """A new blob written piece by piece as its bytes arrive: under `key` only once kept, and durable then."""
+        return PieceWriter(self._sync, self.path(key))

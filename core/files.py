@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ml.files import atomic_write, write_and_rename
+from ml.files import atomic_write, fsync_folder, write_and_rename
 
 
 def _syncfs() -> Callable[[int], int] | None:
@@ -41,6 +43,11 @@ class GroupSync:
         self._written = 0  # tickets handed out: one per finished rename
         self._durable = 0  # every ticket up to this one is flushed
         self._flushing = False
+
+    @property
+    def grouped(self) -> bool:
+        """Whether `wait` flushes the filesystem; without syncfs, each writer fsyncs its own file and folder."""
+        return self._syncfs is not None
 
     def write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
         self.stage(path, write)
@@ -84,3 +91,59 @@ class GroupSync:
                 raise OSError(error, f"syncfs {self.root}: {os.strerror(error)}")
         finally:
             os.close(fd)
+
+
+class PieceWriter:
+    """A file written piece by piece as its bytes arrive (a resumable upload's body), into a hidden temporary file
+    beside `path`: `keep` renames it to `path`, on disk for good once it returns (through the group's flush); `discard`
+    removes it. Nothing written, no file at all. A crash leaves at most the hidden file, which nothing refers to."""
+
+    def __init__(self, sync: GroupSync, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._sync = sync
+        self._handle: BinaryIO | None = None
+        self._temporary: Path | None = None
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            self._temporary = Path(name)
+            self._handle = os.fdopen(fd, "wb")
+        self._handle.write(data)
+        self.size += len(data)
+
+    def keep(self) -> None:
+        """Rename what was written to `path`, durably. On any error nothing is left under `path`."""
+        if self._handle is None or self._temporary is None:
+            return
+        handle, temporary = self._handle, self._temporary
+        try:
+            handle.flush()
+            if not self._sync.grouped:
+                os.fsync(handle.fileno())
+            handle.close()
+            self._handle = None
+            os.utime(temporary)  # its time is when it was kept, not when its first byte came
+            os.replace(temporary, self.path)
+            self._temporary = None
+            if self._sync.grouped:
+                self._sync.wait()
+            else:
+                fsync_folder(self.path.parent)
+        except BaseException:
+            self.discard()
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def discard(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):  # a full disk fails the flush of what is thrown away anyway
+                self._handle.close()
+            self._handle = None
+        if self._temporary is not None:
+            self._temporary.unlink(missing_ok=True)
+            self._temporary = None

@@ -19,12 +19,14 @@ What goes, and when (README "Retention"):
     run files       MHOGO_HOME/models/run-N (a run's dataset: links to the base data, copies of feedback photos) and
                     challenger-runN.pt (a copy of the registered checkpoint), RUN_FILES_RETENTION_DAYS after the run
                     finished; links are removed, never what they point to
+    part files      files of resumable uploads' parts that no upload names, uploads.ORPHAN_AFTER after they were
+                    written: a crash between writing a part and recording it (core.uploads.orphan_parts)
     counters        phone-event counters of kinds that are not ClientEventKind (an older release let any kind in)
 
 Kept whatever their age: photos with trusted labels, their jobs and feedback; every version that ever served as
 champion, with its artifact (audit, and rollback); the challenger; the frozen holdout (MHOGO_HOLDOUT_DIR) and the base
 data (MHOGO_TRAIN_DATA_DIR), the operator's folders, which retention never opens. Resumable uploads, finished or not,
-are dropped by the sweeper at MHOGO_UPLOAD_EXPIRE_S (core.uploads.remove_expired).
+are dropped with their part files by the sweeper at MHOGO_UPLOAD_EXPIRE_S (core.uploads.remove_expired).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from sqlalchemy import CursorResult, delete, func, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from core import telemetry
+from core import telemetry, uploads
 from core.blobs import BlobStore
 from core.config import Settings
 from core.feedback import trusted_jobs
@@ -72,7 +74,7 @@ PHOTOS_NAMESPACE = "photos/"
 CLIENT_EVENTS_COUNTER = "mhogo_client_events_total"
 RUN_FILE = re.compile(r"^(?:run-(\d+)|challenger-run(\d+)\.pt)$")
 # What a pass deletes, in its order, each at most a batch: the counts that say whether more is waiting.
-KINDS = ("photos", "jobs", "client_events", "metric_points", "challengers", "run_files")
+KINDS = ("photos", "jobs", "client_events", "metric_points", "challengers", "run_files", "part_files")
 KNOWN_KINDS = frozenset(kind.value for kind in ClientEventKind)
 
 
@@ -121,6 +123,8 @@ def describe(config: Settings) -> dict[str, str]:
         "model_files": "checkpoint and build files of those models",
         "run_files": f"datasets and checkpoint copies of runs finished over {config.RUN_FILES_RETENTION_DAYS:g} "
         "days ago",
+        "part_files": "files of resumable uploads' parts that no upload names (left by a crash), written over "
+        f"{uploads.ORPHAN_AFTER.total_seconds() / 3600:g} h ago",
         "counters": "phone-event counters of unknown kinds",
         "bytes_freed": "bytes of files deleted",
         "errors": "files that could not be deleted (see the log)",
@@ -310,6 +314,23 @@ def delete_run_files(session: Session, model_dir: Path, cutoff: datetime, batch:
     return counts
 
 
+def delete_part_files(session: Session, blobs: BlobStore, now: datetime, batch: int) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for path in uploads.orphan_parts(session, blobs, now, batch):
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:  # another pass was first
+            continue
+        except OSError as exc:
+            log.warning("retention could not delete %s: %s", path, exc)
+            counts["errors"] += 1
+            continue
+        counts["part_files"] += 1
+        counts["bytes_freed"] += size
+    return counts
+
+
 def run_pass(session_factory: Callable[[], Session], blobs: BlobStore, config: Settings, now: datetime,
              client: redis.Redis | None = None, namespace: Namespace | None = None) -> Outcome:  # fmt: skip
     """One batch of each kind, each in its own transaction; with Redis and the deployment's namespace, the
@@ -323,6 +344,7 @@ def run_pass(session_factory: Callable[[], Session], blobs: BlobStore, config: S
         counts["metric_points"] = delete_oldest(session, MetricPoint, cut.metric_points, batch)
         counts.update(delete_challengers(session, blobs, cut.challengers, batch, now))
         counts.update(delete_run_files(session, config.model_dir, cut.run_files, batch))
+        counts.update(delete_part_files(session, blobs, now, batch))
     if client is not None and namespace is not None:
         counts["counters"] = telemetry.drop_unknown(client, namespace, CLIENT_EVENTS_COUNTER, "kind", KNOWN_KINDS)
     counts = +counts  # what is zero is left out
@@ -353,8 +375,9 @@ def kept_photos(session: Session, config: Settings, now: datetime) -> int:
 
 
 def pending(session: Session, config: Settings, now: datetime, client: redis.Redis | None = None,
-            namespace: Namespace | None = None) -> Counter[str]:  # fmt: skip
-    """What a run would delete now, counted, changing nothing (`mhogo retention run --dry-run`)."""
+            namespace: Namespace | None = None, blobs: BlobStore | None = None) -> Counter[str]:  # fmt: skip
+    """What a run would delete now, counted, changing nothing (`mhogo retention run --dry-run`); with the blob store,
+    the part files too."""
     cut, farmers = Cutoffs.of(config, now), config.FARMERS_TO_AGREE
     counts: Counter[str] = Counter({
         "photos": _count(session, photo_candidates(cut.photos, farmers)),
@@ -365,6 +388,8 @@ def pending(session: Session, config: Settings, now: datetime, client: redis.Red
         "challengers": _count(session, challenger_candidates(cut.challengers)),
         "run_files": len(run_files(session, config.model_dir, cut.run_files, None)),
     })  # fmt: skip
+    if blobs is not None:
+        counts["part_files"] = len(uploads.orphan_parts(session, blobs, now))
     if client is not None and namespace is not None:
         counts["counters"] = len(telemetry.unknown(client, namespace, CLIENT_EVENTS_COUNTER, "kind", KNOWN_KINDS))
     return counts

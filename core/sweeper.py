@@ -1,5 +1,6 @@
 """The sweeper: enqueue every job the API could not enqueue (broker down), and re-enqueue jobs whose message went
-missing. Runs as a periodic task and once when the API starts. Tasks are idempotent, so enqueuing twice is safe."""
+missing; drop resumable uploads past their time, with their part files. Runs as a periodic task and once when the
+API starts. Tasks are idempotent, so enqueuing twice is safe."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import timedelta
 from sqlmodel import Session
 
 from core import jobs, triggers, uploads
+from core.blobs import BlobStore
 from core.config import Settings
 from core.publisher import Publisher, enqueue_photo
 from schemas.errors import BrokerUnavailable
@@ -18,7 +20,9 @@ from schemas.tables import RetrainStatus, utcnow
 log = logging.getLogger(__name__)
 
 
-def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, settings: Settings) -> dict[str, int]:
+def sweep_once(
+    session_factory: Callable[[], Session], publisher: Publisher, settings: Settings, blobs: BlobStore
+) -> dict[str, int]:
     counts = {"enqueued": 0, "failed": 0, "unreachable": 0, "uploads_expired": 0, "runs_resent": 0, "runs_failed": 0}
     with session_factory() as session:
         candidates = jobs.jobs_to_sweep(
@@ -36,7 +40,7 @@ def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, set
             else:
                 counts["unreachable"] += 1
                 break  # the broker is down: the next sweep tries again
-        counts["uploads_expired"] = uploads.remove_expired(session)
+        counts["uploads_expired"] = uploads.remove_expired(session, blobs)
         counts |= sweep_runs(session, publisher, settings)
     if any(counts.values()):
         log.info("sweep: %s", counts)

@@ -117,14 +117,17 @@ class Upload(SQLModel, table=True):
 
 
 class UploadChunk(SQLModel, table=True):
-    """The bytes of one PATCH of an upload, kept until the upload completes. (upload, start) is the primary key, so
-    of two PATCH requests racing for the same offset exactly one is stored, on SQLite and PostgreSQL alike."""
+    """One PATCH's bytes of an upload (or as many as arrived before its connection dropped), kept until the upload
+    completes: in a file of the blob store under `key`. (upload, start) is the primary key, so of two PATCH requests
+    racing for the same offset exactly one is stored, on SQLite and PostgreSQL alike."""
 
     __tablename__ = "upload_chunks"
 
     upload_id: str = Field(foreign_key="uploads.id", primary_key=True, max_length=32)
     start: int = Field(primary_key=True)
-    data: bytes = Field(sa_type=LargeBinary)
+    size_bytes: int
+    key: str | None = Field(default=None, max_length=200, unique=True, index=True)  # its file: parts/ab/ab...ef.part
+    data: bytes | None = Field(default=None, sa_type=LargeBinary)  # the bytes themselves, of chunks before 0004 only
 
 
 class Feedback(SQLModel, table=True):

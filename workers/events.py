@@ -103,7 +103,7 @@ def sweep(self: MhogoTask) -> dict[str, int]:
         return {"skipped": 1}
     try:
         publisher = Publisher(app)
-        counts = sweep_once(self.session, publisher, settings)
+        counts = sweep_once(self.session, publisher, settings, self.blobs)
         with self.session() as session:
             return counts | strays.take_back(session, self.deliveries.redis, self.namespace, publisher,
                                              settings.VISIBILITY_TIMEOUT_S)  # fmt: skip

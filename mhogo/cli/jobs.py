@@ -57,6 +57,7 @@ def sweep() -> None:
     import redis
 
     from core import strays
+    from core.blobs import BlobStore
     from core.celery_app import app
     from core.publisher import Publisher
     from core.sweeper import sweep_once
@@ -64,7 +65,7 @@ def sweep() -> None:
 
     namespace = require_deployment()
     publisher = Publisher(app)
-    counts = sweep_once(lambda: open_session(settings.database_url), publisher, settings)
+    counts = sweep_once(lambda: open_session(settings.database_url), publisher, settings, BlobStore(settings.blob_dir))
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
     with open_session(settings.database_url) as session:
         counts |= strays.take_back(session, client, namespace, publisher, settings.VISIBILITY_TIMEOUT_S)

@@ -30,14 +30,15 @@ def retention_run(dry_run: bool) -> None:
 
     namespace = require_deployment()
     now = utcnow()
+    blobs = BlobStore(settings.blob_dir)
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
         if dry_run:
             with open_session(settings.database_url) as session:
-                counts = retention.pending(session, settings, now, client, namespace)
+                counts = retention.pending(session, settings, now, client, namespace, blobs)
         else:
-            counts = retention.run_all(lambda: open_session(settings.database_url), BlobStore(settings.blob_dir),
-                                       settings, now, client, namespace)  # fmt: skip
+            counts = retention.run_all(lambda: open_session(settings.database_url), blobs, settings, now, client,
+                                       namespace)  # fmt: skip
         with open_session(settings.database_url) as session:
             counts["photos_kept_labelled"] = retention.kept_photos(session, settings, now)
     finally:

@@ -68,7 +68,12 @@ def startup_sweep(services: Services) -> None:
 
     def run() -> None:
         try:
-            sweep_once(lambda: Session(services.engine, expire_on_commit=False), services.publisher, services.settings)
+            sweep_once(
+                lambda: Session(services.engine, expire_on_commit=False),
+                services.publisher,
+                services.settings,
+                services.blobs,
+            )
         except Exception:  # logged, and the periodic sweep will try again
             log.exception("startup sweep failed")
 

@@ -7,12 +7,15 @@
     DELETE /v1/uploads/{id}                                       → 204
     OPTIONS /v1/uploads                                           → 204, Tus-Version, Tus-Extension, Tus-Max-Size
 
-Every request but OPTIONS carries `Tus-Resumable: 1.0.0` and the device token. A PATCH is stored whole or not at
-all (a body cut off in the middle leaves the offset where it was), so a checksum, when sent, covers what is stored.
-When the last byte is in, the photo is accepted exactly like `POST /v1/photos` with the same Idempotency-Key, and
-the answer (and every later HEAD) carries `Mhogo-Job-Id` and `Mhogo-Job-Url`. A client whose last PATCH answer
-was lost sees Upload-Offset = Upload-Length without a job in HEAD, and sends an empty PATCH at that offset to
-finish. The server keeps the upload state in the database, so any API process can take any chunk.
+Every request but OPTIONS carries `Tus-Resumable: 1.0.0` and the device token. A PATCH's body is written to the
+blob store as it arrives, a bounded amount held in memory at a time. A body cut off in the middle is kept as far as
+it came (tus 1.0: the server SHOULD store what it received), so a client on a link that drops every few KB moves on
+with each attempt: HEAD says where to go on. One that carried Upload-Checksum is kept whole or not at all, since what
+arrived of it cannot be checked. When the last byte is in, the photo is accepted exactly like `POST /v1/photos` with
+the same Idempotency-Key, and the answer (and every later HEAD) carries `Mhogo-Job-Id` and `Mhogo-Job-Url`. A client
+whose last PATCH answer was lost sees Upload-Offset = Upload-Length without a job in HEAD, and sends an empty PATCH
+at that offset to finish. The upload's state is in the database and its bytes in the blob store (core.uploads), so
+any API process can take any chunk.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ CHECKSUMS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "md5": hashlib.md5}
 CHECKSUM_MISMATCH = 460  # tus checksum extension
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 PREFIX = "/v1/uploads"
+WRITE_AT = 256 * 1024  # bytes of a PATCH body held in memory before they go to its part file
 
 router = APIRouter(prefix=PREFIX, tags=["resumable uploads (tus 1.0)"], default_response_class=Response)  # no bodies
 
@@ -85,6 +89,7 @@ TUS_ERRORS: dict[int | str, dict[str, object]] = {
     412: ERRORS[404],
     429: ERRORS[404],
     CHECKSUM_MISMATCH: ERRORS[404],
+    507: ERRORS[404],  # the disk under the blob store is full: nothing kept
 }
 
 
@@ -211,16 +216,22 @@ async def upload_chunk(
     if offset != upload.received:
         raise HTTPException(status.HTTP_409_CONFLICT, "Upload-Offset is not where the upload stands. Ask with HEAD "
                             "and send from there.", headers={"Upload-Offset": str(upload.received)})  # fmt: skip
+    part = uploads.Part(services.blobs)
     try:
-        data = await read_at_most(request, upload.length - offset)
-    except ClientDisconnect:  # the link dropped mid-body: nothing stored, the client resumes from the same offset
-        log.info("upload %s: connection lost at offset %d", upload.id, offset)
-        return Response(status_code=status.HTTP_400_BAD_REQUEST)
-    if checksum is not None:
-        algorithm, digest = checksum
-        if CHECKSUMS[algorithm](data).digest() != digest:
-            raise HTTPException(CHECKSUM_MISMATCH, "The bytes do not match Upload-Checksum. Send them again.")
-    return await run_in_threadpool(store_chunk, services, session, device, upload, offset, data)
+        whole, digest = await receive_part(request, part, upload.length - offset, checksum)
+    except BaseException:
+        part.discard()
+        raise
+    if not whole:
+        log.info("upload %s: connection lost at offset %d after %d bytes (%s)", upload.id, offset, part.size,
+                 "kept" if checksum is None else "not kept: Upload-Checksum covers the whole body")  # fmt: skip
+        if checksum is not None:  # tus checksum extension: what arrived of the body cannot be checked
+            part.discard()
+            return Response(status_code=status.HTTP_400_BAD_REQUEST)
+    elif checksum is not None and digest != checksum[1]:
+        part.discard()
+        raise HTTPException(CHECKSUM_MISMATCH, "The bytes do not match Upload-Checksum. Send them again.")
+    return await run_in_threadpool(store_part, services, session, device, upload, offset, part)
 
 
 def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
@@ -236,21 +247,39 @@ def parse_checksum(header: str | None) -> tuple[str, bytes] | None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Upload-Checksum digest is not base64.") from None
 
 
-async def read_at_most(request: Request, limit: int) -> bytes:
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "More bytes than the Upload-Length left.")
-    return bytes(body)
+async def receive_part(
+    request: Request, part: uploads.Part, limit: int, checksum: tuple[str, bytes] | None
+) -> tuple[bool, bytes | None]:
+    """Write the body into `part` as it arrives, at most `limit` bytes of it: whether it arrived whole, and its digest
+    by the checksum's algorithm. A body cut off is written as far as it came, unless a checksum was to cover it."""
+    hashing = CHECKSUMS[checksum[0]]() if checksum is not None else None
+    pending = bytearray()
+    whole = True
+    try:
+        async for piece in request.stream():
+            if part.size + len(pending) + len(piece) > limit:
+                raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "More bytes than the Upload-Length left.")
+            if hashing is not None:
+                hashing.update(piece)
+            pending += piece
+            if len(pending) >= WRITE_AT:
+                await run_in_threadpool(part.write, bytes(pending))
+                pending.clear()
+    except ClientDisconnect:  # the link dropped mid-body
+        whole = False
+    if pending and (whole or hashing is None):
+        await run_in_threadpool(part.write, bytes(pending))
+    return whole, hashing.digest() if hashing is not None else None
 
 
-def store_chunk(
-    services: Services, session: Session, device: Device, upload: Upload, offset: int, data: bytes
+def store_part(
+    services: Services, session: Session, device: Device, upload: Upload, offset: int, part: uploads.Part
 ) -> Response:
-    if upload.job_id is None:
+    if upload.job_id is not None:  # complete already (only an empty PATCH gets here): its job again
+        part.discard()
+    else:
         try:
-            uploads.append_chunk(session, upload, offset, data)
+            uploads.append_part(session, services.blobs, upload, offset, part)
         except OffsetConflict:
             session.refresh(upload)
             detail = "Another request moved this upload. Ask with HEAD and send from there."
@@ -264,21 +293,21 @@ def store_chunk(
 def finish(services: Services, session: Session, device: Device, upload: Upload) -> None:
     """The last byte is in: accept the photo as one upload would be, or refuse it (and drop the upload) with the
     same reasons."""
-    data = uploads.assemble(session, upload)
+    data = uploads.assemble(session, services.blobs, upload)
     assert device.id is not None
     try:  # the way in of every photo: accepted with whichever uploads arrive meanwhile, as by POST /v1/photos
         accepted = services.intake.submit(Arrival(device.id, upload.idempotency_key, data)).result()
     except (BadInput, IdempotencyConflict):
-        uploads.remove(session, [upload.id])
+        uploads.remove(session, services.blobs, [upload.id])
         raise
-    uploads.complete(session, upload, accepted.job_id)
+    uploads.complete(session, services.blobs, upload, accepted.job_id)
     with bind_job(accepted.job_id):
         log.info("photo accepted", extra={"replayed": accepted.replayed, "size_bytes": len(data), "resumable": True})
 
 
 @router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT, responses=TUS_ERRORS, dependencies=[Tus],
                summary="Abandon an upload (tus termination)")  # fmt: skip
-def terminate_upload(upload_id: str, session: SessionDep, device: PollingDevice) -> Response:
+def terminate_upload(upload_id: str, services: ServicesDep, session: SessionDep, device: PollingDevice) -> Response:
     upload = own_upload(session, device, upload_id)
-    uploads.remove(session, [upload.id])
+    uploads.remove(session, services.blobs, [upload.id])
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from core import jobs, registry, retention
+from core import jobs, registry, retention, uploads
 from core.blobs import BlobStore
 from core.config import Settings
 from core.feedback import record_feedback, trusted_jobs, trusted_label
@@ -37,9 +37,10 @@ from schemas.tables import (
     ModelVersion,
     RetrainRun,
     RetrainStatus,
+    UploadChunk,
     utcnow,
 )
-from tests.utils.factories import label_event, make_device
+from tests.utils.factories import add_chunk, label_event, make_device
 
 NOW = utcnow()
 DAY = timedelta(days=1)
@@ -193,13 +194,22 @@ def test_retention_deletes_what_is_past_its_time_and_keeps_what_the_rules_keep(
     orphan = run_folder(config, 999, base)  # files of a run the database does not know: by their age
     for path in (orphan, orphan.parent / "challenger-run999.pt"):
         os.utime(path, times=((NOW - 8 * DAY).timestamp(),) * 2, follow_symlinks=False)
+    upload, _ = uploads.create_upload(session, device.id, "open", 8, {}, DAY)
+    add_chunk(session, blobs, upload, 0, b"in use")  # its row names it: kept whatever its age
+    crashed, written = uploads.Part(blobs), uploads.Part(blobs)  # no row names them: a crash before their commit?
+    for part in (crashed, written):
+        part.write(b"no row")
+        part.keep()
+    in_use = blobs.path(session.exec(select(UploadChunk.key)).one() or "")
+    for path in (in_use, blobs.path(crashed.key)):
+        os.utime(path, times=((NOW - 2 * uploads.ORPHAN_AFTER).timestamp(),) * 2)
 
-    would = retention.pending(session, config, NOW)
+    would = retention.pending(session, config, NOW, blobs=blobs)
     done = retention.run_all(lambda: Session(session.get_bind(), expire_on_commit=False), blobs, config, NOW)
 
     assert done.pop("bytes_freed") > 0
     assert done == {"photos": 7, "photo_files": 6, "jobs": 1, "feedback": 1, "client_events": 1, "metric_points": 1,
-                    "challengers": 1, "model_files": 5, "run_files": 4}  # fmt: skip
+                    "challengers": 1, "model_files": 5, "run_files": 4, "part_files": 1}  # fmt: skip
     assert +would == {kind: done[kind] for kind in retention.KINDS}  # the dry run counted exactly what went
     for name, job_id in past.items():
         row = job(session, job_id)
@@ -234,7 +244,10 @@ def test_retention_deletes_what_is_past_its_time_and_keeps_what_the_rules_keep(
 
     again = retention.run_pass(lambda: Session(session.get_bind(), expire_on_commit=False), blobs, config, NOW)
     assert (again.counts, again.more) == (Counter(), False)  # nothing more to delete
-    assert +retention.pending(session, config, NOW) == Counter()
+    assert +retention.pending(session, config, NOW, blobs=blobs) == Counter()
+    assert not blobs.exists(crashed.key)
+    assert in_use.exists()
+    assert blobs.exists(written.key)  # just written: perhaps its commit is a moment away
 
 
 def test_a_pass_deletes_at_most_a_batch_of_each_kind_and_says_more_is_waiting(session: Session, tmp_path: Path) -> None:

@@ -20,15 +20,18 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session, SQLModel, select
 
 from core import schema
+from core.blobs import BlobStore
 from core.config import Settings
 from core.db import make_engine
+from core.devices import hash_token
 from core.namespace import deployment_id
 from mhogo.cli import db as db_commands
 from mhogo.cli import main
 from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.errors import DatabaseNotReady
-from schemas.tables import ClientEvent, utcnow
+from schemas.tables import ClientEvent, Job, UploadChunk, utcnow
+from tests.utils.factories import sample_bytes
 from tests.utils.fakes import RecordingPublisher
 from tests.utils.postgres import postgres_database
 
@@ -268,6 +271,54 @@ def test_feedback_of_before_0003_gets_its_job_s_device_and_is_a_farmer_s_word(di
 
     if dialect == "sqlite":
         check(make_engine(f"sqlite:///{tmp_path / 'old.db'}"))
+        return
+    with postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            check(engine)
+        finally:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_upload_in_progress_across_0004_completes_with_every_byte(dialect: str, tmp_path: Path) -> None:
+    """Migration 0004_upload_parts: the chunks a release before stored in the database keep their bytes there and get
+    their size; the upload goes on in part files, and completes from both kinds of chunk."""
+    data = sample_bytes("cmd")
+    token = "a phone of the release before"
+
+    def check(engine: Engine) -> None:
+        with engine.begin() as connection:
+            command.upgrade(schema.config(connection), "0003_namespace")
+            connection.execute(text("INSERT INTO devices (id, name, token_hash, created_at) VALUES (1, 'phone', :hash, "
+                                    "'2026-12-06 10:00:00')"), {"hash": hash_token(token)})  # fmt: skip
+            connection.execute(text("INSERT INTO uploads (id, device_id, idempotency_key, length, received, meta, "
+                                    "created_at, expires_at) VALUES ('u1', 1, 'k', :length, 1000, '{}', "
+                                    "'2026-12-06 10:00:00', '2100-01-01 00:00:00')"),
+                               {"length": len(data)})  # fmt: skip
+            connection.execute(text("INSERT INTO upload_chunks (upload_id, start, data) VALUES ('u1', 0, :data)"),
+                               {"data": data[:1000]})  # fmt: skip
+        assert schema.upgrade(engine).ready
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT start, size_bytes, key FROM upload_chunks"))
+            assert [tuple(row) for row in rows] == [(0, 1000, None)]
+        blobs = BlobStore(tmp_path / dialect / "blobs")
+        services = Services(settings=_settings(tmp_path), engine=engine, blobs=blobs, publisher=RecordingPublisher())
+        auth = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+        with TestClient(create_app(services, sweep_on_startup=False)) as client:
+            assert client.head("/v1/uploads/u1", headers=auth).headers["Upload-Offset"] == "1000"
+            answers = [client.patch("/v1/uploads/u1", content=data[start:end], headers={
+                **auth, "Upload-Offset": str(start), "Content-Type": "application/offset+octet-stream"})
+                for start, end in ((1000, 4000), (4000, len(data)))]  # fmt: skip
+        assert [answer.status_code for answer in answers] == [204, 204]
+        with Session(engine) as session:
+            job = session.get(Job, answers[-1].headers["Mhogo-Job-Id"])
+            assert job is not None
+            assert session.exec(select(UploadChunk)).all() == []
+        assert blobs.get(job.blob_key) == data
+
+    if dialect == "sqlite":
+        check(make_engine(f"sqlite:///{tmp_path / 'mhogo.db'}"))
         return
     with postgres_database() as url:
         engine = make_engine(url)

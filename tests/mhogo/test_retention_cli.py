@@ -78,7 +78,8 @@ def test_dry_run_counts_the_run_deletes_and_the_next_finds_nothing(
     assert dry.exit_code == 0, dry.output
     assert dry.output.startswith("would delete (dry run, nothing changed):")
     assert counts(dry.output) == {"photos": 1, "photos_kept_labelled": 1, "jobs": 0, "client_events": 0,
-                                  "metric_points": 0, "challengers": 0, "run_files": 0, "counters": 1}  # fmt: skip
+                                  "metric_points": 0, "challengers": 0, "run_files": 0, "part_files": 0,
+                                  "counters": 1}  # fmt: skip
     assert blobs.exists(unlabelled)
 
     run = CliRunner().invoke(main, ["retention", "run"])
@@ -87,12 +88,13 @@ def test_dry_run_counts_the_run_deletes_and_the_next_finds_nothing(
     figures = counts(run.output)
     assert figures.pop("bytes_freed") == 16
     assert figures == {"photos": 1, "photo_files": 1, "photos_kept_labelled": 1, "jobs": 0, "client_events": 0,
-                       "metric_points": 0, "challengers": 0, "run_files": 0, "counters": 1}  # fmt: skip
+                       "metric_points": 0, "challengers": 0, "run_files": 0, "part_files": 0,
+                       "counters": 1}  # fmt: skip
     assert not blobs.exists(unlabelled)
     assert blobs.exists(labelled)  # training data
     assert all(labels.get("kind") != "made_up_by_an_old_release" for _, labels, _ in telemetry.read(client, namespace))
 
     again = CliRunner().invoke(main, ["retention", "run"])
     assert counts(again.output) == {"photos": 0, "photos_kept_labelled": 1, "jobs": 0, "client_events": 0,
-                                    "metric_points": 0, "challengers": 0, "run_files": 0}  # fmt: skip
+                                    "metric_points": 0, "challengers": 0, "run_files": 0, "part_files": 0}  # fmt: skip
     client.close()

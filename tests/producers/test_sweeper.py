@@ -34,9 +34,11 @@ def test_sweep_enqueues_received_jobs_and_gives_up_after_the_limit(
     with Session(services.engine, expire_on_commit=False) as session:
         device, _ = make_device(session)
         job = make_job(session, device)
-    assert sweep_once(lambda: session_factory(services), publisher, services.settings)["enqueued"] == 0  # too fresh
+    assert (
+        sweep_once(lambda: session_factory(services), publisher, services.settings, services.blobs)["enqueued"] == 0
+    )  # too fresh
     age(services, job.id, 60)
-    assert sweep_once(lambda: session_factory(services), publisher, services.settings) == {
+    assert sweep_once(lambda: session_factory(services), publisher, services.settings, services.blobs) == {
         "enqueued": 1, "failed": 0, "unreachable": 0, "uploads_expired": 0, "runs_resent": 0,
         "runs_failed": 0}  # fmt: skip
     assert publisher.photos == [(job.id, job.blob_key)]
@@ -44,7 +46,7 @@ def test_sweep_enqueues_received_jobs_and_gives_up_after_the_limit(
         assert jobs.get_job(session, job.id).status == JobStatus.QUEUED  # type: ignore[union-attr]
     for _ in range(services.settings.SWEEP_MAX_ENQUEUES):  # its messages keep getting lost
         age(services, job.id, services.settings.SWEEP_STALE_AFTER_S + 1)
-        sweep_once(lambda: session_factory(services), publisher, services.settings)
+        sweep_once(lambda: session_factory(services), publisher, services.settings, services.blobs)
     with Session(services.engine) as session:
         stored = jobs.get_job(session, job.id)
     assert stored is not None
@@ -59,7 +61,7 @@ def test_sweep_stops_while_the_broker_is_down(services: Services, publisher: Rec
     age(services, first.id, 60)
     age(services, second.id, 60)
     publisher.down = True
-    counts = sweep_once(lambda: session_factory(services), publisher, services.settings)
+    counts = sweep_once(lambda: session_factory(services), publisher, services.settings, services.blobs)
     assert counts == {"enqueued": 0, "failed": 0, "unreachable": 1, "uploads_expired": 0, "runs_resent": 0,
                       "runs_failed": 0}  # fmt: skip
     with Session(services.engine) as session:

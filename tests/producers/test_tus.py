@@ -1,29 +1,34 @@
 """Resumable uploads (tus 1.0 core, creation, checksum, expiration, termination) at /v1/uploads."""
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import io
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from httpx2 import Response as Answer  # what the test client answers with
 from sqlmodel import Session, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tusclient.client import TusClient
 
-from core import jobs, uploads
+from core import jobs
 from core.sweeper import sweep_once
 from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.tables import Job, Upload, UploadChunk, utcnow
 from tests.producers.conftest import new_token
-from tests.utils.factories import sample_bytes
-from tests.utils.fakes import RecordingPublisher
+from tests.utils.factories import add_chunk, part_files, sample_bytes
+from tests.utils.fakes import RecordingPublisher, fill_the_disk
 from tests.utils.hostile import html_as_jpeg
 from tests.utils.processes import free_port
 
@@ -91,6 +96,10 @@ def test_a_photo_in_chunks_becomes_one_job_with_exactly_its_bytes(
     first = patch(client, auth, url, 0, data[:CHUNK])
     assert (first.status_code, first.headers["Upload-Offset"]) == (204, str(CHUNK))
     assert "Mhogo-Job-Id" not in first.headers
+    with Session(services.engine) as session:  # the bytes are a file of the blob store; the row says where
+        [chunk] = session.exec(select(UploadChunk)).all()
+    assert (chunk.start, chunk.size_bytes, chunk.data) == (0, CHUNK, None)
+    assert part_files(services.blobs) == {chunk.key: data[:CHUNK]}
     probe = head(client, auth, url)
     assert (probe.status_code, probe.headers["Upload-Offset"], probe.headers["Upload-Length"]) == (
         200, str(CHUNK), str(len(data)))  # fmt: skip
@@ -105,7 +114,8 @@ def test_a_photo_in_chunks_becomes_one_job_with_exactly_its_bytes(
         assert job is not None
         assert job.idempotency_key == "photo-1"
         assert services.blobs.get(job.blob_key) == data
-        assert session.exec(select(UploadChunk)).all() == []  # freed once the job exists
+        assert session.exec(select(UploadChunk)).all() == []  # freed once the job exists, files too
+    assert part_files(services.blobs) == {}
     assert publisher.photos == [(job_id, job.blob_key)]
     assert client.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "queued"
 
@@ -214,6 +224,7 @@ def test_a_completed_upload_that_is_not_a_photo_is_refused_with_its_reason(
     assert head(client, auth, url).status_code == 404  # dropped: the phone keeps the refusal, nothing is left over
     with Session(services.engine) as session:
         assert session.exec(select(Job)).all() == []
+    assert part_files(services.blobs) == {}
 
 
 def test_the_last_answer_lost_is_recovered_with_an_empty_patch(
@@ -227,7 +238,7 @@ def test_the_last_answer_lost_is_recovered_with_an_empty_patch(
     with Session(services.engine) as session:
         upload = session.get(Upload, upload_id)
         assert upload is not None
-        uploads.append_chunk(session, upload, 0, data)
+        add_chunk(session, services.blobs, upload, 0, data)
     probe = head(client, auth, url)
     assert probe.headers["Upload-Offset"] == str(len(data))
     assert "Mhogo-Job-Id" not in probe.headers
@@ -248,10 +259,12 @@ def test_uploads_belong_to_their_device_and_can_be_terminated(
     assert patch(client, other, url, 0, data[:CHUNK]).status_code == 404
     assert client.delete(url, headers={**other, **TUS}).status_code == 404
     assert patch(client, auth, url, 0, data[:CHUNK]).status_code == 204
+    assert len(part_files(services.blobs)) == 1
     assert client.delete(url, headers={**auth, **TUS}).status_code == 204
     assert head(client, auth, url).status_code == 404
     with Session(services.engine) as session:
         assert session.exec(select(UploadChunk)).all() == []
+    assert part_files(services.blobs) == {}
 
 
 def test_expired_uploads_answer_410_and_the_sweeper_removes_them(
@@ -268,12 +281,14 @@ def test_expired_uploads_answer_410_and_the_sweeper_removes_them(
         session.commit()
     assert head(client, auth, url).status_code == 410
     assert patch(client, auth, url, CHUNK, data[CHUNK:]).status_code == 410
-    counts = sweep_once(lambda: Session(services.engine), publisher, services.settings)
+    assert len(part_files(services.blobs)) == 1
+    counts = sweep_once(lambda: Session(services.engine), publisher, services.settings, services.blobs)
     assert counts["uploads_expired"] == 1
     assert head(client, auth, url).status_code == 404
     with Session(services.engine) as session:
         assert session.exec(select(UploadChunk)).all() == []
         assert jobs.find_job(session, 1, "photo-1") is None
+    assert part_files(services.blobs) == {}
     # The phone starts again with the same key and gets a fresh upload.
     fresh = create(client, auth, len(data))
     assert fresh.status_code == 201
@@ -281,21 +296,31 @@ def test_expired_uploads_answer_410_and_the_sweeper_removes_them(
     assert send_all(client, auth, fresh.headers["Location"], data).headers["Mhogo-Job-Id"]
 
 
-@pytest.fixture
-def live_api(services: Services) -> Iterator[str]:
-    """The app on a real port (and its public URL), for clients that bring their own HTTP stack."""
+@contextlib.contextmanager
+def serving(services: Services, wrap: Callable[[ASGIApp], ASGIApp] = lambda app: app) -> Iterator[str]:
+    """The app (as `wrap` makes it) on a real port, under its public URL: for clients with their own HTTP stack, and
+    for connections that really drop."""
     port = free_port()
     public = dataclasses.replace(services, settings=services.settings.model_copy(
         update={"PUBLIC_URL": f"http://127.0.0.1:{port}"}))  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(create_app(public, sweep_on_startup=False), port=port, log_level="error"))
+    app = wrap(create_app(public, sweep_on_startup=False))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def live_api(services: Services) -> Iterator[str]:
+    with serving(services) as url:
+        yield url
 
 
 def test_the_tus_projects_own_client_uploads_and_resumes(live_api: str, token: str, services: Services) -> None:
@@ -316,3 +341,91 @@ def test_the_tus_projects_own_client_uploads_and_resumes(live_api: str, token: s
         job = session.get(Job, job_id)
         assert job is not None
         assert services.blobs.get(job.blob_key) == data
+
+
+class PatchWatch:
+    """ASGI wrapper: says when the app has been handed `until` bytes of a PATCH body (so they left the socket), and
+    when it has done with the request."""
+
+    def __init__(self, app: ASGIApp, until: int) -> None:
+        self.app = app
+        self.until = until
+        self.received = 0
+        self.handed = threading.Event()
+        self.done = threading.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "PATCH":
+            await self.app(scope, receive, send)
+            return
+
+        async def watched() -> Message:
+            message = await receive()
+            self.received += len(message.get("body", b""))
+            if self.received >= self.until:
+                self.handed.set()
+            return message
+
+        try:
+            await self.app(scope, watched, send)
+        finally:
+            self.done.set()
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["plain", "with Upload-Checksum"])
+def test_a_patch_cut_off_mid_body_keeps_what_arrived_unless_a_checksum_was_to_cover_it(
+    services: Services, token: str, checksum: bool
+) -> None:
+    """tus 1.0: the server SHOULD store what it received of a PATCH whose connection dropped, so a phone whose link
+    drops every few KB still moves on; HEAD says where. A checksum covers the whole body, so none of it is kept."""
+    data = sample_bytes("cbsd")
+    arrived = 5000
+    auth = {"Authorization": f"Bearer {token}", **TUS}
+    watches: list[PatchWatch] = []
+
+    def watch(app: ASGIApp) -> ASGIApp:
+        watches.append(PatchWatch(app, arrived))
+        return watches[0]
+
+    with serving(services, watch) as url, httpx.Client(base_url=url, timeout=10) as http:
+        created = http.post("/v1/uploads", headers={**auth, "Upload-Length": str(len(data)), "Idempotency-Key": "cut"})
+        path = urlsplit(created.headers["Location"]).path
+        headers = {**auth, "Host": urlsplit(url).netloc, "Upload-Offset": "0", "Content-Length": str(len(data)),
+                   "Content-Type": "application/offset+octet-stream"}  # fmt: skip
+        if checksum:
+            headers["Upload-Checksum"] = "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()
+        head_lines = [f"PATCH {path} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items()), "", ""]
+        with socket.create_connection(("127.0.0.1", urlsplit(url).port or 80)) as link:
+            link.sendall("\r\n".join(head_lines).encode() + data[:arrived])
+            assert watches[0].handed.wait(10)  # the app has those bytes: now the link drops
+        assert watches[0].done.wait(10)
+        kept = 0 if checksum else arrived
+        probe = http.head(path, headers=auth)
+        assert probe.headers["Upload-Offset"] == str(kept)
+        assert sorted(part_files(services.blobs).values()) == ([] if checksum else [data[:arrived]])
+        rest = data[kept:]
+        sha1 = base64.b64encode(hashlib.sha1(rest).digest()).decode()
+        finished = http.patch(path, content=rest, headers={**auth, "Upload-Offset": str(kept), "Upload-Checksum":
+                              f"sha1 {sha1}", "Content-Type": "application/offset+octet-stream"})  # fmt: skip
+        assert finished.status_code == 204, finished.text
+    with Session(services.engine) as session:
+        job = session.get(Job, finished.headers["Mhogo-Job-Id"])
+        assert job is not None
+    assert services.blobs.get(job.blob_key) == data  # byte for byte, across the cut
+    assert part_files(services.blobs) == {}
+
+
+def test_a_full_disk_while_a_chunk_is_written_is_507_and_keeps_nothing(
+    client: TestClient, auth: dict[str, str], services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = sample_bytes("cmd")
+    url = create(client, auth, len(data)).headers["Location"]
+    fill_the_disk(monkeypatch)
+    full = patch(client, auth, url, 0, data[:CHUNK])
+    assert full.status_code == 507, full.text
+    assert int(full.headers["Retry-After"]) > 0
+    assert "disk is full" in full.json()["detail"]
+    assert head(client, auth, url).headers["Upload-Offset"] == "0"
+    assert part_files(services.blobs) == {}
+    monkeypatch.undo()  # space freed: the phone sends the same bytes again
+    assert send_all(client, auth, url, data).headers["Mhogo-Job-Id"]

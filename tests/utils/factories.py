@@ -12,10 +12,11 @@ from pathlib import Path
 from PIL import Image
 from sqlmodel import Session
 
-from core import jobs
+from core import jobs, uploads
+from core.blobs import BlobStore
 from core.devices import add_device
 from core.feedback import agronomist_label
-from schemas.tables import Device, FeedbackSource, Job, utcnow
+from schemas.tables import Device, FeedbackSource, Job, Upload, utcnow
 from schemas.tasks import FeedbackEvent
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "samples"
@@ -54,6 +55,19 @@ def make_job(session: Session, device: Device, key: str = "k1", data: bytes = b"
     job, created = create_job(session, photo)
     assert created
     return job
+
+
+def add_chunk(session: Session, blobs: BlobStore, upload: Upload, offset: int, data: bytes) -> int:
+    """Store `data` at `offset` of a resumable upload as a PATCH does (a part file, then its row); the new offset."""
+    part = uploads.Part(blobs)
+    part.write(data)
+    return uploads.append_part(session, blobs, upload, offset, part)
+
+
+def part_files(blobs: BlobStore) -> dict[str, bytes]:
+    """The part files of resumable uploads in the blob store (hidden temporary ones too), by path under it."""
+    return {path.relative_to(blobs.root).as_posix(): path.read_bytes()
+            for path in sorted((blobs.root / uploads.PARTS).glob("*/*"))}  # fmt: skip
 
 
 def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:

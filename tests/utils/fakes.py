@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from celery import Celery
 
 from core.namespace import Namespace, bind
@@ -59,3 +63,23 @@ class RecordingPublisher(Publisher):
 
     def ping(self) -> None:
         self._check()
+
+
+class FullDiskFile:
+    """A file on a full disk: opened, but no write fits."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+
+def fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on in this test, writes to files opened from a descriptor (as the blob store opens its temporary
+    files) fail with ENOSPC."""
+    opened = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FullDiskFile(opened(fd, *args, **kwargs)))
