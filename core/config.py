@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)
     MAX_IMAGE_PIXELS: int = Field(default=MAX_PIXELS, gt=0)  # above this a photo is a decompression bomb
     UPLOAD_EXPIRE_S: int = Field(default=24 * 3600, gt=0)  # a resumable upload not finished by then is dropped
+    # Unfinished resumable uploads a device may hold at once, and the bytes they may declare together (default: four
+    # photos of MAX_UPLOAD_BYTES): their parts wait on the server's disk until they finish, are abandoned or expire.
+    MAX_OPEN_UPLOADS: int = Field(default=8, gt=0)
+    MAX_OPEN_UPLOAD_BYTES: int | None = Field(default=None, gt=0)
 
     # Quality gate, measured on the working-size image (ml/imaging.py, ml/quality.py); set from ../shared/data.
     MIN_SIDE_PX: int = 160
@@ -166,6 +170,10 @@ class Settings(BaseSettings):
     @cached_property
     def database_url(self) -> str:
         return self.DATABASE_URL or f"sqlite:///{self.HOME / 'mhogo.db'}"
+
+    @cached_property
+    def max_open_upload_bytes(self) -> int:
+        return self.MAX_OPEN_UPLOAD_BYTES or 4 * self.MAX_UPLOAD_BYTES
 
     @cached_property
     def blob_dir(self) -> Path:

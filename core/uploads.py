@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import CursorResult, delete, update
+from sqlalchemy import CursorResult, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -84,6 +84,21 @@ def find_upload(session: Session, upload_id: str, device_id: int) -> Upload | No
     """The device's own upload; another device's is as good as missing."""
     upload = session.get(Upload, upload_id)
     return upload if upload is not None and upload.device_id == device_id else None
+
+
+def known_key(session: Session, device_id: int, key: str) -> bool:
+    """Whether this key started an upload, or was accepted as a photo, before: creating it again finds that."""
+    statement = select(Upload.id).where(Upload.device_id == device_id, Upload.idempotency_key == key)
+    return session.exec(statement).first() is not None or jobs.find_job(session, device_id, key) is not None
+
+
+def open_uploads(session: Session, device_id: int, now: datetime | None = None) -> tuple[int, int]:
+    """The device's unfinished, unexpired uploads: how many, and the bytes they declared together."""
+    statement = select(func.count(), func.coalesce(func.sum(Upload.length), 0)).where(
+        Upload.device_id == device_id, col(Upload.job_id).is_(None), col(Upload.expires_at) > (now or utcnow())
+    )
+    count, declared = session.exec(statement).one()
+    return int(count), int(declared)
 
 
 def create_upload(

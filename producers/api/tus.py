@@ -16,6 +16,9 @@ the same Idempotency-Key, and the answer (and every later HEAD) carries `Mhogo-J
 whose last PATCH answer was lost sees Upload-Offset = Upload-Length without a job in HEAD, and sends an empty PATCH
 at that offset to finish. The upload's state is in the database and its bytes in the blob store (core.uploads), so
 any API process can take any chunk.
+
+A device holds at most MHOGO_MAX_OPEN_UPLOADS unfinished uploads declaring at most MHOGO_MAX_OPEN_UPLOAD_BYTES
+together: a creation beyond either is 429 until it finishes or abandons (DELETE) one.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import uploads
 from core.logs import bind_job
-from producers.api.deps import PollingDevice, Services, ServicesDep, SessionDep, UploadingDevice
+from producers.api.deps import PollingDevice, Services, ServicesDep, SessionDep, UploadingDevice, too_many
 from producers.api.limits import header_count
 from producers.api.routes import ERRORS, refuse_when_backlogged
 from producers.intake import Arrival, check_declared_type, check_idempotency_key
@@ -52,6 +55,7 @@ CHECKSUM_MISMATCH = 460  # tus checksum extension
 OFFSET_OCTET_STREAM = "application/offset+octet-stream"
 PREFIX = "/v1/uploads"
 WRITE_AT = 256 * 1024  # bytes of a PATCH body held in memory before they go to its part file
+OPEN_UPLOADS_RETRY_S = 60  # a phone at its limit finishes or abandons an upload meanwhile
 
 router = APIRouter(prefix=PREFIX, tags=["resumable uploads (tus 1.0)"], default_response_class=Response)  # no bodies
 
@@ -169,6 +173,7 @@ def create_upload(
     if "filetype" in meta:
         check_declared_type(meta["filetype"])
     refuse_when_backlogged(services, device, key, session)
+    refuse_when_too_many_open(services, session, device, key, length)
     assert device.id is not None
     lifetime = timedelta(seconds=services.settings.UPLOAD_EXPIRE_S)
     upload, created = uploads.create_upload(session, device.id, key, length, meta, lifetime)
@@ -182,6 +187,21 @@ def create_upload(
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return Response(status_code=status.HTTP_201_CREATED, headers=headers)
+
+
+def refuse_when_too_many_open(services: Services, session: Session, device: Device, key: str, length: int) -> None:
+    """429 when the device already has as many unfinished uploads as it may, or this one would take their declared
+    bytes past the limit. A key that started an upload (or whose photo was accepted) before finds it as always."""
+    assert device.id is not None
+    if uploads.known_key(session, device.id, key):
+        return
+    count, declared = uploads.open_uploads(session, device.id)
+    most, most_bytes = services.settings.MAX_OPEN_UPLOADS, services.settings.max_open_upload_bytes
+    if count < most and declared + length <= most_bytes:
+        return
+    raise too_many(OPEN_UPLOADS_RETRY_S, f"This phone has {count} unfinished uploads of {declared} bytes; at most "
+                   f"{most}, of {most_bytes} bytes together, may be open. Finish them, or abandon those you will not "
+                   "finish (DELETE), before starting another.")  # fmt: skip
 
 
 @router.head("/{upload_id}", responses=TUS_ERRORS, dependencies=[Tus], summary="How much of the upload has arrived")

@@ -152,3 +152,21 @@ def test_part_files_no_row_names_are_orphans_once_old(session: Session, blobs: B
         session.exec(select(UploadChunk.key)).one()}  # fmt: skip
     assert uploads.orphan_parts(session, blobs, later, limit=1) == orphans[:1]
     cut.discard()
+
+
+def test_open_uploads_are_a_device_s_unfinished_unexpired_ones(session: Session, blobs: BlobStore) -> None:
+    device, _ = make_device(session)
+    other, _ = make_device(session, "another phone")
+    assert device.id is not None
+    assert other.id is not None
+    uploads.create_upload(session, device.id, "soon", 10, {}, HOUR)
+    uploads.create_upload(session, device.id, "later", 20, {}, 3 * HOUR)
+    done, _ = uploads.create_upload(session, device.id, "done", 30, {}, HOUR)
+    uploads.complete(session, blobs, done, make_job(session, device, key="done").id)
+    uploads.create_upload(session, other.id, "theirs", 40, {}, HOUR)
+    assert uploads.open_uploads(session, device.id) == (2, 30)
+    assert uploads.open_uploads(session, device.id, now=utcnow() + 2 * HOUR) == (1, 20)  # expired: not open
+    assert uploads.open_uploads(session, other.id) == (1, 40)
+    make_job(session, device, key="sent in one request", data=b"other photo")
+    assert [uploads.known_key(session, device.id, key) for key in ("soon", "sent in one request", "new")] == [
+        True, True, False]  # fmt: skip

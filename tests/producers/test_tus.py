@@ -22,11 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tusclient.client import TusClient
 
 from core import jobs
+from core.config import Settings
 from core.sweeper import sweep_once
 from producers.api.app import create_app
 from producers.api.deps import Services
 from schemas.tables import Job, Upload, UploadChunk, utcnow
-from tests.producers.conftest import new_token
+from tests.producers.conftest import MAX_UPLOAD, new_token
 from tests.utils.factories import add_chunk, part_files, sample_bytes
 from tests.utils.fakes import RecordingPublisher, fill_the_disk
 from tests.utils.hostile import html_as_jpeg
@@ -413,6 +414,42 @@ def test_a_patch_cut_off_mid_body_keeps_what_arrived_unless_a_checksum_was_to_co
         assert job is not None
     assert services.blobs.get(job.blob_key) == data  # byte for byte, across the cut
     assert part_files(services.blobs) == {}
+
+
+@contextlib.contextmanager
+def client_with(services: Services, **changes: object) -> Iterator[TestClient]:
+    config = Settings(HOME=services.settings.HOME, MAX_UPLOAD_BYTES=MAX_UPLOAD, PUBLIC_URL="https://mhogo.example",
+                      **changes)  # type: ignore[arg-type]  # fmt: skip
+    app = create_app(dataclasses.replace(services, settings=config), sweep_on_startup=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_device_holds_only_so_many_open_uploads_and_declared_bytes(services: Services, auth: dict[str, str]) -> None:
+    """Parts wait on the server's disk until their upload ends: a phone may not pile up more than its share."""
+    data = sample_bytes("cmd")
+    with client_with(services, MAX_OPEN_UPLOADS=3, MAX_OPEN_UPLOAD_BYTES=MAX_UPLOAD + 1000) as client:
+        first = create(client, auth, len(data), key="a")
+        assert first.status_code == 201
+        too_large = create(client, auth, MAX_UPLOAD, key="b")  # with the first: over the bytes
+        assert too_large.status_code == 429
+        assert int(too_large.headers["Retry-After"]) > 0
+        assert "DELETE" in too_large.json()["detail"]
+        assert create(client, auth, 500, key="b").status_code == 201
+        second = create(client, auth, 400, key="c")
+        assert second.status_code == 201
+        too_many = create(client, auth, 1, key="d")  # a fourth
+        assert too_many.status_code == 429
+        assert "Finish them, or abandon" in too_many.json()["detail"]
+        replayed = create(client, auth, 500, key="b")  # the same upload found again is never refused
+        assert (replayed.status_code, replayed.headers["Idempotent-Replayed"]) == (201, "true")
+        other = {"Authorization": f"Bearer {new_token(services, 'other')}"}
+        assert create(client, other, 1, key="d").status_code == 201  # each phone its own
+        send_all(client, auth, first.headers["Location"], data)  # finished: no longer open
+        assert create(client, auth, 1, key="d").status_code == 201
+        assert create(client, auth, 1, key="e").status_code == 429
+        assert client.delete(second.headers["Location"], headers={**auth, **TUS}).status_code == 204  # abandoned
+        assert create(client, auth, 1, key="e").status_code == 201
 
 
 def test_a_full_disk_while_a_chunk_is_written_is_507_and_keeps_nothing(
