@@ -8,11 +8,26 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from core.files import GroupSync
+from core.files import GroupSync, no_room
+from schemas.errors import StorageFull
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
+FULL = "mhogo has no room left to store photos. Keep the photo and send it again later."
+
+
+@contextmanager
+def room_to_write() -> Iterator[None]:
+    """A full disk (or quota) is StorageFull, which the sender can wait out; other errors stay what they are."""
+    try:
+        yield
+    except OSError as exc:
+        if no_room(exc):
+            raise StorageFull(FULL) from exc
+        raise
 
 
 class BlobStore:
@@ -45,12 +60,16 @@ class BlobStore:
         """Write atomically, but durably only after the next `flush`: many blobs staged, then one flush for all. An
         existing blob is never rewritten (its own writer's flush, or the next one, makes it durable)."""
         path = self.path(key)
-        if not path.exists():
+        if path.exists():
+            return
+        with room_to_write():
             self._sync.stage(path, lambda handle: handle.write(data))
 
     def flush(self) -> None:
-        """Return once every blob staged before this call, by any thread or process, is on disk."""
-        self._sync.wait()
+        """Return once every blob staged before this call, by any thread or process, is on disk. StorageFull when
+        the filesystem could not keep them (a full disk found at writeback)."""
+        with room_to_write():
+            self._sync.wait()
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

@@ -51,7 +51,12 @@ class Settings(BaseSettings):
     MAX_QUEUE_DEPTH: int = Field(default=5000, gt=0)  # photos waiting beyond this: uploads get 503 + Retry-After
     QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)
-    MAX_IMAGE_PIXELS: int = Field(default=MAX_PIXELS, gt=0)  # above this a photo is a decompression bomb
+    MAX_IMAGE_PIXELS: int = Field(default=MAX_PIXELS, gt=0)  # above this a photo is refused (ml.imaging: why 24 MP)
+    # Photos are checked (opened and decoded, ml.imaging.validate) beside the intake's writer, by this many threads per
+    # API process, and those that decode more than 4 MP (a large PNG: up to a second each) by LARGE_IMAGE_CHECK_THREADS
+    # of their own: a large photo never holds up a phone's. Together they bound the checks' memory.
+    IMAGE_CHECK_THREADS: int = Field(default=2, gt=0)
+    LARGE_IMAGE_CHECK_THREADS: int = Field(default=1, gt=0)
     UPLOAD_EXPIRE_S: int = Field(default=24 * 3600, gt=0)  # a resumable upload not finished by then is dropped
 
     # Quality gate, measured on the working-size image (ml/imaging.py, ml/quality.py); set from ../shared/data.

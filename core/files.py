@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -11,6 +12,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ml.files import atomic_write, write_and_rename
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # the disk, or the user's quota on it, is full
+
+
+def no_room(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_ROOM
 
 
 def _syncfs() -> Callable[[int], int] | None:

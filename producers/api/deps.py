@@ -44,7 +44,8 @@ class Services:
 
     def __post_init__(self) -> None:
         self.intake = GroupIntake(lambda: Session(self.engine, expire_on_commit=False), self.blobs, self.publisher,
-                                  self.settings.MAX_IMAGE_PIXELS)  # fmt: skip
+                                  self.settings.MAX_IMAGE_PIXELS, self.settings.IMAGE_CHECK_THREADS,
+                                  self.settings.LARGE_IMAGE_CHECK_THREADS)  # fmt: skip
 
     def deployment(self) -> Namespace:
         """The namespace the app serves (checked against the database as it started)."""
