@@ -7,6 +7,7 @@ Keys look like `photos/ab/ab12...ef.jpg`. On several machines, point MHOGO_HOME'
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,8 +61,11 @@ class BlobStore:
         """Write atomically, but durably only after the next `flush`: many blobs staged, then one flush for all. An
         existing blob is never rewritten (its own writer's flush, or the next one, makes it durable)."""
         path = self.path(key)
-        if path.exists():
+        try:
+            os.utime(path)  # stored already: touched, so that the orphan sweep (core.orphans) sees it in use again
             return
+        except FileNotFoundError:
+            pass
         with room_to_write():
             self._sync.stage(path, lambda handle: handle.write(data))
 
@@ -70,6 +74,10 @@ class BlobStore:
         the filesystem could not keep them (a full disk found at writeback)."""
         with room_to_write():
             self._sync.wait()
+
+    def folder(self, namespace: str, shard: int) -> Path:
+        """One of the 256 folders of a namespace: its keys' hashes start with `shard` in two hex digits."""
+        return self.root / namespace / f"{shard:02x}"
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     TASK_MAX_RETRIES: int = 10  # with backoff capped at 60 s and full jitter: minutes of outage, not seconds
     PUBLISH_TIMEOUT_S: float = 2.0
 
+    # A photo file no job refers to (its upload refused, or cut off between the write and the commit) is deleted by
+    # the sweep once it is this old: one of the blob store's 256 photo folders a sweep, in turn (core.orphans).
+    ORPHAN_GRACE_S: float = Field(default=3600.0, gt=0)
+
     # Sweeper: re-enqueues jobs that never reached the queue, or whose message was lost.
     SWEEP_INTERVAL_S: float = 30.0
     SWEEP_RECEIVED_AFTER_S: float = 10.0

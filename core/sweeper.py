@@ -1,5 +1,7 @@
 """The sweeper: enqueue every job the API could not enqueue (broker down), and re-enqueue jobs whose message went
-missing. Runs as a periodic task and once when the API starts. Tasks are idempotent, so enqueuing twice is safe."""
+missing. Runs as a periodic task and once when the API starts. Tasks are idempotent, so enqueuing twice is safe.
+Given the blob store (the periodic task, `mhogo sweep`), each sweep also deletes the orphan photos of one of its
+folders (core.orphans)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from core import jobs, triggers, uploads
+from core import jobs, orphans, triggers, uploads
+from core.blobs import BlobStore
 from core.config import Settings
 from core.publisher import Publisher, enqueue_photo
 from schemas.errors import BrokerUnavailable
@@ -18,7 +21,8 @@ from schemas.tables import RetrainStatus, utcnow
 log = logging.getLogger(__name__)
 
 
-def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, settings: Settings) -> dict[str, int]:
+def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, settings: Settings,
+               blobs: BlobStore | None = None) -> dict[str, int]:  # fmt: skip
     counts = {"enqueued": 0, "failed": 0, "unreachable": 0, "uploads_expired": 0, "runs_resent": 0, "runs_failed": 0}
     with session_factory() as session:
         candidates = jobs.jobs_to_sweep(
@@ -38,6 +42,8 @@ def sweep_once(session_factory: Callable[[], Session], publisher: Publisher, set
                 break  # the broker is down: the next sweep tries again
         counts["uploads_expired"] = uploads.remove_expired(session)
         counts |= sweep_runs(session, publisher, settings)
+    if blobs is not None:
+        counts |= sweep_orphans(session_factory, blobs, settings)
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
@@ -67,3 +73,15 @@ def sweep_runs(session: Session, publisher: Publisher, settings: Settings) -> di
         log.warning("retraining run %s was not started: its message sent again", run.id)
         counts["runs_resent"] += 1
     return counts
+
+
+def sweep_orphans(session_factory: Callable[[], Session], blobs: BlobStore, settings: Settings) -> dict[str, int]:
+    """The orphan photos of this sweep's folder of the blob store; a folder that cannot be read waits for its turn."""
+    now = utcnow()
+    shard = orphans.shard_at(now, settings.SWEEP_INTERVAL_S)
+    try:
+        with session_factory() as session:
+            return dict(orphans.sweep_orphans(session, blobs, shard, settings.ORPHAN_GRACE_S, now))
+    except OSError as exc:
+        log.warning("orphan sweep of folder %02x failed: %s", shard, exc)
+        return {"errors": 1}

@@ -52,11 +52,12 @@ def jobs_requeue(job_ids: tuple[str, ...], all_failed: bool) -> None:
 
 @click.command()
 def sweep() -> None:
-    """Enqueue now every job that is waiting for the queue, and take back the deployment's messages waiting outside
-    its queues (as the periodic sweep does)."""
+    """Enqueue now every job that is waiting for the queue, delete the orphan photos of one folder of the blob store,
+    and take back the deployment's messages waiting outside its queues (as the periodic sweep does)."""
     import redis
 
     from core import strays
+    from core.blobs import BlobStore
     from core.celery_app import app
     from core.publisher import Publisher
     from core.sweeper import sweep_once
@@ -64,7 +65,7 @@ def sweep() -> None:
 
     namespace = require_deployment()
     publisher = Publisher(app)
-    counts = sweep_once(lambda: open_session(settings.database_url), publisher, settings)
+    counts = sweep_once(lambda: open_session(settings.database_url), publisher, settings, BlobStore(settings.blob_dir))
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
     with open_session(settings.database_url) as session:
         counts |= strays.take_back(session, client, namespace, publisher, settings.VISIBILITY_TIMEOUT_S)
