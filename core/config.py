@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # of their own: a large photo never holds up a phone's. Together they bound the checks' memory.
     IMAGE_CHECK_THREADS: int = Field(default=2, gt=0)
     LARGE_IMAGE_CHECK_THREADS: int = Field(default=1, gt=0)
+    MAX_UPLOADS_IN_FLIGHT: int = Field(default=4, gt=0)  # per device and API process, body to answer; beyond: 429
     UPLOAD_EXPIRE_S: int = Field(default=24 * 3600, gt=0)  # a resumable upload not finished by then is dropped
 
     # Quality gate, measured on the working-size image (ml/imaging.py, ml/quality.py); set from ../shared/data.
@@ -94,6 +95,8 @@ class Settings(BaseSettings):
     TASK_MAX_RETRIES: int = 10  # with backoff capped at 60 s and full jitter: minutes of outage, not seconds
     PUBLISH_TIMEOUT_S: float = 2.0
 
+    # Storage. Below this much free space where photos (or the SQLite database) are written, /healthz answers 503.
+    MIN_FREE_BYTES: int = Field(default=200 * 1024 * 1024, ge=0)
     # A photo file no job refers to (its upload refused, or cut off between the write and the commit) is deleted by
     # the sweep once it is this old: one of the blob store's 256 photo folders a sweep, in turn (core.orphans).
     ORPHAN_GRACE_S: float = Field(default=3600.0, gt=0)

@@ -87,6 +87,14 @@ def open_session(url: str) -> Session:
     return Session(open_database(url), expire_on_commit=False)
 
 
+def local_folder(engine: Engine) -> Path | None:
+    """The folder of a SQLite database's file, whose free space is the database's; None for a database server."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).resolve().parent
+
+
 def ping(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,14 @@ NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # the disk, or the user's quo
 
 def no_room(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in NO_ROOM
+
+
+def free_bytes(path: Path) -> int:
+    """Free space for mhogo (not root's reserve) on the filesystem that holds `path`, or would hold it: the nearest
+    folder that exists answers for one not made yet."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 def _syncfs() -> Callable[[int], int] | None:

@@ -1,9 +1,10 @@
 """A full disk (ENOSPC, EDQUOT) where photos or the database are written refuses the uploads it could not keep with
-507 and Retry-After, and only those: the rest of their group is accepted. Before, it answered 500 to the whole group
-of up to 64 concurrent uploads."""
+507 and Retry-After, and only those: the rest of their group is accepted, and /healthz says the space is low. Before,
+it answered 500 to the whole group of up to 64 concurrent uploads while /healthz said ok."""
 
 import ctypes
 import errno
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -152,3 +153,28 @@ def test_an_upload_the_disk_has_no_room_for_is_507_with_retry_after(
     assert response.headers["Retry-After"] == "300"
     assert "send it again later" in response.json()["detail"]
     assert jobs_of(services.engine) == []
+
+
+def test_health_says_when_space_runs_low_and_not_where(
+    client: TestClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok = client.get("/healthz")
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["checks"]["blob_store_space"] == "ok"
+    assert ok.json()["free_bytes"]["blob_store"] > services.settings.MIN_FREE_BYTES
+    disk_usage = shutil.disk_usage
+
+    def nearly_full(path: str | Path) -> Any:
+        usage = disk_usage(path)
+        return type(usage)(usage.total, usage.total - 150 * 2**20, 150 * 2**20)
+
+    monkeypatch.setattr(shutil, "disk_usage", nearly_full)
+    low = client.get("/healthz")
+    assert low.status_code == 503
+    body = low.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["blob_store_space"] == "low on space: 150 MiB free, under the 200 MiB needed"
+    assert body["checks"]["database_space"].startswith("low on space")  # SQLite's file, on the same disk here
+    assert body["free_bytes"] == {"blob_store": 150 * 2**20, "database": 150 * 2**20}
+    assert str(services.settings.HOME) not in low.text
+    assert "/" not in str(body["checks"])
