@@ -9,12 +9,28 @@ replace it.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from core.files import GroupSync, PieceWriter
+from core.files import GroupSync, PieceWriter, no_room
+from schemas.errors import StorageFull
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9]*/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z]+$")
+FULL = "mhogo has no room left to store photos. Keep the photo and send it again later."
+
+
+@contextmanager
+def room_to_write() -> Iterator[None]:
+    """A full disk (or quota) is StorageFull, which the sender can wait out; other errors stay what they are."""
+    try:
+        yield
+    except OSError as exc:
+        if no_room(exc):
+            raise StorageFull(FULL) from exc
+        raise
 
 
 class BlobStore:
@@ -47,12 +63,23 @@ class BlobStore:
         """Write atomically, but durably only after the next `flush`: many blobs staged, then one flush for all. An
         existing blob is never rewritten (its own writer's flush, or the next one, makes it durable)."""
         path = self.path(key)
-        if not path.exists():
+        try:
+            os.utime(path)  # stored already: touched, so that the orphan sweep (core.orphans) sees it in use again
+            return
+        except FileNotFoundError:
+            pass
+        with room_to_write():
             self._sync.stage(path, lambda handle: handle.write(data))
 
     def flush(self) -> None:
-        """Return once every blob staged before this call, by any thread or process, is on disk."""
-        self._sync.wait()
+        """Return once every blob staged before this call, by any thread or process, is on disk. StorageFull when
+        the filesystem could not keep them (a full disk found at writeback)."""
+        with room_to_write():
+            self._sync.wait()
+
+    def folder(self, namespace: str, shard: int) -> Path:
+        """One of the 256 folders of a namespace: its keys' hashes start with `shard` in two hex digits."""
+        return self.root / namespace / f"{shard:02x}"
 
     def get(self, key: str) -> bytes:
         return self.path(key).read_bytes()

@@ -51,11 +51,17 @@ class Settings(BaseSettings):
     MAX_QUEUE_DEPTH: int = Field(default=5000, gt=0)  # photos waiting beyond this: uploads get 503 + Retry-After
     QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)
-    MAX_IMAGE_PIXELS: int = Field(default=MAX_PIXELS, gt=0)  # above this a photo is a decompression bomb
+    MAX_IMAGE_PIXELS: int = Field(default=MAX_PIXELS, gt=0)  # above this a photo is refused (ml.imaging: why 24 MP)
+    # Photos are checked (opened and decoded, ml.imaging.validate) beside the intake's writer, by this many threads per
+    # API process, and those that decode more than 4 MP (a large PNG: up to a second each) by LARGE_IMAGE_CHECK_THREADS
+    # of their own: a large photo never holds up a phone's. Together they bound the checks' memory.
+    IMAGE_CHECK_THREADS: int = Field(default=2, gt=0)
+    LARGE_IMAGE_CHECK_THREADS: int = Field(default=1, gt=0)
+    MAX_UPLOADS_IN_FLIGHT: int = Field(default=4, gt=0)  # per device and API process, body to answer; beyond: 429
     UPLOAD_EXPIRE_S: int = Field(default=24 * 3600, gt=0)  # a resumable upload not finished by then is dropped
     # Unfinished resumable uploads a device may hold at once, and the bytes they may declare together (default: four
     # photos of MAX_UPLOAD_BYTES): their parts wait on the server's disk until they finish, are abandoned or expire.
-    MAX_OPEN_UPLOADS: int = Field(default=8, gt=0)
+    MAX_OPEN_UPLOADS: int = Field(default=16, gt=0)
     MAX_OPEN_UPLOAD_BYTES: int | None = Field(default=None, gt=0)
 
     # Quality gate, measured on the working-size image (ml/imaging.py, ml/quality.py); set from ../shared/data.
@@ -92,6 +98,12 @@ class Settings(BaseSettings):
     MAX_DELIVERIES: int = 5  # a message delivered more often than this is a poison message: the job fails
     TASK_MAX_RETRIES: int = 10  # with backoff capped at 60 s and full jitter: minutes of outage, not seconds
     PUBLISH_TIMEOUT_S: float = 2.0
+
+    # Storage. Below this much free space where photos (or the SQLite database) are written, /healthz answers 503.
+    MIN_FREE_BYTES: int = Field(default=200 * 1024 * 1024, ge=0)
+    # A photo file no job refers to (its upload refused, or cut off between the write and the commit) is deleted by
+    # the sweep once it is this old: one of the blob store's 256 photo folders a sweep, in turn (core.orphans).
+    ORPHAN_GRACE_S: float = Field(default=3600.0, gt=0)
 
     # Sweeper: re-enqueues jobs that never reached the queue, or whose message was lost.
     SWEEP_INTERVAL_S: float = 30.0

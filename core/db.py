@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, create_engine
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,31 @@ def open_session(url: str) -> Session:
     return Session(open_database(url), expire_on_commit=False)
 
 
+def local_folder(engine: Engine) -> Path | None:
+    """The folder of a SQLite database's file, whose free space is the database's; None for a database server."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).resolve().parent
+
+
 def ping(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+DISK_FULL_SQLSTATE = "53100"  # PostgreSQL's disk_full
+
+
+def disk_full(exc: BaseException) -> bool:
+    """The database could not write for want of space: SQLite's SQLITE_FULL ("database or disk is full"), or
+    PostgreSQL's disk_full ("could not extend file ... No space left on device")."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    cause = exc.orig
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(cause, "sqlstate", None) == DISK_FULL_SQLSTATE
 
 
 def close_session(session: Session) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -13,6 +15,20 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ml.files import atomic_write, fsync_folder, write_and_rename
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})  # the disk, or the user's quota on it, is full
+
+
+def no_room(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_ROOM
+
+
+def free_bytes(path: Path) -> int:
+    """Free space for mhogo (not root's reserve) on the filesystem that holds `path`, or would hold it: the nearest
+    folder that exists answers for one not made yet."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 def _syncfs() -> Callable[[int], int] | None:

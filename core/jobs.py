@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Update, bindparam, case, func, or_, update
+from sqlalchemy import Update, bindparam, case, func, or_, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -42,6 +42,14 @@ class NewPhoto:
 def find_job(session: Session, device_id: int, idempotency_key: str) -> Job | None:
     statement = select(Job).where(Job.device_id == device_id, Job.idempotency_key == idempotency_key)
     return session.exec(statement).first()
+
+
+def find_jobs(session: Session, keys: Collection[tuple[int, str]]) -> dict[tuple[int, str], Job]:
+    """The jobs that exist of these (device, Idempotency-Key) pairs, in one query: a group's retries."""
+    if not keys:
+        return {}
+    statement = select(Job).where(tuple_(col(Job.device_id), col(Job.idempotency_key)).in_(sorted(set(keys))))
+    return {(job.device_id, job.idempotency_key): job for job in session.exec(statement)}
 
 
 def insert_jobs(session: Session, photos: Sequence[NewPhoto], queued: bool = False) -> list[str | None]:

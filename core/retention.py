@@ -26,7 +26,8 @@ What goes, and when (README "Retention"):
 Kept whatever their age: photos with trusted labels, their jobs and feedback; every version that ever served as
 champion, with its artifact (audit, and rollback); the challenger; the frozen holdout (MHOGO_HOLDOUT_DIR) and the base
 data (MHOGO_TRAIN_DATA_DIR), the operator's folders, which retention never opens. Resumable uploads, finished or not,
-are dropped with their part files by the sweeper at MHOGO_UPLOAD_EXPIRE_S (core.uploads.remove_expired).
+are dropped with their part files by the sweeper at MHOGO_UPLOAD_EXPIRE_S (core.uploads.remove_expired); photo
+files no job refers to, by the sweeper too (core.orphans).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The sweeper: enqueue every job the API could not enqueue (broker down), and re-enqueue jobs whose message went
 missing; drop resumable uploads past their time, with their part files. Runs as a periodic task and once when the
-API starts. Tasks are idempotent, so enqueuing twice is safe."""
+API starts. Tasks are idempotent, so enqueuing twice is safe. The periodic task and `mhogo sweep` also delete the
+orphan photos of one of the blob store's folders each time (core.orphans)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import timedelta
 
 from sqlmodel import Session
 
-from core import jobs, triggers, uploads
+from core import jobs, orphans, triggers, uploads
 from core.blobs import BlobStore
 from core.config import Settings
 from core.publisher import Publisher, enqueue_photo
@@ -21,7 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def sweep_once(
-    session_factory: Callable[[], Session], publisher: Publisher, settings: Settings, blobs: BlobStore
+    session_factory: Callable[[], Session],
+    publisher: Publisher,
+    settings: Settings,
+    blobs: BlobStore,
+    photo_orphans: bool = True,
 ) -> dict[str, int]:
     counts = {"enqueued": 0, "failed": 0, "unreachable": 0, "uploads_expired": 0, "runs_resent": 0, "runs_failed": 0}
     with session_factory() as session:
@@ -42,6 +47,8 @@ def sweep_once(
                 break  # the broker is down: the next sweep tries again
         counts["uploads_expired"] = uploads.remove_expired(session, blobs)
         counts |= sweep_runs(session, publisher, settings)
+    if photo_orphans:  # not in the API's sweep at start: only the deployment's one sweep at a time deletes files
+        counts |= sweep_orphans(session_factory, blobs, settings)
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
@@ -71,3 +78,15 @@ def sweep_runs(session: Session, publisher: Publisher, settings: Settings) -> di
         log.warning("retraining run %s was not started: its message sent again", run.id)
         counts["runs_resent"] += 1
     return counts
+
+
+def sweep_orphans(session_factory: Callable[[], Session], blobs: BlobStore, settings: Settings) -> dict[str, int]:
+    """The orphan photos of this sweep's folder of the blob store; a folder that cannot be read waits for its turn."""
+    now = utcnow()
+    shard = orphans.shard_at(now, settings.SWEEP_INTERVAL_S)
+    try:
+        with session_factory() as session:
+            return dict(orphans.sweep_orphans(session, blobs, shard, settings.ORPHAN_GRACE_S, now))
+    except OSError as exc:
+        log.warning("orphan sweep of folder %02x failed: %s", shard, exc)
+        return {"errors": 1}

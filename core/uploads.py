@@ -12,8 +12,6 @@ commit leaves a file no row names: retention deletes those once they are ORPHAN_
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
 import secrets
 from collections.abc import Iterable, Iterator
@@ -26,8 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core import jobs
-from core.blobs import KEY_PATTERN, BlobStore
-from schemas.errors import OffsetConflict, StorageFull
+from core.blobs import KEY_PATTERN, BlobStore, room_to_write
+from schemas.errors import OffsetConflict
 from schemas.tables import Upload, UploadChunk, utcnow
 
 log = logging.getLogger(__name__)
@@ -37,19 +35,7 @@ PART_SUFFIX = ".part"
 # A part file no row names, this old, is a crash's leftover. Generous: a part is touched as it is kept, and its row
 # commits a moment later; only a PATCH stalled without a byte for this long would lose its unfinished part.
 ORPHAN_AFTER = timedelta(hours=1)
-DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-NO_ROOM = "The server's disk is full: these bytes were not kept. Send them again later."
 KEYS_PER_QUERY = 500
-
-
-@contextlib.contextmanager
-def full_disk_as_storage_full() -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in DISK_FULL:
-            raise StorageFull(NO_ROOM) from exc
-        raise
 
 
 class Part:
@@ -66,14 +52,14 @@ class Part:
 
     def write(self, data: bytes) -> None:
         try:
-            with full_disk_as_storage_full():
+            with room_to_write():
                 self._file.write(data)
         except BaseException:
             self._file.discard()
             raise
 
     def keep(self) -> None:
-        with full_disk_as_storage_full():
+        with room_to_write():
             self._file.keep()
 
     def discard(self) -> None:

@@ -6,9 +6,11 @@ app developers and the load and fault generator of the tests.
   however often the upload is retried, and whatever kills the app in between, the server makes one job of it.
 - Uploads retried with exponential backoff and full jitter; `Retry-After` (429, 503) honoured; a 4xx other than
   those is final (the photo is kept with the server's reason, never retried).
-- Photos larger than `resumable_above` go by resumable upload (tus 1.0, with a sha1 checksum per chunk): the
-  upload's address is kept in the outbox, so after a cut link, a restart or a kill the phone asks the server how
-  much arrived (HEAD) and sends only the rest.
+- Photos larger than `resumable_above` go by resumable upload (tus 1.0): the upload's address is kept in the
+  outbox, so after a cut link, a restart or a kill the phone asks the server how much arrived (HEAD) and sends only
+  the rest. The server keeps the part of a chunk that arrived before a cut, so no checksum is sent with a chunk (the
+  tus checksum extension would have the server drop a part it cannot verify, and a link that drops every few KB
+  would never get a 64 KiB chunk through); the server checks the whole photo when the last byte is in.
 - Results fetched when back online, each photo polled with its own backoff.
 - Feedback ("this leaf has CMD") kept in the same outbox with its own `Idempotency-Key`, sent once the photo's
   diagnosis is in, retried like an upload: one event on the server however often it goes.
@@ -22,7 +24,6 @@ photos as they are (`as_is`), since what they measure needs the server to see th
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import random
@@ -45,7 +46,8 @@ if TYPE_CHECKING:
     from ml.phone_build import PhoneBuild
 
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}  # photo files, by their suffix
-RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
+NEW_UPLOADS = "new uploads"  # what a 429 to a resumable upload's creation holds back (the server's open-upload bound)
+RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504, 507}  # 507: the server's disk is full for now
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,9 @@ class Outbox:
 
     def due(self, state: str, now: float) -> list[OutboxPhoto]:
         rows = self.db.execute(
-            "SELECT * FROM photos WHERE state = ? AND next_try_at <= ? ORDER BY taken_at", (state, now)
+            # Uploads under way first: the server bounds how many a phone holds open, and finishing one frees a place.
+            "SELECT * FROM photos WHERE state = ? AND next_try_at <= ? ORDER BY upload_url IS NULL, taken_at",
+            (state, now),
         )
         return [self._photo(row) for row in rows]
 
@@ -337,8 +341,8 @@ class Phone:
             created = self.client.post("/v1/uploads", headers={**TUS, "Upload-Length": str(len(data)),
                                        "Idempotency-Key": photo.key,
                                        "Upload-Metadata": f"filetype {filetype}"})  # fmt: skip
-            if created.status_code != 201:
-                self._not_taken(photo, created)
+            if created.status_code != 201:  # a 429 here holds back new uploads only: those under way go on
+                self._not_taken(photo, created, NEW_UPLOADS)
                 return
             url = created.headers["Location"]
             self.outbox.update(photo.key, upload_url=url)
@@ -353,10 +357,8 @@ class Phone:
         offset, job_id = int(probe.headers["Upload-Offset"]), probe.headers.get("Mhogo-Job-Id")
         while job_id is None:
             chunk = data[offset : offset + self.chunk_bytes]
-            checksum = base64.b64encode(hashlib.sha1(chunk).digest()).decode()
             response = self.client.patch(url, content=chunk, headers={**TUS, "Upload-Offset": str(offset),
-                                         "Content-Type": "application/offset+octet-stream",
-                                         "Upload-Checksum": f"sha1 {checksum}"})  # fmt: skip
+                                         "Content-Type": "application/offset+octet-stream"})  # fmt: skip
             if response.status_code in (409, 460):  # not where we thought, or damaged on the way: ask again soon
                 self._later(photo, "waiting", f"HTTP {response.status_code}", 0.0)
                 return
@@ -372,12 +374,17 @@ class Phone:
     def _sent(self, photo: OutboxPhoto, job_id: str) -> None:
         self.outbox.update(photo.key, state="sent", job_id=job_id, attempts=0, next_try_at=0, error=None,
                            upload_url=None)  # fmt: skip
+        if photo.upload_url is not None:  # an upload under way is done: a place for a new one on the server
+            self.held_until.pop(NEW_UPLOADS, None)
 
-    def _not_taken(self, photo: OutboxPhoto, response: httpx.Response) -> None:
-        """Busy, limited or briefly down: later, as the server asks. Anything else is the server's final word on
-        this photo (unreadable, not a JPEG or PNG, too large): keep its reason, never send it again."""
+    def _not_taken(self, photo: OutboxPhoto, response: httpx.Response, action: str = "photos") -> None:
+        """Busy, limited or briefly down: later, as the server asks, holding back `action`. Anything else is the
+        server's final word on this photo (unreadable, not a JPEG or PNG, too large): keep its reason, never send it
+        again."""
         if response.status_code in RETRY_STATUSES:
-            self._later(photo, "waiting", f"HTTP {response.status_code}", self._asked_to_wait("photos", response))
+            wait = self._asked_to_wait(action, response)
+            # Held back as an action: a new upload may start as soon as one under way is done (`_sent`).
+            self._later(photo, "waiting", f"HTTP {response.status_code}", 0.0 if action == NEW_UPLOADS else wait)
             return
         self.outbox.update(photo.key, state="done", error=f"HTTP {response.status_code}: {detail(response)}",
                            upload_url=None)  # fmt: skip
@@ -448,6 +455,9 @@ class Phone:
         for photo in self.outbox.due("waiting", now):
             if self.held("photos"):
                 break
+            resumable = self.outbox.photo_path(photo.key).stat().st_size > self.resumable_above
+            if resumable and photo.upload_url is None and self.held(NEW_UPLOADS):
+                continue  # too many uploads open on the server: the ones under way first
             self.upload(photo)
         for photo in self.outbox.due("sent", now):
             self.fetch(photo)

@@ -83,3 +83,5 @@ class Problem(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str]
+    # Free space where photos are written ("blob_store") and, for SQLite, the database ("database"), in bytes.
+    free_bytes: dict[str, int] = Field(default_factory=dict)

@@ -76,7 +76,7 @@ class Job(SQLModel, table=True):
     device_id: int = Field(foreign_key="devices.id", index=True)
     idempotency_key: str = Field(max_length=255)
     content_sha256: str = Field(max_length=64)
-    blob_key: str = Field(max_length=200)
+    blob_key: str = Field(max_length=200, index=True)  # which jobs keep a photo file (core.orphans, core.retention)
     content_type: str = Field(max_length=50)
     size_bytes: int
     status: JobStatus = Field(default=JobStatus.RECEIVED, sa_column=Column(String(20), index=True, nullable=False))

@@ -94,9 +94,9 @@ def aggregate(self: MhogoTask) -> dict[str, Any]:
 
 @app.task(name=TaskName.SWEEP, bind=True, base=MhogoTask, **RETRY_POLICY)
 def sweep(self: MhogoTask) -> dict[str, int]:
-    """Enqueue every job the API could not enqueue, and re-enqueue those whose message was lost (core.sweeper); take
-    back this deployment's messages waiting outside its queues (core.strays). One sweep at a time across all the
-    deployment's workers."""
+    """Enqueue every job the API could not enqueue, and re-enqueue those whose message was lost (core.sweeper); delete
+    the orphan photos of one folder of the blob store (core.orphans); take back this deployment's messages waiting
+    outside its queues (core.strays). One sweep at a time across all the deployment's workers."""
     lock = self.deliveries.redis.lock(self.namespace.sweep_lock, timeout=max(60, int(settings.SWEEP_INTERVAL_S * 2)),
                                       blocking=False)  # fmt: skip
     if not lock.acquire():

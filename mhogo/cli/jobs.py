@@ -52,8 +52,8 @@ def jobs_requeue(job_ids: tuple[str, ...], all_failed: bool) -> None:
 
 @click.command()
 def sweep() -> None:
-    """Enqueue now every job that is waiting for the queue, and take back the deployment's messages waiting outside
-    its queues (as the periodic sweep does)."""
+    """Enqueue now every job that is waiting for the queue, delete the orphan photos of one folder of the blob store,
+    and take back the deployment's messages waiting outside its queues (as the periodic sweep does)."""
     import redis
 
     from core import strays

@@ -73,6 +73,7 @@ def startup_sweep(services: Services) -> None:
                 services.publisher,
                 services.settings,
                 services.blobs,
+                photo_orphans=False,
             )
         except Exception:  # logged, and the periodic sweep will try again
             log.exception("startup sweep failed")

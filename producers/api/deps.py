@@ -22,6 +22,7 @@ from core.namespace import Namespace
 from core.publisher import Publisher
 from producers.api import problems
 from producers.api.backlog import Backlog
+from producers.api.inflight import InFlight
 from producers.api.ratelimit import RateLimiter
 from producers.intake import GroupIntake
 from schemas.tables import Device
@@ -41,10 +42,13 @@ class Services:
     limiter: RateLimiter | None = None  # per device and per client address (producers.api.ratelimit); None: none
     namespace: Namespace | None = None  # the deployment's keys in Redis; None: the database's, read as the app starts
     intake: GroupIntake = field(init=False)  # accepts concurrent uploads together (producers.intake)
+    in_flight: InFlight = field(init=False)  # uploads each device holds at once in this process
 
     def __post_init__(self) -> None:
         self.intake = GroupIntake(lambda: Session(self.engine, expire_on_commit=False), self.blobs, self.publisher,
-                                  self.settings.MAX_IMAGE_PIXELS)  # fmt: skip
+                                  self.settings.MAX_IMAGE_PIXELS, self.settings.IMAGE_CHECK_THREADS,
+                                  self.settings.LARGE_IMAGE_CHECK_THREADS)  # fmt: skip
+        self.in_flight = InFlight(self.settings.MAX_UPLOADS_IN_FLIGHT)
 
     def deployment(self) -> Namespace:
         """The namespace the app serves (checked against the database as it started)."""

@@ -22,7 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError as DatabaseOperationalError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
+from core.blobs import FULL
+from core.db import disk_full
+from core.files import no_room
 from schemas.api import Problem
 from schemas.errors import (
     BadInput,
@@ -120,12 +124,30 @@ async def validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(status.HTTP_422_UNPROCESSABLE_CONTENT, detail, errors=errors)
 
 
-async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database did not answer: nothing was accepted, so the phone must keep the photo and send it again."""
+    if disk_full(exc):
+        log.error("the database is out of space: %s", exc)
+        return await mhogo_error(request, StorageFull(FULL))
     log.warning("database unavailable: %s", exc)
     return problem(status.HTTP_503_SERVICE_UNAVAILABLE,
                    "mhogo cannot store photos right now. Keep the photo and send it again soon.",
                    {"Retry-After": "10"})  # fmt: skip
+
+
+async def os_error(request: Request, exc: Exception) -> JSONResponse:
+    """A full disk wherever a route writes is StorageFull (507, Retry-After), never a 500; other I/O errors are."""
+    if no_room(exc):
+        log.error("no room to write: %s", exc)
+        return await mhogo_error(request, StorageFull(FULL))
+    return await unexpected(request, exc)
+
+
+async def client_gone(_: Request, exc: Exception) -> JSONResponse:
+    """The phone's link dropped while its request body came in: nothing of it was accepted, and nobody reads this
+    answer. Not a server error: logged as the link it is (a resumable upload keeps what arrived, producers.api.tus)."""
+    log.info("client disconnected before its request body was complete")
+    return problem(status.HTTP_400_BAD_REQUEST, "The request body did not arrive whole. Send it again.")
 
 
 async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -141,6 +163,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(DatabaseOperationalError, database_unavailable)
+    app.add_exception_handler(OSError, os_error)
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(Exception, unexpected)
     generate = app.openapi
 

@@ -16,8 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from core import jobs
-from core.db import close_session, ping
+from core.db import close_session, local_folder, ping
 from core.feedback import fingerprint, keyed_event_id
+from core.files import free_bytes
 from core.logs import bind_job
 from producers.api.backlog import retry_after_s
 from producers.api.deps import (
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem} for code in (400, 401, 404, 409, 413, 415, 422, 503)
+    code: {"model": Problem} for code in (400, 401, 404, 409, 413, 415, 422, 429, 503, 507)
 }
 FEEDBACK_ERRORS = ERRORS | {403: {"model": Problem}}
 FEEDBACK_KEY = "Optional: the same key on retries of the same feedback (one event); with other feedback, 422"
@@ -122,10 +123,11 @@ async def upload_photo(
     # hop each. No database connection is held while the body arrives: on 2G that takes seconds.
     key = check_idempotency_key(idempotency_key)
     device = await run_in_threadpool(admit_upload, services, credentials, key, client_address(request))
-    data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
-    check_declared_type(declared)
     assert device.id is not None
-    accepted = await asyncio.wrap_future(services.intake.submit(Arrival(device.id, key, data)))
+    with services.in_flight.hold(device.id):  # 429 past MHOGO_MAX_UPLOADS_IN_FLIGHT: bodies in memory are bounded
+        data, declared = await read_photo(request, services.settings.MAX_UPLOAD_BYTES)
+        check_declared_type(declared)
+        accepted = await asyncio.wrap_future(services.intake.submit(Arrival(device.id, key, data)))
     with bind_job(accepted.job_id):  # the first line of the job's story; the workers' lines carry the same id
         log.info("photo accepted", extra={"replayed": accepted.replayed, "size_bytes": len(data)})
     status_url = f"{services.settings.public_url}/v1/jobs/{accepted.job_id}"
@@ -274,16 +276,35 @@ def report_events(
     return {"accepted": len(events)}
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": Health}}, summary="Redis and database")
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health}},
+            summary="Redis, the database and free space")  # fmt: skip
 def health(services: ServicesDep, response: Response) -> Health:
-    """Anyone may ask (a load balancer does): the answer says what is down, never where (no host, port or error
-    text of the machines behind, which the log keeps)."""
+    """Anyone may ask (a load balancer does): the answer says what is down, never where (no host, port, path or
+    error text of the machines behind, which the log keeps). Less free space than MHOGO_MIN_FREE_BYTES where photos
+    (or SQLite's database) are written is down too: uploads would get 507."""
     checks = {"database": _check("database", lambda: ping(services.engine)),
               "redis": _check("redis", services.publisher.ping)}  # fmt: skip
+    free: dict[str, int] = {}
+    for name, folder in (("blob_store", services.blobs.root), ("database", local_folder(services.engine))):
+        if folder is None:  # a database server: its disk is its own to watch
+            continue
+        try:
+            free[name] = free_bytes(folder)
+        except OSError as exc:
+            log.warning("health check: free space of the %s unknown: %s", name, exc)
+            checks[f"{name}_space"] = "unavailable"
+            continue
+        checks[f"{name}_space"] = _room(free[name], services.settings.MIN_FREE_BYTES)
     ok = all(value == "ok" for value in checks.values())
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="ok" if ok else "degraded", checks=checks)
+    return Health(status="ok" if ok else "degraded", checks=checks, free_bytes=free)
+
+
+def _room(free: int, minimum: int) -> str:
+    if free >= minimum:
+        return "ok"
+    return f"low on space: {free // 2**20} MiB free, under the {minimum // 2**20} MiB needed"
 
 
 def _check(name: str, probe: Callable[[], object]) -> str:

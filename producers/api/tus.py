@@ -181,7 +181,9 @@ def create_upload(
         raise HTTPException(status.HTTP_409_CONFLICT, "This Idempotency-Key was already used for an upload of "
                             "another size. Use a new key for each new photo.")  # fmt: skip
     headers = {
-        "Location": f"{services.settings.public_url}{PREFIX}/{upload.id}",
+        # Relative (RFC 9110 allows it; tus clients resolve it against the creation URL): the upload goes on at the
+        # address the phone reached, whatever MHOGO_PUBLIC_URL says, through a proxy or another name of the host.
+        "Location": f"{PREFIX}/{upload.id}",
         "Upload-Expires": format_datetime(upload.expires_at, usegmt=True),
     }
     if not created:

@@ -1,9 +1,8 @@
 """The same photo sent many times at once with one key makes one job, on SQLite and PostgreSQL."""
 
-import itertools
-import threading
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
+import producers.intake
 from core.blobs import BlobStore
 from core.db import make_engine
 from core.devices import add_device
-from producers.intake import Accepted, Arrival, GroupIntake, accept_photos
+from core.publisher import Publisher
+from producers.intake import Accepted, Answer, Arrival, Checked, GroupIntake, accept_photos
 from schemas.errors import IdempotencyConflict, UnreadableImage
 from schemas.statuses import JobStatus
 from schemas.tables import Device, Job
@@ -91,6 +92,40 @@ def test_a_group_answers_each_upload_on_its_own(engine: Engine, tmp_path: Path) 
     assert all(blobs.exists(blob_key) for _, blob_key in publisher.photos)
 
 
+def photo_files(blobs: BlobStore) -> set[str]:
+    return {str(path.relative_to(blobs.root)) for path in blobs.root.glob("photos/*/*")}
+
+
+def test_a_key_used_before_is_answered_before_any_file_is_written(engine: Engine, tmp_path: Path) -> None:
+    """A retry, or a key reused for other bytes, is answered from its job, looked up for the whole group before
+    anything is written: only the new photo's file is added. Before, the 422 for a reused key still wrote that
+    photo's file, with no job pointing to it."""
+    with Session(engine) as session:
+        device, _ = add_device(session, "phone")
+    assert device.id is not None
+    blobs = BlobStore(tmp_path / "blobs")
+    publisher = RecordingPublisher()
+    with Session(engine, expire_on_commit=False) as session:
+        first = accept_one(session, blobs, publisher, device, "key", sample_bytes("cmd", 0))
+        before = photo_files(blobs)
+        group = [
+            Arrival(device.id, "key", sample_bytes("cmd", 1)),  # the key reused for another photo
+            Arrival(device.id, "key", sample_bytes("cmd", 0)),  # the phone's retry
+            Arrival(device.id, "new", sample_bytes("cmd", 2)),
+            Arrival(device.id, "new", sample_bytes("cmd", 3)),  # its key reused within the group, other bytes
+        ]
+        conflict, retry, new, twin = accept_photos(session, blobs, publisher, group, 10**8)
+    assert isinstance(conflict, IdempotencyConflict)
+    assert isinstance(twin, IdempotencyConflict)
+    assert retry == Accepted(first.job_id, JobStatus.QUEUED, True)
+    assert isinstance(new, Accepted)
+    assert not new.replayed
+    with Session(engine) as session:
+        job = session.get(Job, new.job_id)
+    assert job is not None
+    assert photo_files(blobs) == before | {job.blob_key}
+
+
 def test_a_group_the_broker_refuses_waits_for_the_sweeper(engine: Engine, tmp_path: Path) -> None:
     with Session(engine) as session:
         device, _ = add_device(session, "phone")
@@ -107,46 +142,49 @@ def test_a_group_the_broker_refuses_waits_for_the_sweeper(engine: Engine, tmp_pa
     assert all(job.enqueue_count == 0 for job in rows)
 
 
-def test_the_intake_writer_groups_concurrent_uploads(engine: Engine, tmp_path: Path) -> None:
-    """Many threads submit at once: every upload gets its own answer, and the uploads that arrived while a group was
-    being sent go out together after it, a group of up to 64 at a time (the point of the writer)."""
+def test_the_intake_writer_groups_concurrent_uploads(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many threads submit at once: every upload gets its own answer, and the uploads checked while a group was
+    being stored go out together after it, a group of up to 64 at a time (the point of the writer)."""
     with Session(engine) as session:
         device, _ = add_device(session, "phone")
     assert device.id is not None
     device_id = device.id
-    publisher = RecordingPublisher()
+    intake = GroupIntake(lambda: Session(engine, expire_on_commit=False), BlobStore(tmp_path / "blobs"),
+                         RecordingPublisher(), 10**8)  # fmt: skip
     groups: list[int] = []
-    original = publisher.publish_photos
-    submitted, everyone_in = itertools.count(1), threading.Event()
+    store = producers.intake.store_photos
 
-    def count_groups(photos: Sequence[tuple[str, str]]) -> bool:
-        groups.append(len(photos))
-        everyone_in.wait(30)  # the first group's broker round trip lasts until every other upload is waiting
-        return original(photos)
+    def count_groups(
+        session: Session, blobs: BlobStore, publisher: Publisher, group: Sequence[Checked]
+    ) -> list[Answer]:
+        if not groups:  # the first group lasts until every other upload is checked and waits for the writer
+            wait_until(lambda: intake.waiting == 80 - len(group))
+        groups.append(len(group))
+        return store(session, blobs, publisher, group)
 
-    publisher.publish_photos = count_groups  # type: ignore[method-assign]
-    intake = GroupIntake(lambda: Session(engine, expire_on_commit=False), BlobStore(tmp_path / "blobs"), publisher,
-                         10**8)  # fmt: skip
+    monkeypatch.setattr(producers.intake, "store_photos", count_groups)
     data = sample_bytes("cmd")
-
-    def submit(n: int) -> Future[Accepted]:
-        answer = intake.submit(Arrival(device_id, f"k{n % 40}", data))
-        if next(submitted) == 80:
-            everyone_in.set()
-        return answer
-
     try:
         with ThreadPoolExecutor(max_workers=16) as pool:
-            waiting = list(pool.map(submit, range(80)))
+            waiting = list(pool.map(lambda n: intake.submit(Arrival(device_id, f"k{n % 40}", data)), range(80)))
         answers = [answer.result(30) for answer in waiting]
     finally:
         intake.close()
     assert len({answer.job_id for answer in answers}) == 40
     assert sum(not answer.replayed for answer in answers) == 40
-    assert sum(groups) == 40
+    assert sum(groups) == 80
     assert len(groups) <= 3  # the first, then the other 79 or fewer in groups of at most 64
     with Session(engine) as session:
         assert len(session.exec(select(Job)).all()) == 40
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the deadline"
+        time.sleep(0.005)
 
 
 def test_a_database_error_refuses_the_whole_group(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -13,6 +15,8 @@ from limits import parse
 from limits.storage import MemoryStorage
 from sqlmodel import Session
 
+import ml.imaging
+import producers.intake
 from core.config import settings
 from core.devices import revoke_device, revoked
 from core.namespace import Namespace
@@ -127,3 +131,40 @@ def test_a_revoked_token_opens_nothing_at_once(client: TestClient, services: Ser
         assert revoked(session)[1].reason == "phone stolen"
     assert client.get("/v1/jobs/unknown", headers=headers).status_code == 401
     assert upload(client, token) == 401
+
+
+def test_a_phone_holds_at_most_its_uploads_in_flight(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MHOGO_MAX_UPLOADS_IN_FLIGHT uploads of one phone held in their check (a gate): its next upload is 429 with
+    Retry-After at once, another phone's is not, and once they are answered the phone sends again."""
+    config = services.settings.model_copy(update={"MAX_UPLOADS_IN_FLIGHT": 2, "IMAGE_CHECK_THREADS": 3})
+    limited = dataclasses.replace(services, settings=config)
+    busy, calm = new_token(services, "busy"), new_token(services, "calm")
+    entered, gate = threading.Semaphore(0), threading.Event()
+    validate = ml.imaging.validate
+
+    def held(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
+        entered.release()
+        gate.wait(60)
+        return validate(data, max_pixels)
+
+    monkeypatch.setattr(producers.intake, "validate", held)
+    with TestClient(create_app(limited, sweep_on_startup=False)) as client, ThreadPoolExecutor(3) as pool:
+        try:
+            in_flight = [pool.submit(upload, client, busy) for _ in range(2)]
+            assert entered.acquire(timeout=30)
+            assert entered.acquire(timeout=30)
+            headers = {"Authorization": f"Bearer {busy}", "Idempotency-Key": "third", "Content-Type": "image/jpeg"}
+            refused = client.post("/v1/photos", content=sample_bytes(), headers=headers)
+            other = pool.submit(upload, client, calm)
+            assert entered.acquire(timeout=30)  # another phone's upload is taken in and checked meanwhile
+        finally:
+            gate.set()
+        assert [answer.result(30) for answer in in_flight] == [202, 202]
+        assert other.result(30) == 202
+        assert upload(client, busy) == 202
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "5"
+    assert (
+        refused.json()["detail"] == "This phone is already sending 2 photos. Wait for their answers, then send "
+        "this one."
+    )

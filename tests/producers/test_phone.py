@@ -317,3 +317,40 @@ def test_an_older_outbox_s_agronomist_label_is_refused_and_kept_with_the_reason(
     assert done.error.startswith("HTTP 403: A device's feedback is a farmer's word")
     assert publisher.feedback == []
     phone.outbox.close()
+
+
+class PatchesCut(Flaky):
+    """Every PATCH cut before it leaves, until `cuts` of them were; everything else goes through."""
+
+    def __init__(self, inner: TestClient, cuts: int) -> None:
+        super().__init__(inner, lose=0.0, refuse=0.0)
+        self.cuts = cuts
+
+    def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        if self.cuts > 0:
+            self.cuts -= 1
+            raise httpx.ConnectError("connection refused", request=httpx.Request("PATCH", url))
+        return self._send("PATCH", url, **kwargs)
+
+
+def test_told_it_holds_too_many_open_uploads_the_phone_finishes_those_under_way_first(
+    services: Services, token: str, tmp_path: Path
+) -> None:
+    """The server bounds the uploads a phone holds open (429 to one more, Retry-After 60). A phone back from a cut with
+    a backlog goes on with the uploads it has under way, which frees places, instead of holding back every photo for
+    the whole minute (as it did: the 429 held all of them)."""
+    config = services.settings.model_copy(update={"MAX_OPEN_UPLOADS": 2})
+    app = create_app(dataclasses.replace(services, settings=config), sweep_on_startup=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.headers.update({"Authorization": f"Bearer {token}"})
+        now = [0.0]
+        phone = Phone(Outbox(tmp_path), cast(httpx.Client, PatchesCut(client, cuts=2)), backoff=Backoff(base_s=0.0),
+                      rng=random.Random(3), clock=lambda: now[0], resumable_above=0, chunk_bytes=1 << 20)  # fmt: skip
+        photos = [phone.outbox.take(path) for path in all_samples()[:5]]
+        while phone.outbox.photos("waiting") and now[0] < 300:
+            phone.step()
+            now[0] += 1.0
+        assert phone.told_to_wait[429] >= 1  # the third creation was refused while two uploads were open
+        assert now[0] < 60  # and every photo went before its Retry-After was up
+        assert {photo.key for photo in phone.outbox.photos("sent")} == {photo.key for photo in photos}
+        phone.outbox.close()

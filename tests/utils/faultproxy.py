@@ -1,5 +1,6 @@
 """A small fault-injecting TCP proxy for the tests and bench/faults.py: it sits between a client and the API and, per
-connection, cuts it in the middle of the request body or of the response, stalls it, or throttles it to a 2G link.
+connection, cuts it in the middle of the request body or of the response, stalls it, throttles it to a 2G link, or
+drops every connection after it carried a few KB towards the server (a link that never holds long).
 
     with FaultProxy(upstream_port, cut=0.3) as proxy:   # clients connect to proxy.port
         ...
@@ -20,6 +21,7 @@ from types import TracebackType
 from tests.utils.processes import free_port
 
 CHUNK = 4096
+DROP_NOTICED_S = 0.5  # after a drop, how long the link is silent before both ends see it reset
 
 
 @dataclass
@@ -29,6 +31,7 @@ class FaultProxy:
     stall: float = 0.0  # share of connections that go silent for `stall_s` before carrying on
     stall_s: float = 5.0
     rate_bytes_s: float | None = None  # throttle both directions, e.g. 50 kbit/s = 6250 bytes/s
+    drop_after_bytes: int | None = None  # every connection dropped once it carried this many bytes to the server
     seed: int = 7
     port: int = field(default_factory=free_port)
     stats: Counter[str] = field(default_factory=Counter)
@@ -68,6 +71,8 @@ class FaultProxy:
         self.stats["connections"] += 1
         draw = self.rng.random()
         fate = "cut_request" if draw < self.cut / 2 else "cut_response" if draw < self.cut else "pass"
+        if self.drop_after_bytes is not None:
+            fate = "dropped"
         cut_at = self.rng.random()  # where in the first message of the cut direction: a share of its length
         stall = self.rng.random() < self.stall
         try:
@@ -77,9 +82,8 @@ class FaultProxy:
             return
         writers = (client_writer, server_writer)
         self.open.update(writers)
-        upstream = self.pipe(
-            client_reader, server_writer, cut_at if fate == "cut_request" else None, stall, fate, writers
-        )
+        upstream = self.pipe(client_reader, server_writer, cut_at if fate == "cut_request" else None, stall, fate,
+                             writers, self.drop_after_bytes)  # fmt: skip
         downstream = self.pipe(server_reader, client_writer, cut_at if fate == "cut_response" else None, False, fate,
                                writers)  # fmt: skip
         await asyncio.gather(upstream, downstream, return_exceptions=True)
@@ -89,10 +93,9 @@ class FaultProxy:
 
     async def pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut_at: float | None, stall: bool,
-        fate: str, both: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+        fate: str, both: tuple[asyncio.StreamWriter, asyncio.StreamWriter], cut_after: int | None = None,
     ) -> None:  # fmt: skip
         carried = 0
-        cut_after: int | None = None
         try:
             while data := await reader.read(CHUNK):
                 if cut_at is not None and cut_after is None:
@@ -100,6 +103,9 @@ class FaultProxy:
                 if cut_after is not None and carried + len(data) > cut_after:
                     writer.write(data[: max(0, cut_after - carried)])
                     self.stats[fate] += 1
+                    if fate == "dropped":  # the link goes silent: what got through is read before the server
+                        await writer.drain()  # notices (uvicorn drops a body that comes with the disconnect)
+                        await asyncio.sleep(DROP_NOTICED_S)
                     for each in both:  # the link drops: both sides see the connection reset
                         each.transport.abort()
                     return
