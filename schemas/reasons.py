@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from schemas.catalogue import text
+
 
 class RejectReason(StrEnum):
     UNREADABLE = "unreadable"
@@ -19,14 +21,5 @@ class RejectReason(StrEnum):
         return REJECT_MESSAGES[self]
 
 
-REJECT_MESSAGES: dict[RejectReason, str] = {
-    RejectReason.UNREADABLE: "The photo could not be opened. Take it again with the phone's camera app.",
-    RejectReason.TOO_SMALL: "The photo is too small to see the leaf. Take it again at the camera's normal size.",
-    RejectReason.TOO_DARK: "The photo is too dark. Take it in daylight, with the sun behind you.",
-    RejectReason.TOO_BRIGHT: "The photo is too bright and washed out. Stand so that your shadow covers the leaf.",
-    RejectReason.BLURRY: "The photo is blurry. Hold the phone still, tap the leaf on the screen to focus, "
-    "then take the photo.",
-    RejectReason.LEAF_TOO_SMALL: "The leaf is too small in the photo. Come closer, so that one leaf fills the photo.",
-    RejectReason.NOT_CASSAVA_LEAF: "This does not look like a cassava leaf. Take a photo of one cassava leaf, "
-    "close up.",
-}
+# In English, from the catalogue the farmer's app reads in every language (schemas/catalogue/).
+REJECT_MESSAGES: dict[RejectReason, str] = {reason: text(f"reason.{reason.value}") for reason in RejectReason}

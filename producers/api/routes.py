@@ -44,6 +44,7 @@ from schemas.api import (
     Problem,
     Rejection,
 )
+from schemas.catalogue import text
 from schemas.errors import BrokerUnavailable, UploadTooLarge
 from schemas.labels import Label
 from schemas.reasons import RejectReason
@@ -187,7 +188,7 @@ def job_view(job: Job) -> JobView:
         reason = RejectReason(job.reason_code)
         view.rejection = Rejection(reason=reason, message=reason.message)
     elif job.status == JobStatus.FAILED:
-        view.error = "We could not process this photo. Please send it again with a new photo."
+        view.error = text("job.failed")
     return view
 
 
