@@ -34,11 +34,12 @@ if TYPE_CHECKING:
 
     from core.config import Settings
     from ml.checkpoint import Checkpoint
+    from ml.export import Exported
     from ml.prediction import Classifier
 
 log = logging.getLogger(__name__)
 
-BUILD_NAMESPACES = {"onnx-int8": "int8", "onnx-fp32": "fp32"}
+BUILD_NAMESPACES = {"onnx-int8": "int8", "onnx-fp32": "fp32", "phone": "phone"}
 
 
 def build_key(sha256: str, runtime: str) -> str:
@@ -82,13 +83,29 @@ def make_build(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".build-") as tmp:
-        built = export_onnx(checkpoint, Path(tmp) / "model.onnx", limits, sha256)
+        if runtime == "phone":
+            built = make_phone_build(checkpoint, sha256, Path(tmp), limits, calibration, max_pixels)
+        else:
+            built = export_onnx(checkpoint, Path(tmp) / "model.onnx", limits, sha256)
         if runtime == "onnx-int8":
             pixels = calibration_pixels(calibration, checkpoint, max_pixels)
             built = export_int8(checkpoint, built.path, Path(tmp) / "model.int8.onnx", pixels, limits, sha256)
         os.replace(built.path.with_suffix(".json"), out.with_suffix(".json"))
         os.replace(built.path, out)
     return out
+
+
+def make_phone_build(
+    checkpoint: Checkpoint, sha256: str, folder: Path, limits: QualityThresholds, photos: Path, max_pixels: int
+) -> Exported:
+    """The phone graph (ml/phone_graph.py): its leaf gate fitted on the class folders of `photos` against its
+    `negatives` folder, its int8 calibrated on the same cassava photos."""
+    from ml.data import negatives_beside, scan
+    from ml.phone_graph import GatePhotos, export_phone
+
+    gate_photos = GatePhotos(scan(photos, checkpoint.classes), negatives_beside(photos))
+    pixels = calibration_pixels(photos, checkpoint, max_pixels)
+    return export_phone(checkpoint, gate_photos, folder, limits, pixels, sha256)
 
 
 def is_shipped(prebuilt: Path | None, sha256: str) -> bool:
