@@ -53,8 +53,13 @@ class BrowserMissing(RuntimeError):
 
 
 @contextmanager
-def chromium(width: int = 1400, height: int = 2400) -> Iterator[WebDriver]:
-    """Headless Chromium whose viewport (and so every screenshot) is width x height pixels."""
+def chromium(
+    width: int = 1400, height: int = 2400, profile: Path | None = None, language: str | None = None,
+    mobile: bool = False,
+) -> Iterator[WebDriver]:  # fmt: skip
+    """Headless Chromium whose viewport (and so every screenshot) is width x height pixels. With `profile`, a user
+    data folder that outlives the browser: quitting and starting again on it is a phone restarting (its service
+    worker, caches and IndexedDB stay). `language` is what the browser asks pages for (navigator.language)."""
     missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.exists()]
     if missing:
         raise BrowserMissing(f"{', '.join(missing)} not found: install Chromium with `{INSTALL}` (as root)")
@@ -67,13 +72,18 @@ def chromium(width: int = 1400, height: int = 2400) -> Iterator[WebDriver]:
     options.binary_location = str(CHROMIUM)
     arguments = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
                  "--force-device-scale-factor=1", f"--window-size={width},{height}"]  # fmt: skip
+    if profile is not None:
+        arguments.append(f"--user-data-dir={profile}")
+    if language is not None:
+        arguments.append(f"--lang={language}")
+        options.add_experimental_option("prefs", {"intl.accept_languages": language})
     for argument in arguments:
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     try:
         # The window size includes the browser's frame even when headless: the viewport is set exactly.
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+        metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         yield driver
     finally:
         driver.quit()
