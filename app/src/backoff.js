@@ -4,7 +4,9 @@
  * server's Retry-After, which holds back a whole action (uploads, feedback or events), not one item.
  */
 
-export const UPLOAD_BACKOFF = { base: 2_000, cap: 5 * 60_000 };
+export const UPLOAD_BACKOFF = { base: 2_000, cap: 5 * 60_000 }; // one item the server failed on (5xx)
+export const LINK_BACKOFF = { base: 2_000, cap: 60_000 }; // no answer at all: a tiny try a minute at most, so the
+// photos go soon after the signal comes back even when no `online` event says so
 export const POLL_BACKOFF = { base: 1_500, cap: 2 * 60_000, floor: 1_000 };
 
 /** Milliseconds to wait before attempt `attempt + 1` (attempt 0 is the first retry): uniform in [floor, ceiling]. */

@@ -5,7 +5,7 @@
  * fails, the server's Retry-After when it asks to wait (for the whole action), polling jobs until their answer.
  */
 
-import { Holds, backoffDelay, POLL_BACKOFF, UPLOAD_BACKOFF } from './backoff.js';
+import { Holds, backoffDelay, LINK_BACKOFF, POLL_BACKOFF, UPLOAD_BACKOFF } from './backoff.js';
 import { FAILED, FINAL } from './outbox.js';
 
 const EVENTS_EVERY_MS = 30_000; // events wait this long to go together, unless many are waiting
@@ -111,7 +111,7 @@ export class Sender {
   }
 
   linkFailed() {
-    this.linkRetryAt = this.now() + backoffDelay(this.linkFailures++, UPLOAD_BACKOFF, this.random);
+    this.linkRetryAt = this.now() + backoffDelay(this.linkFailures++, LINK_BACKOFF, this.random);
     this.setStatus({ offline: true });
     throw new Stop();
   }
@@ -183,9 +183,8 @@ export class Sender {
       attempt: photo.attempts, tus_retries: error.retries ?? 0, outcome, status: error.status || null, bytes: photo.size,
     });
     switch (error.kind) {
-      case 'network':
+      case 'network': // reported once it gets through (upload_retried with its attempts): not once a minute offline
         await again(0); // the link's wait (linkRetryAt) decides when, for every photo alike
-        await retried('network');
         this.linkFailed();
         return;
       case 'revoked':

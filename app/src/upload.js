@@ -8,7 +8,7 @@
 import { ApiError, classify, errorFor } from './api.js';
 
 export const CHUNK_BYTES = 32 * 1024;
-const RETRY_DELAYS = [0, 1_000, 3_000, 6_000, 10_000]; // within one attempt; reset by tus whenever bytes got through
+const RETRY_DELAYS = [0, 1_000, 3_000]; // within one attempt, reset by tus whenever bytes got through; then the outbox waits
 const STALL_MS = 60_000; // no byte moved for this long: the link is dead even if the request is not
 const PREFIX = 'mhogo-photo:';
 
