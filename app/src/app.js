@@ -20,6 +20,16 @@ const MODEL_CHECK_MS = 6 * 3600_000;
 const MODEL_RETRY_MS = 10 * 60_000;
 const MAX_ERRORS_REPORTED = 20;
 
+/** Resolves once a service worker controls the page (at once when one does, or none can), or after `timeoutMs`. */
+function serviceWorkerInCharge(timeoutMs = 15_000) {
+  const workers = navigator.serviceWorker;
+  if (!workers || workers.controller) return Promise.resolve();
+  return new Promise((resolve) => {
+    workers.addEventListener('controllerchange', resolve, { once: true });
+    setTimeout(resolve, timeoutMs);
+  });
+}
+
 export class App {
   constructor({ base, languages, origin = location.origin }) {
     this.base = base; // the app's own URL, ".../app/"
@@ -146,6 +156,7 @@ export class App {
         return false;
       }
       try {
+        await serviceWorkerInCharge(); // so that onnxruntime-web's files are fetched through it, and kept
         await this.phoneModel.session();
         this.set({ model: 'ready' });
         return true;
@@ -222,7 +233,7 @@ export class App {
       small = await downscale(file);
       const bytes = await small.blob.arrayBuffer();
       const photo = await this.outbox.capture({ bytes, type: 'image/jpeg', width: small.width, height: small.height, thumbnail: small.thumbnail });
-      this.set({ selected: photo.id });
+      this.set({ selected: photo.id, pairNotice: null });
       await this.refresh();
       this.askToKeep();
       this.sender.kick('capture');
