@@ -271,6 +271,14 @@ export class App {
     await this.refresh();
   }
 
+  /** What the phone makes of a photo, without keeping or sending it: the downscaled JPEG it would send and the phone
+   * model's answer on it (null without a model). For tests of parity with the server, and for looking closer. */
+  async examine(file) {
+    const small = await downscale(file);
+    const answer = (await this.modelStore.current()) ? await this.phoneModel.diagnose(await decodeRGB(small.blob)) : null;
+    return { jpeg: new Uint8Array(await small.blob.arrayBuffer()), width: small.width, height: small.height, answer };
+  }
+
   /** The farmer's word on an answer: yes (the label shown), or the label picked from the pictures. */
   async feedback(photoId, label) {
     await this.outbox.addFeedback(photoId, label);

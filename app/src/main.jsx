@@ -25,5 +25,6 @@ window.mhogo = {
   ready,
   outboxCount: () => ready.then(() => app.outbox.count()),
   modelReady: () => ready.then(() => app.modelReady()),
+  examine: (file) => ready.then(() => app.examine(file)),
   app,
 };
