@@ -104,10 +104,16 @@ export class Outbox {
     return sent.filter((p) => p.nextPollAt <= now).sort((a, b) => a.nextPollAt - b.nextPollAt);
   }
 
-  /** The earliest time any photo needs the sender again (Infinity when none does). */
-  async nextPhotoTime() {
-    const [waiting, sent] = await Promise.all([WAITING, SENT].map((s) => this.db.getAllFromIndex('photos', 'state', s)));
-    return Math.min(Infinity, ...waiting.map((p) => p.nextAttemptAt), ...sent.map((p) => p.nextPollAt));
+  /** The earliest time a waiting photo may be sent (Infinity when none waits). */
+  async nextUploadTime() {
+    const waiting = await this.db.getAllFromIndex('photos', 'state', WAITING);
+    return Math.min(Infinity, ...waiting.map((p) => p.nextAttemptAt));
+  }
+
+  /** The earliest time a sent photo's job is to be asked about (Infinity when none is). */
+  async nextPollTime() {
+    const sent = await this.db.getAllFromIndex('photos', 'state', SENT);
+    return Math.min(Infinity, ...sent.map((p) => p.nextPollAt));
   }
 
   beginSend(id) {

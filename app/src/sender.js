@@ -15,8 +15,10 @@ const FEEDBACK_NOT_READY_MS = 20_000;
 class Stop extends Error {} // ends a pass: the link is down or the phone was revoked
 
 export class Sender {
-  constructor({ outbox, settings, api, events, upload, now = Date.now, random = Math.random, timers = globalThis, onChange = () => {} }) {
-    Object.assign(this, { outbox, settings, api, events, upload, now, random, timers, onChange });
+  constructor({ outbox, settings, api, events, upload, now = Date.now, random = Math.random, timers = globalThis,
+    locks = globalThis.navigator?.locks, onChange = () => {} }) {
+    Object.assign(this, { outbox, settings, api, events, upload, now, random, timers, locks, onChange });
+    this.recovered = false;
     this.holds = new Holds();
     this.linkFailures = 0;
     this.linkRetryAt = 0;
@@ -30,7 +32,6 @@ export class Sender {
   async start() {
     this.holds = new Holds((await this.settings.get('holds')) ?? {});
     this.status.revoked = Boolean(await this.settings.get('revoked'));
-    await this.outbox.recover();
     return this.kick('start');
   }
 
@@ -51,7 +52,7 @@ export class Sender {
       let wake;
       do {
         this.again = false;
-        wake = await this.pass().catch((error) => {
+        wake = await this.exclusivePass().catch((error) => {
           console.error('mhogo: sender pass failed', error);
           return this.now() + 60_000;
         });
@@ -77,8 +78,21 @@ export class Sender {
     this.timer = null;
   }
 
-  /** One pass over everything due; returns when to come back. */
+  /** A pass while no other tab of the app runs one (Web Locks, where the browser has them): two tabs never send the
+   * same photo at once, and a photo another tab is sending is not taken for one cut off by a closed app. */
+  async exclusivePass() {
+    if (!this.locks) return this.pass();
+    const wake = await this.locks.request('mhogo-outbox', { ifAvailable: true }, (lock) => (lock ? this.pass() : null));
+    return wake ?? this.now() + 30_000;
+  }
+
+  /** One pass over everything due; returns when to come back. The first pass puts back a photo that a closed app
+   * left "sending". */
   async pass() {
+    if (!this.recovered) {
+      await this.outbox.recover();
+      this.recovered = true;
+    }
     if (this.status.revoked || !(await this.settings.get('token'))) return Infinity;
     if (this.now() < this.linkRetryAt) return this.linkRetryAt;
     try {
@@ -94,11 +108,12 @@ export class Sender {
   }
 
   async nextWake() {
-    const [photos, feedback, events] = await Promise.all([
-      this.outbox.nextPhotoTime(), this.outbox.nextFeedbackTime(), this.outbox.eventCount(),
+    const [uploads, polls, feedback, events] = await Promise.all([
+      this.outbox.nextUploadTime(), this.outbox.nextPollTime(), this.outbox.nextFeedbackTime(), this.outbox.eventCount(),
     ]);
     const held = (action, at) => (Number.isFinite(at) ? Math.max(at, this.holds.heldUntil(action, this.now())) : at);
-    const wake = Math.min(held('upload', photos), held('feedback', feedback), events ? held('events', this.eventsDueAt ?? this.now() + EVENTS_EVERY_MS) : Infinity);
+    const wake = Math.min(held('upload', uploads), held('poll', polls), held('feedback', feedback),
+      events ? held('events', this.eventsDueAt ?? this.now() + EVENTS_EVERY_MS) : Infinity);
     return Number.isFinite(wake) ? Math.max(wake, this.linkRetryAt) : wake;
   }
 

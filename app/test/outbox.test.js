@@ -105,7 +105,8 @@ test('a failed send waits until its time; the server refusing it is final and ne
   await outbox.sendFailed(a.id, 9000, 'HTTP 500');
   assert.deepEqual((await outbox.dueUploads(2000)).map((p) => p.id), [b.id]);
   assert.deepEqual((await outbox.dueUploads(9000)).map((p) => p.id), [a.id, b.id], 'oldest first');
-  assert.equal(await outbox.nextPhotoTime(), 0);
+  assert.equal(await outbox.nextUploadTime(), 0);
+  assert.equal(await outbox.nextPollTime(), Infinity);
 
   await outbox.beginSend(b.id);
   const refused = await outbox.refused(b.id, 422, 'The photo is 9000x9000 pixels');

@@ -13,7 +13,7 @@ import { openStore, Settings } from '../src/store.js';
 let n = 0;
 const down = () => new ApiError('network', { cause: new TypeError('Failed to fetch') });
 
-async function world({ upload, api = {} } = {}) {
+async function world({ upload, api = {}, locks } = {}) {
   const clock = { now: 1_000_000 };
   const db = await openStore(`sender-test-${++n}`);
   const outbox = new Outbox(db, { now: () => clock.now });
@@ -28,7 +28,7 @@ async function world({ upload, api = {} } = {}) {
   };
   const timers = { setTimeout: () => 1, clearTimeout: () => {} };
   const make = () => new Sender({
-    outbox, settings, events: new Events(outbox), now: () => clock.now, random: () => 0.5, timers,
+    outbox, settings, events: new Events(outbox), now: () => clock.now, random: () => 0.5, timers, locks,
     upload: (photo, blob, token) => { calls.upload.push({ key: photo.id, size: blob.size, token }); return server.upload(photo, blob); },
     api: {
       job: (id) => { calls.job.push(id); return server.job(id); },
@@ -228,5 +228,22 @@ test('events go together in one batch once their time comes; a batch the server 
   await sender.kick('hidden'); // the app goes to the background: send now
   assert.equal(w.calls.events.length, 2);
   assert.equal(await w.outbox.eventCount(), 0);
+  w.db.close();
+});
+
+test('one tab sends at a time; the first pass puts back a photo a closed app left sending', async () => {
+  const held = { busy: true };
+  const locks = { request: async (name, options, body) => body(held.busy ? null : { name }) };
+  const w = await world({ locks });
+  const photo = await capture(w.outbox);
+  await w.outbox.beginSend(photo.id); // the app was closed mid-upload
+  const sender = w.make();
+  await sender.start();
+  assert.equal(w.calls.upload.length, 0, 'another tab holds the outbox');
+  assert.equal((await w.outbox.get(photo.id)).state, 'sending', 'not taken from the tab that may be sending it');
+  held.busy = false;
+  await sender.kick('visible');
+  assert.equal(w.calls.upload.length, 1);
+  assert.equal((await w.outbox.get(photo.id)).state, 'diagnosed');
   w.db.close();
 });

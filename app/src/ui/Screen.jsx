@@ -15,7 +15,8 @@ function useAppState(app) {
 export function Screen({ app }) {
   const state = useAppState(app);
   if (!state.catalogue) return null;
-  const selected = state.photos.find((p) => p.id === state.selected) ?? null;
+  // The photo tapped in the history, else the newest: its answer is what the farmer came back for.
+  const selected = state.photos.find((p) => p.id === state.selected) ?? state.photos[0] ?? null;
   const connected = state.pairing === 'paired';
   return (
     <>
