@@ -47,7 +47,9 @@ def leaf_icon(size: int, scale: float, background: bool) -> Image.Image:
     cx, cy = big / 2, big * (0.5 + 0.08 * scale)
     length, width = big * 0.40 * scale, big * 0.1 * scale
     # Seven long, narrow, smooth lobes fanned almost all round, as a cassava leaf's.
-    draw.line((cx, cy, cx - big * 0.12 * scale, cy + big * 0.34 * scale), fill=PETIOLE, width=max(2, int(big * 0.03 * scale)))
+    draw.line(
+        (cx, cy, cx - big * 0.12 * scale, cy + big * 0.34 * scale), fill=PETIOLE, width=max(2, int(big * 0.03 * scale))
+    )
     for degrees, reach in ((-90, 1.0), (-130, 0.9), (-50, 0.9), (-170, 0.72), (-10, 0.72)):
         draw.polygon(lobe(cx, cy, math.radians(degrees), length * reach, width), fill=LEAF)
     # A magnifying glass over the leaf: a leaf doctor, not only a leaf.
@@ -77,7 +79,9 @@ def main() -> None:
     examples = PUBLIC / "examples"
     examples.mkdir(parents=True, exist_ok=True)
     for label, name in EXAMPLES.items():
-        square(ROOT / "samples" / "cassava" / label / name, 96).save(examples / f"{label}.jpg", quality=80, optimize=True)
+        square(ROOT / "samples" / "cassava" / label / name, 96).save(
+            examples / f"{label}.jpg", quality=80, optimize=True
+        )
     for path in sorted(PUBLIC.rglob("*.*")):
         print(f"{path.relative_to(PUBLIC)}: {path.stat().st_size} bytes")
 
