@@ -35,6 +35,8 @@ class Rejection(BaseModel):
 
 class JobView(BaseModel):
     job_id: str
+    idempotency_key: str = Field(description="The key the photo was uploaded with: a reinstalled app matches its "
+                                 "outbox to its jobs by it")  # fmt: skip
     status: JobStatus
     created_at: datetime
     updated_at: datetime
@@ -47,6 +49,13 @@ class JobView(BaseModel):
         description="Milliseconds of work in each stage (decode; prepare, with the quality gate; model, with the leaf "
         "gate) and from upload to result (end_to_end, queue waits included)",
     )
+
+
+class JobPage(BaseModel):
+    """A page of the device's own jobs, newest first."""
+
+    jobs: list[JobView]
+    next: str | None = Field(description="Send it as `before` for the next (older) page; null on the last page")
 
 
 class FeedbackIn(BaseModel):

@@ -32,12 +32,14 @@ from tests.utils.fakes import RecordingPublisher
 
 # Every check schemathesis has: no 5xx; status, content type (problems are application/problem+json), headers and
 # body as documented; schema-invalid requests refused, missing required headers refused, unsupported methods 405,
-# auth not ignored. One exception below: a schema cannot say "a whole JPEG" or "a job of this phone's", so photo
-# bytes, and an event naming another phone's job, valid by the schema may still be refused.
+# auth not ignored. One exception below: a schema cannot say "a whole JPEG", "a job of this phone's" or "a cursor
+# this API gave out", so photo bytes, an event naming another phone's job, and a page's cursor, valid by the schema,
+# may still be refused.
 CHECKS: list[CheckFunction] = [
     check for check in ALL_CHECKS.get_all() if callable(check) and not isinstance(check, type)
 ]
-BEYOND_A_SCHEMA = {"POST /v1/photos", "POST /v1/uploads", "PATCH /v1/uploads/{upload_id}", "POST /v1/events"}
+BEYOND_A_SCHEMA = {"POST /v1/photos", "POST /v1/uploads", "PATCH /v1/uploads/{upload_id}", "POST /v1/events",
+                   "GET /v1/jobs"}  # fmt: skip
 OPERATOR = ("operator", "s3cret-operator")
 # Bodies schemathesis cannot make by itself: real photos, a few bytes of one, or noise.
 PHOTOS = st.one_of(
