@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     FLOWER_USER: str = "operator"
     FLOWER_PASSWORD: SecretStr | None = None  # `mhogo up` makes one up and prints it when unset
     METRICS_TOKEN: SecretStr | None = None  # a bearer token that opens /metrics and nothing else (for Prometheus)
+    # The farmer's app: a pairing link (`mhogo devices add NAME --link`) works once, within this many seconds.
+    PAIRING_EXPIRE_S: int = Field(default=7 * 24 * 3600, gt=0)
 
     # Upload limits.
     RATE_LIMIT: str = "120/minute"  # per device, for uploads, feedback and events each ("limits" notation; "": none)

@@ -58,6 +58,16 @@ class JobPage(BaseModel):
     next: str | None = Field(description="Send it as `before` for the next (older) page; null on the last page")
 
 
+class PairingIn(BaseModel):
+    code: str = Field(min_length=1, max_length=100, description="The `pair` of the pairing link's fragment")
+
+
+class Paired(BaseModel):
+    token: str = Field(description="The device's bearer token from now on; the phone paired before loses its own")
+    device_id: int
+    device_name: str
+
+
 class FeedbackIn(BaseModel):
     label: Label
     source: FeedbackSource | None = Field(
@@ -87,6 +97,11 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldProblem] | None = None
+    reason: str | None = Field(
+        default=None,
+        description="On a 401: 'revoked' when the device's token was revoked (the app says so and asks for a new "
+        "link), 'unknown' for a missing or unknown token",
+    )
 
 
 class Health(BaseModel):
