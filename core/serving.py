@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILD_NAMESPACES = {"onnx-int8": "int8", "onnx-fp32": "fp32"}
+# The build the farmer's app downloads and runs offline (GET /v1/model; core.phone_model), whatever the workers serve.
+PHONE_RUNTIME = "onnx-int8"
 
 
 def build_key(sha256: str, runtime: str) -> str:
@@ -152,6 +154,19 @@ def prepare_for_serving(config: Settings, blobs: BlobStore, row: ModelVersion) -
     if config.SERVING_RUNTIME != "torch":
         ensure_build(blobs, row, config.SERVING_RUNTIME, config.quality_thresholds, config.calibration_dir,
                      config.MAX_IMAGE_PIXELS, prebuilt_path(config.model_path, config.SERVING_RUNTIME))  # fmt: skip
+
+
+def phone_build_at_hand(config: Settings, blobs: BlobStore, row: ModelVersion) -> bool:
+    """Whether the version's phone build is made already, or shipped beside the seed model (a copy away)."""
+    return is_whole(blobs.path(build_key(row.sha256, PHONE_RUNTIME))) or is_shipped(
+        prebuilt_path(config.model_path, PHONE_RUNTIME), row.sha256
+    )
+
+
+def ensure_phone_build(config: Settings, blobs: BlobStore, row: ModelVersion) -> Path:
+    """The version's build for the phone (PHONE_RUNTIME), made now if nobody made it yet."""
+    return ensure_build(blobs, row, PHONE_RUNTIME, config.quality_thresholds, config.calibration_dir,
+                        config.MAX_IMAGE_PIXELS, prebuilt_path(config.model_path, PHONE_RUNTIME))  # fmt: skip
 
 
 def load_classifier(

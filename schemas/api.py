@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.labels import Label
 from schemas.reasons import RejectReason
@@ -66,6 +66,20 @@ class Paired(BaseModel):
     token: str = Field(description="The device's bearer token from now on; the phone paired before loses its own")
     device_id: int
     device_name: str
+
+
+class PhoneModel(BaseModel):
+    """The on-device model: the champion's phone build, as the JSON `mhogo export` writes beside it (input, outputs,
+    classes, every preprocessing step and threshold; more members than those listed), and where to fetch it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_version: str
+    sha256: str = Field(description="Of the .onnx file: check it after the download")
+    precision: str
+    classes: list[str]
+    size_bytes: int
+    url: str = Field(description="Where its bytes are: /v1/model/<sha256>.onnx")
 
 
 class FeedbackIn(BaseModel):

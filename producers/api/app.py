@@ -22,7 +22,7 @@ from core.db import get_engine, init_db, open_database
 from core.namespace import bind, resolve
 from core.publisher import Publisher
 from core.sweeper import sweep_once
-from producers.api import dashboard, ops, pairing, problems, tus
+from producers.api import dashboard, ops, pairing, phone_model, problems, tus
 from producers.api.backlog import Backlog
 from producers.api.deps import ClientRateLimit, Services
 from producers.api.limits import BodySizeLimit
@@ -113,6 +113,7 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.include_router(router)
     app.include_router(tus.router)
     app.include_router(pairing.router)
+    app.include_router(phone_model.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)
     return app

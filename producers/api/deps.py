@@ -19,6 +19,7 @@ from core.config import Settings
 from core.db import close_session
 from core.devices import device_for_token, token_revoked
 from core.namespace import Namespace
+from core.phone_model import PhoneBuilds
 from core.publisher import Publisher
 from producers.api import problems
 from producers.api.backlog import Backlog
@@ -44,12 +45,14 @@ class Services:
     namespace: Namespace | None = None  # the deployment's keys in Redis; None: the database's, read as the app starts
     intake: GroupIntake = field(init=False)  # accepts concurrent uploads together (producers.intake)
     in_flight: InFlight = field(init=False)  # uploads each device holds at once in this process
+    phone_builds: PhoneBuilds = field(init=False)  # the on-device model, ready or being made (GET /v1/model)
 
     def __post_init__(self) -> None:
         self.intake = GroupIntake(lambda: Session(self.engine, expire_on_commit=False), self.blobs, self.publisher,
                                   self.settings.MAX_IMAGE_PIXELS, self.settings.IMAGE_CHECK_THREADS,
                                   self.settings.LARGE_IMAGE_CHECK_THREADS)  # fmt: skip
         self.in_flight = InFlight(self.settings.MAX_UPLOADS_IN_FLIGHT)
+        self.phone_builds = PhoneBuilds(self.settings, self.blobs)
 
     def deployment(self) -> Namespace:
         """The namespace the app serves (checked against the database as it started)."""
