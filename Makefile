@@ -4,9 +4,9 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test up demo test lint clean
+.PHONY: install install-test up demo test lint clean app no-node
 
-# What mhogo needs to run, and nothing more: no browser, no test tools.
+# What mhogo needs to run, and nothing more: no browser, no test tools. The farmer's app too, when Node is there.
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -16,6 +16,27 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e .
 	touch $@
+
+# The farmer's app (app/): built by npm from its lockfile into app/dist, which the API serves at /app/. Again only when
+# a file of app/ changed. Without Node 20 and npm, mhogo runs all the same and /app/ answers 503 with how to build it.
+APP_SOURCES := $(shell find app \( -name node_modules -o -name dist \) -prune -o -type f -print 2>/dev/null)
+HAVE_NODE := $(shell command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && echo yes)
+
+app: app/dist/index.html
+
+app/dist/index.html: $(APP_SOURCES)
+	@if [ -f app/package.json ]; then cd app && npm ci --no-audit --no-fund && npm run build; \
+	else echo "app/package.json not found: no farmer's app to build"; fi
+
+ifeq ($(HAVE_NODE),yes)
+install: app
+else
+install: no-node
+endif
+
+no-node:
+	@echo "note: node and npm were not found, so the farmer's app is not built and /app/ answers 503 until it is:"
+	@echo "      install Node 20 (or newer) with npm, then run 'make app'."
 
 # The test tools as well, and Chromium with its driver from Debian, for the browser tests (as root, or through sudo).
 install-test: $(VENV)/.installed-test

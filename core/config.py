@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     FLOWER_USER: str = "operator"
     FLOWER_PASSWORD: SecretStr | None = None  # `mhogo up` makes one up and prints it when unset
     METRICS_TOKEN: SecretStr | None = None  # a bearer token that opens /metrics and nothing else (for Prometheus)
+    # The farmer's app: a pairing link (`mhogo devices add NAME --link`) works once, within this many seconds.
+    PAIRING_EXPIRE_S: int = Field(default=7 * 24 * 3600, gt=0)
+    # The built app the API serves at /app/; default: app/dist of the repository mhogo runs from (`make app`).
+    APP_DIR: Path | None = None
 
     # Upload limits.
     RATE_LIMIT: str = "120/minute"  # per device, for uploads, feedback and events each ("limits" notation; "": none)
@@ -198,6 +202,10 @@ class Settings(BaseSettings):
     @cached_property
     def model_path(self) -> Path:
         return self.MODEL_PATH or BUNDLED_MODEL
+
+    @cached_property
+    def app_dir(self) -> Path:
+        return self.APP_DIR or REPO / "app" / "dist"
 
     @cached_property
     def public_url(self) -> str:

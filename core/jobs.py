@@ -3,6 +3,8 @@ the API and the sweeper can race without ever moving a finished job or storing a
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -13,6 +15,7 @@ from sqlalchemy import Update, bindparam, case, func, or_, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from schemas.errors import BadInput
 from schemas.findings import Finding
 from schemas.statuses import TERMINAL_STATUSES, JobStatus
 from schemas.tables import Job, new_id, utcnow
@@ -94,6 +97,54 @@ def get_job(session: Session, job_id: str, device_id: int | None = None) -> Job 
     if job is None or (device_id is not None and job.device_id != device_id):
         return None
     return job
+
+
+@dataclass(frozen=True)
+class JobCursor:
+    """Where a page of a device's jobs ended (its last job's creation time and id): the next page starts after it.
+    Opaque to the phone: base64url of "<ISO time>|<job id>"."""
+
+    created_at: datetime
+    job_id: str
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(f"{self.created_at.isoformat()}|{self.job_id}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str) -> JobCursor:
+        """The cursor a page gave out; BadInput for anything else."""
+        try:
+            when, job_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+            created_at = datetime.fromisoformat(when)
+        except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors too
+            raise BadInput(BAD_CURSOR) from exc
+        if created_at.tzinfo is None or not JOB_ID.fullmatch(job_id):
+            raise BadInput(BAD_CURSOR)
+        return cls(created_at, job_id)
+
+
+JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
+BAD_CURSOR = "'before' is not a cursor this API gave out: send the 'next' of the page before, or leave it out."
+
+
+def device_jobs(
+    session: Session, device_id: int, limit: int, before: JobCursor | None = None
+) -> tuple[list[Job], JobCursor | None]:
+    """The device's jobs, newest first (by creation time, then id), at most `limit` of them after `before`; and the
+    cursor of the next page, or None when this one is the last. A range of the (device, created_at, id) index."""
+    statement = select(Job).where(col(Job.device_id) == device_id)
+    if before is not None:
+        statement = statement.where(
+            or_(
+                col(Job.created_at) < before.created_at,
+                (col(Job.created_at) == before.created_at) & (col(Job.id) < before.job_id),
+            )
+        )
+    statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
+    found = list(session.exec(statement).all())
+    page = found[:limit]
+    more = len(found) > limit
+    return page, JobCursor(page[-1].created_at, page[-1].id) if more else None
 
 
 def own_job_ids(session: Session, device_id: int, job_ids: Collection[str]) -> set[str]:

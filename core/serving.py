@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILD_NAMESPACES = {"onnx-int8": "int8", "onnx-fp32": "fp32", "phone": "phone"}
+# The build the farmer's app downloads and runs offline (GET /v1/model; core.phone_model), whatever the workers serve:
+# the phone graph (ml/phone_graph.py), a fifth of the served build's size.
+PHONE_RUNTIME = "phone"
 
 
 def build_key(sha256: str, runtime: str) -> str:
@@ -77,8 +80,9 @@ def make_build(
     calibration: Path,
     max_pixels: int,
 ) -> Path:
-    """Export `checkpoint` for `runtime` to `out` (and its .json). The .onnx appears last, whole: its presence means
-    the build is complete."""
+    """Export `checkpoint` for `runtime` to `out` (and its .json), calibrated (int8) and, for the phone graph, its
+    leaf gate fitted on the photos of `calibration`. The .onnx appears last, whole: its presence means the build is
+    complete."""
     from ml.export import export_int8, export_onnx
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +173,22 @@ def prepare_for_serving(config: Settings, blobs: BlobStore, row: ModelVersion) -
     if config.SERVING_RUNTIME != "torch":
         ensure_build(blobs, row, config.SERVING_RUNTIME, config.quality_thresholds, config.calibration_dir,
                      config.MAX_IMAGE_PIXELS, prebuilt_path(config.model_path, config.SERVING_RUNTIME))  # fmt: skip
+
+
+def phone_build_at_hand(config: Settings, blobs: BlobStore, row: ModelVersion) -> bool:
+    """Whether the version's phone build is made already, or shipped beside the seed model (a copy away)."""
+    return is_whole(blobs.path(build_key(row.sha256, PHONE_RUNTIME))) or is_shipped(
+        prebuilt_path(config.model_path, PHONE_RUNTIME), row.sha256
+    )
+
+
+def ensure_phone_build(config: Settings, blobs: BlobStore, row: ModelVersion) -> Path:
+    """The version's build for the phone (PHONE_RUNTIME), made now if nobody made it yet: its leaf gate fitted on
+    the photos retraining learns from (MHOGO_TRAIN_DATA_DIR: class folders and `negatives`), else on the calibration
+    photos (samples/ by default: fewer, so a weaker gate)."""
+    photos = config.TRAIN_DATA_DIR or config.calibration_dir
+    return ensure_build(blobs, row, PHONE_RUNTIME, config.quality_thresholds, photos,
+                        config.MAX_IMAGE_PIXELS, prebuilt_path(config.model_path, PHONE_RUNTIME))  # fmt: skip
 
 
 def load_classifier(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.labels import Label
 from schemas.reasons import RejectReason
@@ -35,6 +35,8 @@ class Rejection(BaseModel):
 
 class JobView(BaseModel):
     job_id: str
+    idempotency_key: str = Field(description="The key the photo was uploaded with: a reinstalled app matches its "
+                                 "outbox to its jobs by it")  # fmt: skip
     status: JobStatus
     created_at: datetime
     updated_at: datetime
@@ -47,6 +49,37 @@ class JobView(BaseModel):
         description="Milliseconds of work in each stage (decode; prepare, with the quality gate; model, with the leaf "
         "gate) and from upload to result (end_to_end, queue waits included)",
     )
+
+
+class JobPage(BaseModel):
+    """A page of the device's own jobs, newest first."""
+
+    jobs: list[JobView]
+    next: str | None = Field(description="Send it as `before` for the next (older) page; null on the last page")
+
+
+class PairingIn(BaseModel):
+    code: str = Field(min_length=1, max_length=100, description="The `pair` of the pairing link's fragment")
+
+
+class Paired(BaseModel):
+    token: str = Field(description="The device's bearer token from now on; the phone paired before loses its own")
+    device_id: int
+    device_name: str
+
+
+class PhoneModel(BaseModel):
+    """The on-device model: the champion's phone build, as the JSON `mhogo export` writes beside it (input, outputs,
+    classes, every preprocessing step and threshold; more members than those listed), and where to fetch it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model_version: str
+    sha256: str = Field(description="Of the .onnx file: check it after the download")
+    precision: str
+    classes: list[str]
+    size_bytes: int
+    url: str = Field(description="Where its bytes are: /v1/model/<sha256>.onnx")
 
 
 class FeedbackIn(BaseModel):
@@ -78,6 +111,11 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[FieldProblem] | None = None
+    reason: str | None = Field(
+        default=None,
+        description="On a 401: 'revoked' when the device's token was revoked (the app says so and asks for a new "
+        "link), 'unknown' for a missing or unknown token",
+    )
 
 
 class Health(BaseModel):

@@ -11,6 +11,10 @@ MhogoError
 │   └── UnreadableImage         HTTP 422: truncated, corrupt, or a decompression bomb
 ├── IdempotencyConflict         HTTP 422: a key reused for other bytes
 ├── OffsetConflict              HTTP 409: a resumable upload is not where the request says it stands
+├── PairingRefused              a pairing code that pairs nothing
+│   ├── PairingCodeUnknown      HTTP 404: no such code was ever given out
+│   └── PairingCodeSpent        HTTP 410: used already, expired, or its device was revoked
+├── DeviceRevoked               the device was revoked: it gets no new pairing link (register a new device)
 ├── DatabaseNotReady            the database's schema is not this code's: upgrade it (or the code) first
 ├── DeploymentMismatch          a process would work in another deployment's namespace than its database's (or in
 │                               none): it does not start
@@ -65,6 +69,22 @@ class IdempotencyConflict(MhogoError):
 class OffsetConflict(MhogoError):
     """The request's Upload-Offset is not where the upload stands (another request moved it, or the client is
     behind); the client must ask (HEAD) and resume from there."""
+
+
+class PairingRefused(MhogoError):
+    """A pairing code that pairs nothing. The phone is told the same either way (a new link is needed)."""
+
+
+class PairingCodeUnknown(PairingRefused):
+    pass
+
+
+class PairingCodeSpent(PairingRefused):
+    """Used once already, past its time, or its device was revoked."""
+
+
+class DeviceRevoked(MhogoError):
+    pass
 
 
 class DatabaseNotReady(MhogoError):

@@ -56,7 +56,8 @@ class Device(SQLModel, table=True):
 
 class DeviceRevocation(SQLModel, table=True):
     """A device whose token was revoked (lost or stolen phone): who did it, when and why. Its token no longer opens
-    anything (the stored hash was replaced by one no token has)."""
+    anything (the device's stored hash was replaced by one no token has); the hash it had is kept here, so that the
+    phone still holding that token is told it was revoked rather than that the token is unknown."""
 
     __tablename__ = "device_revocations"
 
@@ -64,16 +65,38 @@ class DeviceRevocation(SQLModel, table=True):
     revoked_by: str = Field(max_length=200)
     reason: str | None = Field(default=None, max_length=500)
     revoked_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # sha256 hex of the token that was revoked; NULL for revocations made before it was kept (0006_pairing)
+    token_hash: str | None = Field(default=None, max_length=64, unique=True, index=True)
+
+
+class PairingCode(SQLModel, table=True):
+    """A one-time code that pairs the farmer's app with a device (`mhogo devices add NAME --link`, `mhogo devices
+    link ID`): the link's `#pair=<code>`. Only its sha256 is stored. Redeemed once, before `expires_at`, and only
+    while the device is not revoked: redeeming gives the device a new token and sets `used_at`, in one conditional
+    UPDATE, so of two phones opening one link exactly one is paired."""
+
+    __tablename__ = "pairing_codes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: int = Field(foreign_key="devices.id", index=True)
+    code_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Job(SQLModel, table=True):
     """One photo a device sent, from upload to diagnosis. The idempotency key is unique per device."""
 
     __tablename__ = "jobs"
-    __table_args__ = (UniqueConstraint("device_id", "idempotency_key", name="uq_jobs_device_key"),)
+    __table_args__ = (
+        UniqueConstraint("device_id", "idempotency_key", name="uq_jobs_device_key"),
+        # A device's jobs newest first, a page at a time (GET /v1/jobs), and every lookup by device alone.
+        Index("ix_jobs_device_created", "device_id", "created_at", "id"),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
-    device_id: int = Field(foreign_key="devices.id", index=True)
+    device_id: int = Field(foreign_key="devices.id")
     idempotency_key: str = Field(max_length=255)
     content_sha256: str = Field(max_length=64)
     blob_key: str = Field(max_length=200, index=True)  # which jobs keep a photo file (core.orphans, core.retention)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import redis
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from sqlmodel import Session
 
 from core.blobs import BlobStore
@@ -22,12 +23,13 @@ from core.db import get_engine, init_db, open_database
 from core.namespace import bind, resolve
 from core.publisher import Publisher
 from core.sweeper import sweep_once
-from producers.api import dashboard, ops, problems, tus
+from producers.api import dashboard, ops, pairing, phone_model, problems, tus
 from producers.api.backlog import Backlog
 from producers.api.deps import ClientRateLimit, Services
 from producers.api.limits import BodySizeLimit
 from producers.api.ratelimit import RateLimiter
 from producers.api.routes import router
+from producers.api.webapp import FarmerApp
 from schemas.tasks import MAX_CLIENT_EVENTS, MAX_EVENTS_BODY_BYTES
 
 log = logging.getLogger(__name__)
@@ -112,9 +114,18 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.add_middleware(ClientRateLimit, services=services)
     app.include_router(router)
     app.include_router(tus.router)
+    app.include_router(pairing.router)
+    app.include_router(phone_model.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)
+    app.mount("/app", FarmerApp(services.settings.app_dir), name="app")
+    app.add_api_route("/", to_the_app, methods=["GET", "HEAD"], include_in_schema=False)
     return app
+
+
+async def to_the_app() -> RedirectResponse:
+    """Whoever opens the server's address (a farmer typing it, an extension officer) lands in the farmer's app."""
+    return RedirectResponse("/app/", status_code=303)
 
 
 def serve() -> FastAPI:

@@ -17,14 +17,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.blobs import BlobStore
 from core.config import Settings
 from core.db import close_session
-from core.devices import device_for_token
+from core.devices import device_for_token, token_revoked
 from core.namespace import Namespace
+from core.phone_model import PhoneBuilds
 from core.publisher import Publisher
 from producers.api import problems
 from producers.api.backlog import Backlog
 from producers.api.inflight import InFlight
 from producers.api.ratelimit import RateLimiter
 from producers.intake import GroupIntake
+from schemas.catalogue import text
 from schemas.tables import Device
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,14 @@ class Services:
     namespace: Namespace | None = None  # the deployment's keys in Redis; None: the database's, read as the app starts
     intake: GroupIntake = field(init=False)  # accepts concurrent uploads together (producers.intake)
     in_flight: InFlight = field(init=False)  # uploads each device holds at once in this process
+    phone_builds: PhoneBuilds = field(init=False)  # the on-device model, ready or being made (GET /v1/model)
 
     def __post_init__(self) -> None:
         self.intake = GroupIntake(lambda: Session(self.engine, expire_on_commit=False), self.blobs, self.publisher,
                                   self.settings.MAX_IMAGE_PIXELS, self.settings.IMAGE_CHECK_THREADS,
                                   self.settings.LARGE_IMAGE_CHECK_THREADS)  # fmt: skip
         self.in_flight = InFlight(self.settings.MAX_UPLOADS_IN_FLIGHT)
+        self.phone_builds = PhoneBuilds(self.settings, self.blobs)
 
     def deployment(self) -> Namespace:
         """The namespace the app serves (checked against the database as it started)."""
@@ -82,17 +86,22 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 def authenticate(
     services: Services, session: Session, credentials: HTTPAuthorizationCredentials | None, client: str
 ) -> Device:
-    """The device the token names; 401 when there is none, or 429 when this client address has sent too many
-    bad tokens (a phone stuck with a revoked token, or someone guessing)."""
+    """The device the token names; 401 when there is none (its problem's `reason` says "revoked" for a token a
+    revocation took away, which the farmer's app tells the farmer, else "unknown"), or 429 when this client address
+    has sent too many bad tokens (a phone stuck with a revoked token, or someone guessing)."""
     device = device_for_token(session, credentials.credentials) if credentials else None
     if device is None:
         wait = services.limiter.client_wait_s(client, "auth-failure") if services.limiter is not None else None
         if wait is not None:
             raise too_many(wait, "Too many requests without a valid device token. Wait before sending again.")
-        raise HTTPException(
+        if credentials is not None and token_revoked(session, credentials.credentials):
+            raise problems.ProblemException(status.HTTP_401_UNAUTHORIZED, text("app.revoked"), {"reason": "revoked"},
+                                            {"WWW-Authenticate": 'Bearer error="invalid_token"'})  # fmt: skip
+        raise problems.ProblemException(
             status.HTTP_401_UNAUTHORIZED,
             "Missing or unknown device token. Send 'Authorization: Bearer <token>'.",
-            headers={"WWW-Authenticate": "Bearer"},
+            {"reason": "unknown"},
+            {"WWW-Authenticate": "Bearer"},
         )
     return device
 

@@ -80,14 +80,26 @@ def phrase(code: int) -> str:
     return "Checksum Mismatch" if code == 460 else HTTPStatus(code).phrase
 
 
-def body(code: int, detail: str, errors: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any]:
+class ProblemException(HTTPException):
+    """An HTTP error raised at the edge whose problem carries extension members (RFC 9457 section 3.2) besides
+    `detail`: e.g. `reason` on a 401, which tells a phone whose token was revoked from one with an unknown token."""
+
+    def __init__(self, code: int, detail: str, extensions: Mapping[str, str],
+                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(code, detail, dict(headers) if headers else None)
+        self.extensions = dict(extensions)
+
+
+def body(code: int, detail: str, errors: Sequence[Mapping[str, str]] | None = None,
+         extensions: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     problem = {"type": "about:blank", "title": phrase(code), "status": code, "detail": detail}
-    return problem | ({"errors": list(errors)} if errors else {})
+    return problem | dict(extensions or {}) | ({"errors": list(errors)} if errors else {})
 
 
 def problem(code: int, detail: str, headers: Mapping[str, str] | None = None,
-            errors: Sequence[Mapping[str, str]] | None = None) -> JSONResponse:  # fmt: skip
-    return JSONResponse(body(code, detail, errors), status_code=code, headers=dict(headers or {}),
+            errors: Sequence[Mapping[str, str]] | None = None,
+            extensions: Mapping[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    return JSONResponse(body(code, detail, errors, extensions), status_code=code, headers=dict(headers or {}),
                         media_type=PROBLEM_JSON)  # fmt: skip
 
 
@@ -112,7 +124,7 @@ async def mhogo_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem(exc.status_code, str(exc.detail), exc.headers)
+    return problem(exc.status_code, str(exc.detail), exc.headers, extensions=getattr(exc, "extensions", None))
 
 
 async def validation_error(_: Request, exc: Exception) -> JSONResponse:

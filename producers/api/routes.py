@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlmodel import Session
@@ -39,6 +39,7 @@ from schemas.api import (
     FeedbackAccepted,
     FeedbackIn,
     Health,
+    JobPage,
     JobView,
     PhotoAccepted,
     Problem,
@@ -165,6 +166,7 @@ def refuse_when_backlogged(services: Services, device: Device, key: str, session
 def job_view(job: Job) -> JobView:
     view = JobView(
         job_id=job.id,
+        idempotency_key=job.idempotency_key,
         status=job.status,
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -197,6 +199,23 @@ def own_job(session: Session, device: Device, job_id: str) -> Job:
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such job for this device.")
     return job
+
+
+@router.get("/v1/jobs", response_model=JobPage, responses=ERRORS, summary="This phone's photos, newest first")
+def list_jobs(
+    session: SessionDep,
+    device: PollingDevice,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs in a page")] = 20,
+    before: Annotated[
+        str | None, Query(pattern="^[A-Za-z0-9_-]{1,200}$", description="The `next` of the page before")
+    ] = None,
+) -> JobPage:
+    """The device's own jobs (a reinstalled app gets its history back), a page at a time: `next` names the page
+    after this one, null on the last."""
+    assert device.id is not None
+    cursor = jobs.JobCursor.decode(before) if before is not None else None
+    page, after = jobs.device_jobs(session, device.id, limit, cursor)
+    return JobPage(jobs=[job_view(job) for job in page], next=after.encode() if after is not None else None)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, responses=ERRORS, summary="Status and diagnosis of a photo")

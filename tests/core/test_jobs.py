@@ -139,3 +139,27 @@ def test_a_failed_job_whose_photo_retention_deleted_is_not_requeued(session: Ses
     assert passed.counts["photos"] == 1
     assert jobs.requeue(session, job.id) is None  # nothing left to diagnose
     assert session.get(Job, job.id, populate_existing=True).status == JobStatus.FAILED  # type: ignore[union-attr]
+
+
+def test_a_devices_jobs_page_by_page_newest_first(session: Session) -> None:
+    """Keyset pages on both databases: jobs made at one instant are ordered by id, none lost or repeated between
+    pages; another device's jobs never appear; a cursor survives its trip through the phone."""
+    device, _ = make_device(session, "mine")
+    other, _ = make_device(session, "theirs")
+    assert device.id is not None
+    now = utcnow()
+    made = {key: make_job(session, device, key, key.encode()) for key in "abcde"}
+    make_job(session, other, "x", b"x")
+    for key, minutes in zip("abcde", [50, 40, 30, 30, 10], strict=True):
+        session.exec(update(Job).where(col(Job.id) == made[key].id).values(created_at=now - timedelta(minutes=minutes)))
+    session.commit()
+    newest_first = ["e", *sorted("cd", key=lambda key: made[key].id, reverse=True), "b", "a"]
+    seen: list[str] = []
+    cursor = None
+    for _ in range(3):
+        page, after = jobs.device_jobs(session, device.id, 2, cursor)
+        seen += [job.idempotency_key for job in page]
+        cursor = jobs.JobCursor.decode(after.encode()) if after is not None else None
+    assert seen == newest_first
+    assert cursor is None
+    assert [job.idempotency_key for job in jobs.device_jobs(session, device.id, 10)[0]] == newest_first

@@ -12,9 +12,17 @@ from sqlmodel import Session
 
 from core import registry
 from core.blobs import BlobStore
-from core.config import settings
+from core.config import Settings, settings
 from core.db import open_database
-from core.serving import build_key, ensure_build, load_classifier, prebuilt_path
+from core.serving import (
+    PHONE_RUNTIME,
+    build_key,
+    ensure_build,
+    ensure_phone_build,
+    load_classifier,
+    phone_build_at_hand,
+    prebuilt_path,
+)
 from ml.checkpoint import load_checkpoint
 from ml.diagnose import examine
 from ml.files import file_sha256
@@ -136,3 +144,24 @@ def test_a_build_cut_short_is_made_again_and_readers_never_see_half_of_one(
     assert loaded == [row.version] * 4
     assert place.read_bytes() == shipped.read_bytes()
     assert not [p.name for p in place.parent.iterdir() if p.name.startswith(f".{place.name}.")]  # no temporaries
+
+
+@pytest.mark.parametrize("shipped", [True, False])
+def test_the_phone_build_is_at_hand_when_shipped_beside_the_seed_model(shipped: bool, tmp_path: Path) -> None:
+    """A build shipped beside the seed model is a copy away (the API makes that copy at once); without it, the build
+    must be made (in the background: core.phone_model)."""
+    seed = tmp_path / "seed" / "baseline.pt"
+    seed.parent.mkdir()
+    shutil.copy(settings.model_path, seed)
+    if shipped:
+        shipped_build = prebuilt_path(settings.model_path, PHONE_RUNTIME)
+        for suffix in (".onnx", ".json"):
+            shutil.copy(shipped_build.with_suffix(suffix), prebuilt_path(seed, PHONE_RUNTIME).with_suffix(suffix))
+    config = Settings(HOME=tmp_path, MODEL_PATH=seed)
+    blobs = BlobStore(tmp_path / "blobs")
+    row = ModelVersion(version="v", sha256=file_sha256(seed), blob_key="k", made_by="test")
+    assert phone_build_at_hand(config, blobs, row) is shipped
+    if shipped:
+        path = ensure_phone_build(config, blobs, row)
+        assert path == blobs.path(build_key(row.sha256, PHONE_RUNTIME))
+        assert phone_build_at_hand(Settings(HOME=tmp_path, MODEL_PATH=tmp_path / "gone.pt"), blobs, row)  # made

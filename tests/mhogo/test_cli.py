@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from core.config import settings
 from core.db import get_engine
-from core.devices import device_for_token
+from core.devices import device_for_token, list_devices
 from mhogo.cli import main, services
 from tests.utils.factories import SAMPLES, sample_photo
 from tests.utils.processes import free_port, start_mhogo, stop, wait_for
@@ -30,6 +30,69 @@ def test_devices_add_prints_the_token_as_its_last_line() -> None:
     assert device.name == "field-phone-7"
     listed = CliRunner().invoke(main, ["devices", "list"])
     assert "field-phone-7" in listed.output
+
+
+def qr_of(text: str) -> str:
+    import qrcode
+
+    code = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_L)  # small: a short link
+    code.add_data(text)
+    code.make(fit=True)
+    return "\n".join("".join("#" if dark else " " for dark in row) for row in code.get_matrix())
+
+
+def drawn_qr(output: str) -> str:
+    """The modules of a QR code drawn with half blocks (two rows of modules a line), as '#' for dark and ' ' for
+    light: the drawing is inverted (light modules are the terminal's foreground; dark ones no-break spaces)."""
+    halves = {"█": (False, False), "▀": (False, True), "▄": (True, False), "\xa0": (True, True)}
+    lines = [line for line in output.splitlines() if line and set(line) <= set(halves)]
+    rows: list[str] = []
+    for line in lines:
+        rows.append("".join("#" if halves[c][0] else " " for c in line))
+        rows.append("".join("#" if halves[c][1] else " " for c in line))
+    return "\n".join(rows[: len(lines[0])])  # a QR code is square; the last half row may be padding
+
+
+def test_devices_add_link_prints_the_pairing_link_last_and_draws_it_as_a_qr_code() -> None:
+    from core.devices import redeem_pairing
+
+    result = CliRunner().invoke(main, ["devices", "add", "Amina", "--link"])
+    assert result.exit_code == 0, result.output
+    link = result.stdout.strip().splitlines()[-1]
+    prefix = f"{settings.public_url}/app/#pair="
+    assert link.startswith(prefix)
+    code = link.removeprefix(prefix)
+    assert len(code) >= 22
+    assert set(code) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")  # URL-safe
+    assert drawn_qr(result.stderr) == qr_of(link)  # the QR code says exactly the link
+    assert code not in result.stderr  # the token is not shown either: the link is the one secret printed
+    with Session(get_engine(settings.database_url)) as session:
+        device, token = redeem_pairing(session, code)
+        assert device.name == "Amina"
+        assert device_for_token(session, token) is not None
+
+
+def test_devices_link_gives_a_new_link_and_the_earlier_one_stops_working() -> None:
+    from core.devices import redeem_pairing
+    from schemas.errors import PairingCodeSpent
+
+    first = CliRunner().invoke(main, ["devices", "add", "Baraka", "--link"]).stdout.strip().splitlines()[-1]
+    with Session(get_engine(settings.database_url)) as session:
+        device_id = max(device.id or 0 for device in list_devices(session))
+    again = CliRunner().invoke(main, ["devices", "link", str(device_id)])
+    assert again.exit_code == 0, again.output
+    second = again.stdout.strip().splitlines()[-1]
+    assert second != first
+    assert drawn_qr(again.stderr) == qr_of(second)
+    with Session(get_engine(settings.database_url)) as session:
+        with pytest.raises(PairingCodeSpent):
+            redeem_pairing(session, first.rsplit("#pair=", 1)[1])
+        assert redeem_pairing(session, second.rsplit("#pair=", 1)[1])[0].id == device_id
+    assert CliRunner().invoke(main, ["devices", "revoke", str(device_id)]).exit_code == 0
+    refused = CliRunner().invoke(main, ["devices", "link", str(device_id)])
+    assert refused.exit_code != 0
+    assert "revoked" in refused.output
+    assert CliRunner().invoke(main, ["devices", "link", "99999"]).exit_code != 0
 
 
 def test_predict_json_prints_one_object_per_image() -> None:

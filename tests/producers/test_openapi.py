@@ -32,12 +32,14 @@ from tests.utils.fakes import RecordingPublisher
 
 # Every check schemathesis has: no 5xx; status, content type (problems are application/problem+json), headers and
 # body as documented; schema-invalid requests refused, missing required headers refused, unsupported methods 405,
-# auth not ignored. One exception below: a schema cannot say "a whole JPEG" or "a job of this phone's", so photo
-# bytes, and an event naming another phone's job, valid by the schema may still be refused.
+# auth not ignored. One exception below: a schema cannot say "a whole JPEG", "a job of this phone's" or "a cursor
+# this API gave out", so photo bytes, an event naming another phone's job, and a page's cursor, valid by the schema,
+# may still be refused.
 CHECKS: list[CheckFunction] = [
     check for check in ALL_CHECKS.get_all() if callable(check) and not isinstance(check, type)
 ]
-BEYOND_A_SCHEMA = {"POST /v1/photos", "POST /v1/uploads", "PATCH /v1/uploads/{upload_id}", "POST /v1/events"}
+BEYOND_A_SCHEMA = {"POST /v1/photos", "POST /v1/uploads", "PATCH /v1/uploads/{upload_id}", "POST /v1/events",
+                   "GET /v1/jobs"}  # fmt: skip
 OPERATOR = ("operator", "s3cret-operator")
 # Bodies schemathesis cannot make by itself: real photos, a few bytes of one, or noise.
 PHOTOS = st.one_of(
@@ -104,7 +106,8 @@ def test_no_5xx_and_every_answer_matches_the_schema(api: Api) -> None:
     print("\n".join(f"{label}: HTTP {code} x{count}" for (label, code), count in sorted(answered.items())))
     assert {label for label, _ in answered} == {operation.label for operation in operations}
     # The generated cases get past authentication and the protocol checks, to the routes' own answers.
-    reached = {("POST /v1/photos", 202), ("GET /v1/jobs/{job_id}", 404), ("HEAD /v1/uploads/{upload_id}", 404)}
+    reached = {("POST /v1/photos", 202), ("GET /v1/jobs/{job_id}", 404), ("HEAD /v1/uploads/{upload_id}", 404),
+               ("GET /v1/jobs", 200), ("GET /v1/model", 200), ("POST /v1/pairings", 404)}  # fmt: skip
     assert reached <= set(answered)
 
 
