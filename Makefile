@@ -24,7 +24,7 @@ HAVE_NODE := $(shell command -v node >/dev/null 2>&1 && command -v npm >/dev/nul
 
 app: app/dist/index.html
 
-app/dist/index.html: $(APP_SOURCES)
+app/dist/index.html: $(APP_SOURCES) $(wildcard schemas/catalogue/*.json)
 	@if [ -f app/package.json ]; then cd app && npm ci --no-audit --no-fund && npm run build; \
 	else echo "app/package.json not found: no farmer's app to build"; fi
 
@@ -38,21 +38,25 @@ no-node:
 	@echo "note: node and npm were not found, so the farmer's app is not built and /app/ answers 503 until it is:"
 	@echo "      install Node 20 (or newer) with npm, then run 'make app'."
 
-# The test tools as well, and Chromium with its driver from Debian, for the browser tests (as root, or through sudo).
+# The test tools as well, and Chromium with its driver from Debian, for the browser tests (as root, or through sudo),
+# with a colour emoji font, so that the app's language flags show in its screenshots as they do on a phone.
 install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-upgrade chromium chromium-driver; }
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null && fc-list | grep -q "Noto Color Emoji" || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-upgrade chromium chromium-driver \
+			fonts-noto-color-emoji; }
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
 up: install
 	$(BIN)/mhogo up --demo
 
-test: install-test lint
-	# Two test processes, each test file in one of them: most files wait on services and subprocesses. The slowest
-	# tests are listed at the end, to keep CI within its 15 minutes.
+test: install-test app lint
+	# The farmer's app's own tests (node's test runner), then the rest. Two test processes, each test file in one of
+	# them: most files wait on services and subprocesses. The slowest tests are listed at the end, to keep CI within
+	# its 15 minutes. The browser tests need the app built (`app` above: Node 20 and npm).
+	cd app && npm test
 	$(BIN)/pytest -n 2 --dist loadfile --durations 15
 
 lint: install-test
