@@ -54,3 +54,17 @@ def test_mhogo_services_use_postgres_and_the_password_protected_redis(compose: d
 def test_the_image_installs_the_cpu_torch_first() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert dockerfile.index("torch==2.13.0") < dockerfile.index("pip install .")
+
+
+def test_the_image_builds_the_farmer_s_app_and_serves_it() -> None:
+    """Without its build stage the image had no app/dist and compose's /app/ answered 503. What it copies from the
+    repository is there (a machine without Docker can check that much of a build)."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copies = [line.split()[1:] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    sources = [part for args in copies if not args[0].startswith("--from=") for part in args[:-1]]
+    assert sources
+    assert [source for source in sources if not (REPO / source).exists()] == []
+    [(built, served)] = [args[1:] for args in copies if args[0] == "--from=farmer-app"]
+    assert built.endswith("/app/dist")
+    assert f"MHOGO_APP_DIR={served}" in dockerfile
+    assert "npm ci" in dockerfile
