@@ -32,7 +32,17 @@ from core.config import Settings
 from schemas.errors import IdempotencyConflict
 from schemas.labels import Label
 from schemas.statuses import JobStatus
-from schemas.tables import Feedback, FeedbackKey, FeedbackSource, Job, ModelFeedbackCount, utcnow
+from schemas.tables import (
+    Feedback,
+    FeedbackKey,
+    FeedbackSource,
+    Job,
+    LabelSource,
+    ModelFeedbackCount,
+    PhotoLabel,
+    User,
+    utcnow,
+)
 from schemas.tasks import FeedbackEvent
 
 Source = Literal["trusted", "agronomist", "farmer"]
@@ -65,6 +75,7 @@ def record_feedback(session: Session, event: FeedbackEvent) -> bool:
             created_at=event.created_at,
         )
     )
+    _add_to_history(session, job, event, device)
     if job.model_version is not None and agrees is not None:
         _bump(session, job.model_version, event.source.value, agrees)
     try:
@@ -73,6 +84,20 @@ def record_feedback(session: Session, event: FeedbackEvent) -> bool:
         session.rollback()
         return False
     return True
+
+
+def _add_to_history(session: Session, job: Job, event: FeedbackEvent, device: int | None) -> None:
+    """Feedback is a label too: it joins the photo's label history (core.labels). A label the review queue gave
+    (core.review) went out as this event with its row already written under the same id: not added twice."""
+    if session.exec(select(PhotoLabel.id).where(col(PhotoLabel.feedback_id) == event.event_id)).first() is not None:
+        return
+    user = None
+    if event.agronomist is not None:
+        user = session.exec(select(User.id).where(col(User.name) == event.agronomist)).first()
+    source = LabelSource.AGRONOMIST if event.source == FeedbackSource.AGRONOMIST else LabelSource.FARMER
+    session.add(PhotoLabel(photo_sha256=job.content_sha256, job_id=job.id, blob_key=job.blob_key, label=event.label,
+                           source=source, user_id=user, device_id=device if source == LabelSource.FARMER else None,
+                           feedback_id=event.event_id, created_at=event.created_at))  # fmt: skip
 
 
 def _bump(session: Session, model_version: str, source: str, agrees: bool) -> None:

@@ -350,3 +350,151 @@ class Deployment(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Role(StrEnum):
+    """What a person may do, decided by who logged in: agronomists label and review photos; operators run the
+    deployment (the dashboard, agreement figures, datasets, retraining and promotion). A device is neither."""
+
+    AGRONOMIST = "agronomist"
+    OPERATOR = "operator"
+
+
+class User(SQLModel, table=True):
+    """A person with a login (`mhogo users add NAME --role ...`). Only the password's argon2 hash is kept; repeated
+    failures lock the login for a while (`locked_until`)."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True, index=True)
+    role: Role = Field(sa_column=Column(String(20), nullable=False))
+    password_hash: str = Field(max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    disabled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # `mhogo users disable`: nothing opens
+    failed_logins: int = 0  # in a row; a successful login sets it back to 0
+    locked_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class UserToken(SQLModel, table=True):
+    """An API token of a person, for scripts (`mhogo users token NAME`): only its sha256 is kept."""
+
+    __tablename__ = "user_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class UserSession(SQLModel, table=True):
+    """A browser's login: the cookie holds a random id of which only the sha256 is kept here, with the CSRF token
+    every state-changing request from that browser must carry. Logout or expiry ends it."""
+
+    __tablename__ = "user_sessions"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class LabelSource(StrEnum):
+    FARMER = "farmer"  # a device's feedback
+    AGRONOMIST = "agronomist"  # a person with the agronomist role, through feedback or the review queue
+    CURATED = "curated"  # the base data set's folders (`mhogo dataset import`)
+
+
+class ReviewStatus(StrEnum):
+    OPEN = "open"  # waiting for its labels
+    ADJUDICATION = "adjudication"  # two agronomists disagreed: a third decides
+    DONE = "done"
+
+
+class ReviewItem(SQLModel, table=True):
+    """One photo in the agronomists' review queue, with why it is there (`reasons`: a list of {code, detail}) and
+    how urgent (`priority`, higher first). One item per photo (by content hash). `labels_needed` is 2 for the share
+    that two agronomists label independently. An item handed out is leased to that agronomist for a while, so two
+    agronomists are not given the same photo at once."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (Index("ix_review_items_queue", "status", "priority"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    photo_sha256: str = Field(max_length=64, unique=True, index=True)
+    job_id: str | None = Field(default=None, max_length=32, index=True)  # no foreign key: retention deletes jobs
+    blob_key: str = Field(max_length=200)  # the photo in the blob store
+    reasons: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    priority: float = 0.0
+    labels_needed: int = 1
+    status: ReviewStatus = Field(default=ReviewStatus.OPEN, sa_column=Column(String(20), nullable=False))
+    final_label: str | None = Field(default=None, max_length=20)
+    leased_by: int | None = Field(default=None, foreign_key="users.id")
+    leased_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class PhotoLabel(SQLModel, table=True):
+    """Every label any photo was ever given: who (a device, a person, or the curated set), when, what, on which photo
+    (its content hash). Rows are never changed except `retracted_at` (an agronomist's undo): the label a photo trains
+    with is decided from its history by one rule (core.labels.decide). `feedback_id` ties a row to the feedback event
+    it came from (or went out as), so a redelivered event adds no second row."""
+
+    __tablename__ = "photo_labels"
+
+    id: int | None = Field(default=None, primary_key=True)
+    photo_sha256: str = Field(max_length=64, index=True)
+    job_id: str | None = Field(default=None, max_length=32, index=True)
+    blob_key: str | None = Field(default=None, max_length=200)  # where the photo's bytes are
+    item_id: int | None = Field(default=None, foreign_key="review_items.id", index=True)
+    label: str = Field(max_length=20)  # a class, "not_cassava" or "unusable"
+    source: LabelSource = Field(sa_column=Column(String(20), nullable=False))
+    user_id: int | None = Field(default=None, foreign_key="users.id", index=True)
+    device_id: int | None = Field(default=None, foreign_key="devices.id")
+    adjudicates: bool = False  # the third agronomist's deciding label on a disagreement
+    feedback_id: str | None = Field(default=None, max_length=32, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    retracted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ReviewSkip(SQLModel, table=True):
+    """An agronomist passed on an item: it is not handed to them again (others still get it)."""
+
+    __tablename__ = "review_skips"
+
+    item_id: int = Field(foreign_key="review_items.id", primary_key=True)
+    user_id: int = Field(foreign_key="users.id", primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class PhotoSplit(SQLModel, table=True):
+    """Which side of the split a photo is on, fixed the first time a snapshot took it: it never moves, and its
+    near-duplicates (by perceptual hash) join it."""
+
+    __tablename__ = "photo_splits"
+
+    photo_sha256: str = Field(primary_key=True, max_length=64)
+    split: str = Field(max_length=10)  # train | holdout
+    phash: str = Field(max_length=16, index=True)  # 64-bit perceptual hash, hex
+    dataset_version: str = Field(max_length=40)  # the snapshot that first took it
+    assigned_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DatasetVersion(SQLModel, table=True):
+    """A frozen labelled set (`mhogo dataset snapshot`): its id is the hash of its manifest (photo sha256, label,
+    who labelled, source, split), kept in the blob store with the photos it names."""
+
+    __tablename__ = "dataset_versions"
+
+    id: str = Field(primary_key=True, max_length=40)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    created_by: str = Field(max_length=200)
+    parent: str | None = Field(default=None, max_length=40)  # the latest version when this one was made
+    manifest_key: str = Field(max_length=200)
+    photos: int = 0
+    counts: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # {split: {label: n}}
