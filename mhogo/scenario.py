@@ -193,7 +193,7 @@ def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str]
     stack.env |= env | {"MHOGO_LOG_LEVEL": os.environ.get("MHOGO_LOG_LEVEL", "WARNING")}
     report: dict[str, Any] = {"home": str(config.home), "code_version": code_version(), "quick": config.quick}
     try:
-        redis_url = config.redis_url or _own_redis(stack, config.home)
+        redis_url = config.redis_url or own_redis(stack, config.home)
         stack.settings = stack_settings = stack_settings.model_copy(update={"REDIS_URL": redis_url})
         stack.env["MHOGO_REDIS_URL"] = redis_url
         stack.start(explicit_redis_url=True)
@@ -249,7 +249,7 @@ def _exercise(
     # after another as fast as Redis takes them, so both aggregation workers take them at once.
     labels = [agronomist_label(str(phone.outbox.get(key).job_id), str(truth[key].label), AGRONOMIST)
               for key in classified]  # fmt: skip
-    publisher = _publisher(settings.REDIS_URL, resolve(engine, None))
+    publisher = publisher_for(settings.REDIS_URL, resolve(engine, None))
     try:
         for event in labels:
             publisher.publish_feedback(event)
@@ -261,7 +261,7 @@ def _exercise(
         with Session(engine) as session:
             return session.exec(select(RetrainRun).order_by(col(RetrainRun.id))).first()
 
-    run = _wait(run_row, 120)
+    run = wait_for(run_row, 120)
     if run is None:
         raise RuntimeError("no rule fired: see `mhogo status`")
     timeline.mark("rule fired", rule=run.rule, figures=run.figures, run=run.id, by=run.fired_by)
@@ -285,9 +285,9 @@ def _exercise(
         row = run_row()
         return row if row is not None and not RetrainStatus(row.status).open else None
 
-    if _wait(started_run, 600) is not None:
+    if wait_for(started_run, 600) is not None:
         timeline.mark("retraining started", run=run.id)
-    finished = _wait(finished_run, 3600)
+    finished = wait_for(finished_run, 3600)
     if finished is None:
         stop.set()
         raise RuntimeError("the retraining run did not finish within an hour")
@@ -300,7 +300,7 @@ def _exercise(
         new_version = _promote_by_hand(settings, engine, finished.challenger_version, f"run {finished.id} kept it")
         timeline.mark("an operator promoted the kept challenger", version=new_version)
     if new_version is not None:
-        first_new = _wait(lambda: _first_result_of(engine, new_version), 120)
+        first_new = wait_for(lambda: _first_result_of(engine, new_version), 120)
         timeline.mark("new champion serving", version=new_version, first_job=first_new)
         # A few photos uploaded once every worker has looked for the new champion (as checked below), however
         # slowly a busy machine serves them: counted, not timed.
@@ -315,7 +315,7 @@ def _exercise(
                     col(Job.created_at) > settled_at, col(Job.status) == JobStatus.CLASSIFIED)).one()  # fmt: skip
             return int(found) >= 3
 
-        _wait(classified_since_settled, 300)
+        wait_for(classified_since_settled, 300)
     stop.set()
     sender.join()
     timeline.mark("stream stopped", photos_during_retraining=len(streamed))
@@ -376,7 +376,7 @@ def _promote_by_hand(settings: Settings, engine: Any, version: str, why: str) ->
     return version
 
 
-def _publisher(redis_url: str, namespace: Namespace) -> Publisher:
+def publisher_for(redis_url: str, namespace: Namespace) -> Publisher:
     """A publisher onto the scenario's own broker, in its deployment's namespace (the one Celery app of this process
     points at another broker, or is bound to another deployment)."""
     from celery import Celery
@@ -388,11 +388,11 @@ def _publisher(redis_url: str, namespace: Namespace) -> Publisher:
     return Publisher(app)
 
 
-def _own_redis(stack: Stack, home: Path) -> str:
+def own_redis(stack: Stack, home: Path) -> str:
     port = free_port()
     stack.spawn("redis", embedded_redis_command(port, home / "redis"))
     url = f"redis://127.0.0.1:{port}/0"
-    if _wait(lambda: redis_answers(url), 10) is None:
+    if wait_for(lambda: redis_answers(url), 10) is None:
         raise RuntimeError("the scenario's redis-server did not start")
     return url
 
@@ -403,7 +403,7 @@ def _first_result_of(engine: Any, version: str) -> str | None:
         return session.exec(statement).first()
 
 
-def _wait(check: Callable[[], T | None], timeout_s: float) -> T | None:
+def wait_for(check: Callable[[], T | None], timeout_s: float) -> T | None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = check()
