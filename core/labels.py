@@ -166,7 +166,7 @@ def import_curated(session: Session, blobs: BlobStore, data_dir: Path) -> int:
         sha = hashlib.sha256(data).hexdigest()
         if sha in known:
             continue
-        key = blobs.put(CURATED_NAMESPACE, data, path.suffix.lower().lstrip(".") or "jpg")
+        key = blobs.put(CURATED_NAMESPACE, data, path.suffix.lower() or ".jpg")
         add_label(session, PhotoLabel(photo_sha256=sha, blob_key=key, label=label, source=LabelSource.CURATED))
         known.add(sha)
         added += 1

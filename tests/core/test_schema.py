@@ -326,3 +326,50 @@ def test_an_upload_in_progress_across_0004_completes_with_every_byte(dialect: st
             check(engine)
         finally:
             engine.dispose()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_feedback_stored_before_0007_joins_the_label_history_once(dialect: str, tmp_path: Path) -> None:
+    """Migration 0007_workbench: every feedback row becomes a label in the photos' history, on the job's photo, a
+    farmer's with its device, an agronomist's without one, under its event id: the event redelivered after the
+    upgrade adds no second label, and the rule gives the agronomist's word."""
+    from core.feedback import record_feedback
+    from core.labels import decide, history
+    from schemas.tables import FeedbackSource, LabelSource
+    from schemas.tasks import FeedbackEvent
+
+    def check(engine: Engine) -> None:
+        with engine.begin() as connection:
+            command.upgrade(schema.config(connection), "0006_pairing")
+            for statement in (
+                "INSERT INTO devices (id, name, token_hash, created_at) VALUES (7, 'phone', 'h7', '2026-12-01')",
+                "INSERT INTO jobs (id, device_id, idempotency_key, content_sha256, blob_key, content_type, size_bytes,"
+                " status, enqueue_count, created_at, updated_at, label, model_version) VALUES ('j1', 7, 'k', 'sha1',"
+                " 'photos/ab/x.jpg', 'image/jpeg', 1, 'classified', 1, '2026-12-01', '2026-12-01', 'cmd', 'v1')",
+                "INSERT INTO feedback (id, job_id, label, source, device_id, agronomist, model_version, agrees,"
+                " created_at) VALUES ('f1', 'j1', 'cgm', 'farmer', 7, NULL, 'v1', false, '2026-12-01 10:00:00'),"
+                " ('f2', 'j1', 'cbb', 'agronomist', NULL, 'Amina', 'v1', false, '2026-12-01 11:00:00')",
+            ):
+                connection.execute(text(statement))
+        assert schema.upgrade(engine).ready
+        with Session(engine) as session:
+            rows = history(session, "sha1")
+            assert [(r.label, r.source, r.device_id, r.job_id, r.blob_key, r.feedback_id) for r in rows] == [
+                ("cgm", LabelSource.FARMER, 7, "j1", "photos/ab/x.jpg", "f1"),
+                ("cbb", LabelSource.AGRONOMIST, None, "j1", "photos/ab/x.jpg", "f2"),
+            ]
+            again = FeedbackEvent(event_id="f2", job_id="j1", label="cbb", source=FeedbackSource.AGRONOMIST,
+                                  agronomist="Amina", created_at=rows[1].created_at)  # fmt: skip
+            assert not record_feedback(session, again)
+            assert len(history(session, "sha1")) == 2
+            assert decide(history(session, "sha1"), farmers_to_agree=2).label == "cbb"
+
+    if dialect == "sqlite":
+        check(make_engine(f"sqlite:///{tmp_path / 'old.db'}"))
+        return
+    with postgres_database() as url:
+        engine = make_engine(url)
+        try:
+            check(engine)
+        finally:
+            engine.dispose()
