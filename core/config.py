@@ -52,6 +52,23 @@ class Settings(BaseSettings):
     # behind one address), and requests whose token is missing or unknown (401s; past this, 429).
     IP_RATE_LIMIT: str = "6000/minute"
     AUTH_FAILURE_RATE_LIMIT: str = "60/minute"
+    # People (agronomists, operators): a browser login lasts this long; this many wrong passwords in a row lock the
+    # login for LOGIN_LOCKOUT_S; the session cookie is Secure (sent over HTTPS only; browsers also send it to
+    # http://localhost and 127.0.0.1) unless this is false.
+    SESSION_TTL_S: float = Field(default=12 * 3600.0, gt=0)
+    LOGIN_MAX_FAILURES: int = Field(default=5, gt=0)
+    LOGIN_LOCKOUT_S: float = Field(default=300.0, gt=0)
+    COOKIE_SECURE: bool = True
+    # The review queue (core.review): answers whose top two classes are closer than this are "unsure"; leaf-gate
+    # scores this close to the threshold are borderline; this share of confident answers is audited; this share of
+    # items is labelled by two agronomists independently; an item handed out is kept for its agronomist this long.
+    REVIEW_UNSURE_MARGIN: float = Field(default=0.2, ge=0, le=1)
+    REVIEW_GATE_BAND: float = Field(default=0.1, ge=0, le=1)
+    REVIEW_AUDIT_SHARE: float = Field(default=0.03, ge=0, le=1)
+    REVIEW_DOUBLE_SHARE: float = Field(default=0.2, ge=0, le=1)
+    REVIEW_LEASE_S: float = Field(default=600.0, gt=0)
+    # Dataset versions (core.datasets): this share of new agronomist-labelled photos goes to the frozen holdout.
+    DATASET_HOLDOUT_SHARE: float = Field(default=0.2, ge=0, le=1)
     MAX_QUEUE_DEPTH: int = Field(default=5000, gt=0)  # photos waiting beyond this: uploads get 503 + Retry-After
     QUEUE_DRAIN_PER_S: float = Field(default=5.0, gt=0)  # how fast the workers drain it, for the Retry-After guess
     MAX_UPLOAD_BYTES: int = Field(default=10 * 1024 * 1024, gt=0)

@@ -70,7 +70,10 @@ def register(
         dataset_version=meta.get("dataset_version"),
         code_version=meta.get("code_version"),
         made_by=made_by or meta.get("made_by") or "unknown",
-        metrics=_metrics(meta),
+        metrics=_metrics(meta)
+        | (
+            {"leaf_gate_threshold": checkpoint.leaf_gate.threshold} if checkpoint.leaf_gate else {}
+        ),  # the review queue reads it: which photos the gate nearly turned away
         params=meta.get("params", {}),
         size_bytes=len(data),
     )

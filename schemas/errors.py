@@ -8,12 +8,15 @@ MhogoError
 │   ├── MissingIdempotencyKey   no Idempotency-Key, or not one of 1 to 255 visible ASCII characters
 │   ├── UploadTooLarge          HTTP 413
 │   ├── UnsupportedMediaType    HTTP 415: not a JPEG or PNG
-│   └── UnreadableImage         HTTP 422: truncated, corrupt, or a decompression bomb
+│   ├── UnreadableImage         HTTP 422: truncated, corrupt, or a decompression bomb
+│   └── AccountRefused          a person's account cannot be made or changed so (name taken, password too short)
 ├── IdempotencyConflict         HTTP 422: a key reused for other bytes
 ├── OffsetConflict              HTTP 409: a resumable upload is not where the request says it stands
 ├── PairingRefused              a pairing code that pairs nothing
 │   ├── PairingCodeUnknown      HTTP 404: no such code was ever given out
 │   └── PairingCodeSpent        HTTP 410: used already, expired, or its device was revoked
+├── LoginRefused                a login that does not open: wrong name or password, or locked for a while
+├── ReviewRefused               HTTP 409: a review answer that cannot be taken (labelled already, item done)
 ├── DeviceRevoked               the device was revoked: it gets no new pairing link (register a new device)
 ├── DatabaseNotReady            the database's schema is not this code's: upgrade it (or the code) first
 ├── DeploymentMismatch          a process would work in another deployment's namespace than its database's (or in
@@ -102,3 +105,19 @@ class RegistryError(MhogoError):
 
 class ModelError(MhogoError):
     pass
+
+
+class AccountRefused(BadInput):
+    """`mhogo users add` or a change to an account that cannot be made; the message says why."""
+
+
+class LoginRefused(MhogoError):
+    """A login that does not open. `retry_after_s` is set while the login is locked after repeated failures."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ReviewRefused(MhogoError):
+    """A review answer that cannot be taken: this agronomist labelled the item already, or it is done."""

@@ -498,3 +498,12 @@ class DatasetVersion(SQLModel, table=True):
     manifest_key: str = Field(max_length=200)
     photos: int = 0
     counts: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # {split: {label: n}}
+
+
+class ReviewMark(SQLModel, table=True):
+    """How far the review queue's refresh has read (core.review): jobs finished, and farmers' feedback, up to `at`."""
+
+    __tablename__ = "review_marks"
+
+    name: str = Field(primary_key=True, max_length=20)
+    at: datetime = Field(sa_type=UTCDateTime)

@@ -8,7 +8,21 @@ import os
 import click
 
 from core.config import settings
-from mhogo.cli import db, devices, jobs, models, operations, phone, retention, scenario, services, training
+from mhogo.cli import (
+    datasets,
+    db,
+    devices,
+    jobs,
+    models,
+    operations,
+    phone,
+    retention,
+    review,
+    scenario,
+    services,
+    training,
+    users,
+)
 
 
 @click.group()
@@ -21,6 +35,20 @@ def main() -> None:
     settings.HOME.chmod(0o700)
 
 
-for group in (services, db, devices, jobs, operations, retention, training, models, phone, scenario):
+for group in (
+    services,
+    db,
+    devices,
+    users,
+    jobs,
+    operations,
+    review,
+    retention,
+    training,
+    datasets,
+    models,
+    phone,
+    scenario,
+):
     for command in group.COMMANDS:
         main.add_command(command)

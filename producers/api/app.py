@@ -23,7 +23,7 @@ from core.db import get_engine, init_db, open_database
 from core.namespace import bind, resolve
 from core.publisher import Publisher
 from core.sweeper import sweep_once
-from producers.api import dashboard, ops, pairing, phone_model, problems, tus
+from producers.api import dashboard, login, ops, pairing, phone_model, problems, review, tus, workbench
 from producers.api.backlog import Backlog
 from producers.api.deps import ClientRateLimit, Services
 from producers.api.limits import BodySizeLimit
@@ -118,6 +118,10 @@ def create_app(services: Services | None = None, sweep_on_startup: bool = True) 
     app.include_router(phone_model.router)
     app.include_router(ops.router)
     app.include_router(dashboard.router)
+    app.include_router(login.router)
+    app.include_router(review.router)
+    app.include_router(workbench.router)
+    app.add_exception_handler(ops.LoginFirst, ops.to_login)
     app.mount("/app", FarmerApp(services.settings.app_dir), name="app")
     app.add_api_route("/", to_the_app, methods=["GET", "HEAD"], include_in_schema=False)
     return app

@@ -35,6 +35,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
+        "review_marks",
+        sa.Column("name", sa.String(length=20), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
         "photo_splits",
         sa.Column("photo_sha256", sa.String(length=64), nullable=False),
         sa.Column("split", sa.String(length=10), nullable=False),
@@ -221,4 +227,5 @@ def downgrade() -> None:
 
     op.drop_table("photo_splits")
     op.drop_table("dataset_versions")
+    op.drop_table("review_marks")
     # ### end Alembic commands ###
