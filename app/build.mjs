@@ -21,7 +21,7 @@ const ORT = join(HERE, 'node_modules', 'onnxruntime-web');
 const ORT_FILES = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
 const LANGUAGE_ORDER = ['en', 'sw', 'fr', 'rw', 'lg']; // schemas/catalogue.py LANGUAGES
 const BASE = '/app/';
-const PRECACHE = ['index.html', 'assets/*.{js,css}', 'i18n/*.json', 'icons/*.png', 'examples/*.jpg', 'manifest.webmanifest'];
+const PRECACHE = ['index.html', 'assets/app-*.{js,css}', 'i18n/*.json', 'icons/*.png', 'examples/*.jpg', 'manifest.webmanifest'];
 
 async function languages() {
   const files = (await readdir(CATALOGUE)).filter((f) => f.endsWith('.json'));
@@ -59,6 +59,29 @@ async function bundle(langs, ortVersion) {
   });
   const outputs = Object.keys(result.metafile.outputs).map((p) => relative(join(DIST, 'assets'), join(process.cwd(), p)));
   return { js: outputs.find((p) => p.endsWith('.js')), css: outputs.find((p) => p.endsWith('.css')) };
+}
+
+// The agronomists' workbench (src/review/), served by the API at /review: a bundle of its own, not precached (it is
+// for a tablet with a connection, not an offline phone).
+async function workbench() {
+  const result = await esbuild.build({
+    entryPoints: { review: join(HERE, 'src', 'review', 'main.js') },
+    outdir: join(DIST, 'assets'),
+    entryNames: '[name]-[hash]',
+    bundle: true,
+    format: 'esm',
+    minify: true,
+    target: ['es2020', 'chrome87', 'safari15'],
+    legalComments: 'linked',
+    metafile: true,
+    logLevel: 'warning',
+  });
+  const outputs = Object.keys(result.metafile.outputs).map((p) => relative(join(DIST, 'assets'), join(process.cwd(), p)));
+  const js = outputs.find((p) => p.endsWith('.js'));
+  const css = outputs.find((p) => p.endsWith('.css'));
+  const html = (await readFile(join(HERE, 'src', 'review', 'review.html'), 'utf8')).replace('%JS%', js).replace('%CSS%', css);
+  await writeFile(join(DIST, 'review.html'), html);
+  return { js, css };
 }
 
 async function serviceWorker(ortVersion) {
@@ -104,6 +127,7 @@ async function main() {
   const html = (await readFile(join(HERE, 'src', 'index.html'), 'utf8'))
     .replace('%JS%', js).replace('%CSS%', css).replaceAll('%BASE%', BASE);
   await writeFile(join(DIST, 'index.html'), html);
+  const review = await workbench();
   await cp(join(HERE, 'public'), DIST, { recursive: true });
   await mkdir(join(DIST, 'ort'));
   for (const file of ORT_FILES) await cp(join(ORT, 'dist', file), join(DIST, 'ort', file));
@@ -132,6 +156,8 @@ async function main() {
   console.log(`first load (index.html, JS, CSS, en.json): ${kb(firstLoad.raw)}, ${kb(firstLoad.gzip)} gzip`);
   console.log(`shell (the ${precached.length} files the service worker keeps, sw.js included): ${kb(total.raw)}, ${kb(total.gzip)} gzip`);
   console.log(`dist/ without ort/: ${kb(rest)}`);
+  const reviewJs = await sizeOf(join(DIST, 'assets', review.js));
+  console.log(`workbench: review.html, assets/${review.js} (${kb(reviewJs.raw)}, ${kb(reviewJs.gzip)} gzip), assets/${review.css}`);
 }
 
 main().catch((error) => {

@@ -56,7 +56,7 @@ def seeded(services: Services) -> None:
 def test_the_dashboard_needs_the_operator_login(ops_client: TestClient, auth: dict[str, str]) -> None:
     assert ops_client.get("/ops").status_code == 401
     assert ops_client.get("/ops").headers["www-authenticate"].startswith("Basic")
-    assert ops_client.get("/ops", headers=auth).status_code == 401  # a device token opens nothing here
+    assert ops_client.get("/ops", headers=auth).status_code == 403  # a device token opens nothing here
     assert ops_client.get("/ops", headers=basic(USER, "wrong")).status_code == 401
     assert ops_client.get("/ops", headers=basic("farmer", PASSWORD)).status_code == 401
     assert ops_client.get("/ops", headers=OPERATOR).status_code == 200

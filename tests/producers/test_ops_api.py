@@ -120,7 +120,7 @@ def test_prometheus_series_stay_fixed_whatever_kinds_phones_send(
 
 def test_metrics_need_the_operator_login(client: TestClient, auth: dict[str, str]) -> None:
     assert client.get("/metrics").status_code == 401
-    assert client.get("/metrics", headers=auth).status_code == 401  # a device token is not an operator
+    assert client.get("/metrics", headers=auth).status_code == 403  # a device token is not an operator
     assert client.get("/metrics", auth=("operator", "wrong")).status_code == 401
 
 

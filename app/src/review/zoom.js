@@ -1,0 +1,9 @@
+// The photo zooms (wheel, pinch) and pans (drag) with @panzoom/panzoom; a double click puts it back.
+import Panzoom from '@panzoom/panzoom';
+
+export function zoomable(image) {
+  const panzoom = Panzoom(image, { maxScale: 8, minScale: 1, contain: 'outside', cursor: 'grab' });
+  image.parentElement.addEventListener('wheel', panzoom.zoomWithWheel);
+  image.addEventListener('dblclick', () => panzoom.reset());
+  return panzoom;
+}
