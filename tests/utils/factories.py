@@ -16,7 +16,7 @@ from core import jobs, uploads
 from core.blobs import BlobStore
 from core.devices import add_device
 from core.feedback import agronomist_label
-from schemas.tables import Device, FeedbackSource, Job, Upload, utcnow
+from schemas.tables import Device, FeedbackSource, Job, Role, Upload, User, utcnow
 from schemas.tasks import FeedbackEvent
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "samples"
@@ -103,3 +103,46 @@ def label_event(
         return agronomist_label(job_id, label, "agronomist in tests")
     return FeedbackEvent(event_id=uuid.uuid4().hex, job_id=job_id, label=label, source=source, device_id=device_id,
                          created_at=utcnow())  # fmt: skip
+
+
+def finished_job(
+    session: Session,
+    blobs: BlobStore,
+    device: Device,
+    key: str,
+    probabilities: dict[str, float] | None = None,
+    leaf: float | None = None,
+    rejected: bool = False,
+    data: bytes | None = None,
+) -> Job:
+    """A job the worker finished: its photo (a real sample unless `data`) in the blob store, classified with these
+    probabilities (or turned away as not a cassava leaf), its leaf-gate score kept, as the worker keeps it."""
+    from schemas.reasons import RejectReason
+    from schemas.statuses import JobStatus
+
+    kinds = ("cbb", "cbsd", "cgm", "cmd", "healthy")
+    n = int(hashlib.sha256(key.encode()).hexdigest(), 16) % 50  # photos for different keys differ, mostly
+    photo = data if data is not None else sample_bytes(kinds[n % 5], n // 5)
+    job = make_job(session, device, key, photo)
+    blobs.put("photos", photo, ".jpg")
+    job.blob_key = blobs.key_for("photos", job.content_sha256, ".jpg")
+    if rejected:
+        job.status, job.reason_code, job.reason = JobStatus.REJECTED, RejectReason.NOT_CASSAVA_LEAF, "not a leaf"
+    else:
+        probabilities = probabilities or {"cmd": 0.9, "healthy": 0.05, "cbb": 0.05}
+        label = max(probabilities, key=lambda name: probabilities[name])
+        job.status, job.label, job.confidence = JobStatus.CLASSIFIED, label, probabilities[label]
+        job.probabilities, job.model_version = probabilities, "v1"
+    job.input_stats = {"leaf_probability": leaf} if leaf is not None else {}
+    job.finished_at = utcnow()
+    session.add(job)
+    session.commit()
+    return job
+
+
+def make_person(session: Session, name: str, role: str = "agronomist") -> tuple[User, str]:
+    """A person with a login (password "password of <name>") and an API token."""
+    from core.users import add_user, issue_token
+
+    user = add_user(session, name, Role(role), f"password of {name}")
+    return user, issue_token(session, user)
