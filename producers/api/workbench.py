@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 from producers.api.auth import allowed, person_from
-from producers.api.deps import ServicesDep, SessionDep
+from producers.api.deps import Credentials, ServicesDep, SessionDep
 from producers.api.webapp import NOT_BUILT, SECURITY_HEADERS
 from schemas.tables import Role
 
@@ -19,11 +19,13 @@ PAGE = "review.html"
 
 
 @router.get("/review")
-def workbench(request: Request, services: ServicesDep, session: SessionDep) -> Response:
+def workbench(request: Request, services: ServicesDep, session: SessionDep, credentials: Credentials) -> Response:
     try:
-        person = person_from(request, session, None)
-    except HTTPException:  # a session that ended: log in again
-        person = None
+        person = person_from(request, session, credentials.credentials if credentials else None)
+    except HTTPException as exc:
+        if exc.status_code != status.HTTP_401_UNAUTHORIZED:
+            raise
+        person = None  # a login that ended: log in again
     if person is None:
         return RedirectResponse(f"/login?{urlencode({'next': '/review'})}", status.HTTP_303_SEE_OTHER)
     allowed(person.user, (Role.AGRONOMIST,))
