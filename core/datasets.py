@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 from core.blobs import BlobStore
 from core.config import Settings
 from core.feedback import device_limit
-from core.labels import UNUSABLE, LabelledPhoto, decisions
+from core.labels import NOT_CASSAVA, UNUSABLE, LabelledPhoto, decide, decisions, history
 from core.review import share
 from schemas.errors import BadInput
 from schemas.labels import LABELS
@@ -233,6 +233,33 @@ def snapshot(session: Session, blobs: BlobStore, config: Settings, created_by: s
     for row in new_rows:
         row.dataset_version = version.id
         session.add(row)
+    session.commit()
+    return version
+
+
+def record_built(
+    session: Session, blobs: BlobStore, train_dir: Path, eval_dir: Path | None, created_by: str,
+    left_out: dict[str, int], farmers_to_agree: int,
+) -> DatasetVersion:  # fmt: skip
+    """The version of what a retraining run built (core.retraining): every photo it trains on (train) and judges on
+    (its held-out feedback: holdout), kept like a snapshot's, so the challenger records exactly what it learned from
+    and `mhogo dataset export` can write it out again."""
+    names = {user.id: user.name for user in session.exec(select(User)).all() if user.id is not None}
+    entries = []
+    folders = [(train_dir / "cassava", TRAIN), (train_dir / "negatives", TRAIN)]
+    folders += [(eval_dir / "cassava", HOLDOUT)] if eval_dir is not None else []
+    for folder, split in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []:
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            label = path.parent.name if path.parent.name in CLASSES else NOT_CASSAVA
+            keep(blobs, sha, path.suffix.lower() or ".jpg", data)
+            job = path.stem.removeprefix("feedback-") if path.name.startswith("feedback-") else ""
+            decision = decide(history(session, sha), farmers_to_agree) if job else None
+            source = str(decision.source) if decision is not None and decision.source else "curated"
+            labelled_by = who(LabelledPhoto(sha, None, job, decision, ()), names) if decision else "curated"
+            entries.append(Entry(sha, label, split, source, labelled_by, job, path.suffix.lower() or ".jpg"))
+    version = save_version(session, blobs, entries, created_by, left_out)
     session.commit()
     return version
 

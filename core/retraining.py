@@ -28,12 +28,23 @@ from sqlmodel import Session
 from core import registry
 from core.blobs import BlobStore
 from core.config import Settings
+from core.datasets import record_built
 from core.feedback import LabelledPhoto, labelled_photos, share_capped
+from core.labels import decisions
 from core.triggers import finish_run, start_run, switch_on
 from ml.data import Sample, class_root, negatives_beside, scan
+from ml.files import file_sha256
 from ml.splits import hash_words, near_any, near_duplicate_groups, perceptual_hashes
 from schemas.labels import LABELS
-from schemas.tables import FeedbackSource, ModelAliasName, ModelVersion, RetrainRun, RetrainStatus, SwitchName
+from schemas.tables import (
+    FeedbackSource,
+    LabelSource,
+    ModelAliasName,
+    ModelVersion,
+    RetrainRun,
+    RetrainStatus,
+    SwitchName,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +96,18 @@ def build_dataset(
         shutil.rmtree(out)  # a run redelivered after a crash builds its dataset again from scratch
     train_dir, eval_dir = _class_dirs(out / "train"), _class_dirs(out / "eval")
     base_samples = scan(base, CLASSES)
+    relabelled = agronomists_labels(session, config)
+    left_out: Counter[str] = Counter()
     for sample in base_samples:
-        link = train_dir / "cassava" / CLASSES[sample.label] / f"base-{sample.path.name}"
+        label = relabelled.get(file_sha256(sample.path), CLASSES[sample.label])
+        if label not in CLASSES:  # an agronomist found the base photo is no cassava leaf, or unusable
+            left_out[f"a base photo an agronomist labelled {label}"] += 1
+            continue
+        link = train_dir / "cassava" / label / f"base-{sample.path.name}"
         link.symlink_to(sample.path.resolve())
     negatives = negatives_beside(base) or negatives_beside(class_root(base, CLASSES).parent)
     if negatives:
         (train_dir / "negatives").symlink_to(negatives[0].path.parent.resolve(), target_is_directory=True)
-    left_out: Counter[str] = Counter()
     photos = []
     for photo in reversed(labelled_photos(session, config.FARMERS_TO_AGREE)):  # oldest first: it is the one kept
         if photo.label not in CLASSES:
@@ -146,6 +162,13 @@ def build_dataset(
     return BuiltDataset(train_dir, eval_dir if kept_out else None, len(base_samples), added, kept_out, dict(left_out))
 
 
+def agronomists_labels(session: Session, config: Settings) -> dict[str, str]:
+    """Photos whose label, by the one rule (core.labels), is an agronomist's: a base photo they relabelled through
+    the review queue trains with their label."""
+    return {photo.photo_sha256: str(photo.decision.label) for photo in decisions(session, config.FARMERS_TO_AGREE)
+            if photo.decision.source == LabelSource.AGRONOMIST and photo.decision.label is not None}  # fmt: skip
+
+
 def evaluation_sets(config: Settings, built: BuiltDataset) -> dict[str, Path]:
     sets = {}
     if config.HOLDOUT_DIR is not None:
@@ -174,14 +197,17 @@ def run_retraining(
     champion = registry.ensure_champion(session, blobs, seed_model)
     built = build_dataset(session, blobs, config, config.TRAIN_DATA_DIR, config.model_dir / f"run-{run_id}",
                           config.HOLDOUT_DIR)  # fmt: skip
-    run.dataset = built.record()
+    version = record_built(session, blobs, built.train_dir, built.eval_dir, f"retraining run {run_id}",
+                           built.left_out, config.FARMERS_TO_AGREE)  # fmt: skip
+    run.dataset, run.dataset_version = built.record(), version.id
     session.add(run)
     session.commit()
     recipe = TrainConfig.from_dict(champion.params) if champion.params else TrainConfig()
     recipe = dataclasses.replace(recipe, dry_run=config.RETRAIN_DRY_RUN, threads=threads)
     made_by = f"retraining run {run_id} ({run.rule})"
     out = config.model_dir / f"challenger-run{run_id}.pt"
-    trigger = {"retrain_run": run_id, "trigger": {"rule": run.rule, "figures": run.figures}}
+    trigger = {"retrain_run": run_id, "trigger": {"rule": run.rule, "figures": run.figures},
+               "dataset_version": version.id}  # fmt: skip
     result = train(built.train_dir, out, recipe, config.quality_thresholds, made_by=made_by, extra_meta=trigger)
     challenger = registry.register(session, blobs, out, made_by=made_by, parent=champion.version)
     registry.set_alias(session, ModelAliasName.CHALLENGER, challenger.version, made_by, "trained")

@@ -358,7 +358,11 @@ def _exercise(
                                                      default=None)}  # fmt: skip
     checks["times"] = {key: value.isoformat() if value else None for key, value in times.items()}
     timeline.mark("all results in", **checks)
+    with Session(engine) as session:
+        learned_from = registry.get_version(session, finished.challenger_version).dataset_version \
+            if finished.challenger_version else None  # fmt: skip
     return {"run": {"id": finished.id, "rule": finished.rule, "figures": finished.figures,
+                    "dataset_version": finished.dataset_version, "challenger_dataset_version": learned_from,
                     "status": str(finished.status), "decision": finished.decision,
                     "evaluation": finished.evaluation, "dataset": finished.dataset,
                     "champion": finished.champion_version, "challenger": finished.challenger_version},

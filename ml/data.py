@@ -3,6 +3,7 @@ that decodes each photo when asked, so training streams from disk and never hold
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import random
@@ -18,6 +19,7 @@ from ml.augment import AugmentConfig, augment
 from ml.files import file_sha256
 from ml.imaging import MAX_LOCAL_PIXELS, PreprocessConfig, decode, prepare
 from ml.tensors import model_input, to_tensor
+from schemas.errors import BadInput
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -74,6 +76,32 @@ def dataset_version(samples: Sequence[Sample], classes: Sequence[str]) -> tuple[
     )
     digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     return f"ds-{digest[:16]}", manifest
+
+
+def declared_version(data_dir: Path, samples: Sequence[Sample]) -> str | None:
+    """The dataset version a `mhogo dataset export` folder names in its MANIFEST.csv, once every photo the manifest
+    gives to training is there, unchanged (sha256), and no other photo is; None for a folder whose MANIFEST.csv names
+    no version (../shared/data's) or that has none. A folder that does not match its manifest is refused."""
+    path = data_dir / "MANIFEST.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    if not rows or "dataset_version" not in rows[0]:
+        return None
+    versions = {row["dataset_version"] for row in rows}
+    if len(versions) != 1:
+        raise BadInput(f"{path} names several dataset versions: {', '.join(sorted(versions))}")
+    named = {(data_dir / row["path"]).resolve(): row["sha256"] for row in rows if row["split"] == "train"}
+    found = {sample.path.resolve() for sample in samples}
+    missing, extra = named.keys() - found, found - named.keys()
+    if missing or extra:
+        raise BadInput(f"{data_dir} does not hold what its MANIFEST.csv says: {len(missing)} photos missing, "
+                       f"{len(extra)} not in it (e.g. {sorted(map(str, missing | extra))[0]})")  # fmt: skip
+    changed = [str(photo) for photo, sha in named.items() if file_sha256(photo) != sha]
+    if changed:
+        raise BadInput(f"{len(changed)} photos changed since the export, e.g. {changed[0]}: export the version again")
+    return versions.pop()
 
 
 def class_counts(samples: Sequence[Sample], num_classes: int) -> list[int]:

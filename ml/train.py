@@ -38,6 +38,7 @@ from ml.data import (
     Sample,
     class_counts,
     dataset_version,
+    declared_version,
     negatives_beside,
     scan,
     scan_negatives,
@@ -364,6 +365,7 @@ def load_dataset(data_dir: Path, negatives_dir: Path | None = None) -> Dataset:
     samples = scan(data_dir, CLASSES)
     negatives = scan_negatives(negatives_dir) if negatives_dir else negatives_beside(data_dir)
     version, manifest = dataset_version(samples + negatives, CLASSES)
+    version = declared_version(data_dir, samples + negatives) or version  # an exported dataset version keeps its id
     groups = near_duplicate_groups(perceptual_hashes(samples))
     negative_groups = near_duplicate_groups(perceptual_hashes(negatives))
     return Dataset(samples, groups, version, len(manifest), negatives, negative_groups)

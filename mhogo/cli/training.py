@@ -41,7 +41,10 @@ def _backbones(value: str | None) -> tuple[str, ...] | None:
 
 
 @click.command()
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+@click.option("--data", "data_option", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The photos, as DATA_DIR: a `mhogo dataset export` folder records its dataset version in the "
+                   "model (its MANIFEST.csv is checked photo by photo first).")  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Where to write the model.")
 @click.option("--cv", "folds", type=int, default=None, help="Cross-validate with this many folds instead.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -69,7 +72,8 @@ def _backbones(value: str | None) -> tuple[str, ...] | None:
 @click.option("--tta", type=click.Choice(["1", "2", "4"]), default=None, help="Test-time views stored in the model.")
 @click.option("--dry-run", is_flag=True, help="Two small batches: checks the whole path in seconds.")
 def train(
-    data_dir: Path,
+    data_dir: Path | None,
+    data_option: Path | None,
     out: Path | None,
     folds: int | None,
     report: Path | None,
@@ -88,6 +92,12 @@ def train(
     negatives/), and fit its leaf gate when there are photos that are not cassava leaves."""
     from ml.train import TrainConfig, cross_validate, cv_summary
     from ml.train import train as run_training
+    from schemas.errors import BadInput
+
+    if (data_dir is None) == (data_option is None):
+        raise click.UsageError("give the photos once: DATA_DIR or --data DIR")
+    data_dir = data_dir or data_option
+    assert data_dir is not None
 
     config = TrainConfig(dry_run=dry_run, threads=settings.torch_threads)
     config.epochs = epochs or config.epochs
@@ -117,8 +127,11 @@ def train(
         extra["cross_validation"] = cv_summary(result)
     if out is None:
         raise click.UsageError("give --out FILE, or --cv K to cross-validate (both: the model records its CV)")
-    trained = run_training(data_dir, out, config, settings.quality_thresholds, extra_meta=extra,
-                           negatives_dir=negatives_dir)  # fmt: skip
+    try:
+        trained = run_training(data_dir, out, config, settings.quality_thresholds, extra_meta=extra,
+                               negatives_dir=negatives_dir)  # fmt: skip
+    except BadInput as exc:
+        raise click.UsageError(str(exc)) from exc
     meta = trained.checkpoint.meta
     summary = {"path": str(out), "version": trained.checkpoint.version, "sha256": trained.sha256,
                "dataset_version": meta["dataset_version"],

@@ -69,6 +69,8 @@ def test_one_rule_fires_one_run_and_the_shipped_gate_keeps_the_champion(scenario
     assert run["figures"]["accuracy"] == 0.2  # the 4 cbb photos of the 20
     assert run["dataset"]["feedback_added"] == 0
     assert run["dataset"]["feedback_held_out"] == 20  # every label
+    assert run["dataset_version"].startswith("ds-")  # the version of what it built, kept (core.datasets)
+    assert run["challenger_dataset_version"] == run["dataset_version"]
     assert set(run["evaluation"]["sets"]) == {"holdout", "feedback"}
     champion, challenger = (run["evaluation"][who]["pooled"] for who in ("champion", "challenger"))
     assert champion["photos"] == challenger["photos"] == 30
