@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
@@ -37,7 +38,7 @@ def form_token(client: TestClient, path: str = "/login") -> str:
     return found.group(1)
 
 
-def log_in(client: TestClient, name: str, password: str, next_path: str = "") -> object:
+def log_in(client: TestClient, name: str, password: str, next_path: str = "") -> httpx.Response:
     token = form_token(client)
     return client.post("/login", data={"name": name, "password": password, "csrf_token": token, "next": next_path})
 
