@@ -2,7 +2,7 @@
 import Panzoom from '@panzoom/panzoom';
 
 export function zoomable(image) {
-  const panzoom = Panzoom(image, { maxScale: 8, minScale: 1, contain: 'outside', cursor: 'grab' });
+  const panzoom = Panzoom(image, { maxScale: 8, minScale: 1, cursor: 'grab' });
   image.parentElement.addEventListener('wheel', panzoom.zoomWithWheel);
   image.addEventListener('dblclick', () => panzoom.reset());
   return panzoom;
