@@ -153,7 +153,7 @@ def test_agronomists_label_with_the_keyboard_undo_disagree_and_a_third_decides(s
         amina[last] = "cmd"
         press(browser, KEY_OF["cmd"], last)
         assert browser.find_elements(By.ID, "empty")
-    disputed = list(amina)[0]
+    disputed = next(iter(amina))  # the farmer-disputed photo, handed out first
     baraka = {item: ("healthy" if item == disputed else label) for item, label in amina.items()}
     with chromium(*TABLET) as browser:
         log_in(browser, stack, "baraka")
