@@ -66,7 +66,12 @@ def audit_labels(session: Session, config: Settings, blobs: BlobStore, folds: in
         detail = (f"Labelled {CLASSES[issue.given].upper()} for training ({photo.decision.source}); a model that "
                   f"never saw this label says {CLASSES[issue.suggested].upper()} ({issue.suggested_probability:.2f}), "
                   f"{CLASSES[issue.given].upper()} only {issue.self_confidence:.2f}.")  # fmt: skip
-        reason = Reason("probably_mislabelled", detail, WEIGHTS["probably_mislabelled"])
+        reason = Reason(
+            "probably_mislabelled",
+            detail,
+            WEIGHTS["probably_mislabelled"],
+            "Its training label looks unlikely to a model that never saw it.",
+        )
         add_reasons(session, config, photo.photo_sha256, [reason], str(photo.blob_key), photo.job_id)
         session.flush()
         audit.flagged.append(photo.photo_sha256)

@@ -72,12 +72,17 @@ CLASSES = {label.value for label in LABELS}
 
 @dataclass(frozen=True)
 class Reason:
+    """Why a photo is in the queue: `before`, what the agronomist reads before answering, names nobody's answer
+    (neither the model's nor a farmer's, so neither anchors theirs); `detail` says everything, once they answered."""
+
     code: str
     detail: str
     weight: float
+    before: str = ""
 
     def record(self) -> dict[str, Any]:
-        return {"code": self.code, "detail": self.detail, "weight": round(self.weight, 2)}
+        return {"code": self.code, "before": self.before or self.detail, "detail": self.detail,
+                "weight": round(self.weight, 2)}  # fmt: skip
 
 
 def share(key: str, salt: str) -> float:
@@ -131,7 +136,8 @@ def job_reasons(job: Job, model: Champion, config: Settings) -> list[Reason]:
         closeness = 1 - gap / config.REVIEW_UNSURE_MARGIN if config.REVIEW_UNSURE_MARGIN else 1.0
         reasons.append(Reason("unsure", f"The model was unsure: {top[0][0].upper()} {top[0][1]:.2f} against "
                                         f"{top[1][0].upper()} {top[1][1]:.2f}.",
-                              WEIGHTS["unsure"] + UNSURE_SPAN * closeness))  # fmt: skip
+                              WEIGHTS["unsure"] + UNSURE_SPAN * closeness,
+                              f"The model was unsure between two classes (they differ by {gap:.2f})."))  # fmt: skip
     leaf = (job.input_stats or {}).get("leaf_probability")
     if leaf is not None and model.threshold is not None and abs(leaf - model.threshold) < config.REVIEW_GATE_BAND:
         nearly = "nearly turned away as not a cassava leaf" if leaf >= model.threshold else "nearly let through"
@@ -147,13 +153,13 @@ def job_reasons(job: Job, model: Champion, config: Settings) -> list[Reason]:
     if not reasons and job.status == JobStatus.CLASSIFIED and share(job.content_sha256, "audit") < \
             config.REVIEW_AUDIT_SHARE:  # fmt: skip
         reasons.append(Reason("audit", f"A confident answer, drawn at random to check the model: {_said(job)}.",
-                              WEIGHTS["audit"]))  # fmt: skip
+                              WEIGHTS["audit"], "A confident answer, drawn at random to check the model."))  # fmt: skip
     return reasons
 
 
 def disagreement(job: Job, feedback: Feedback) -> Reason:
     return Reason("farmer_disagreed", f"A farmer said {feedback.label.upper()}; the model said {_said(job)}.",
-                  WEIGHTS["farmer_disagreed"])  # fmt: skip
+                  WEIGHTS["farmer_disagreed"], "A farmer said the model's answer was wrong.")  # fmt: skip
 
 
 def add_reasons(

@@ -174,6 +174,8 @@ class Stack:
         self.say(
             "mhogo", f"API on {self.settings.public_url} (docs at /docs), Flower on port {self.settings.FLOWER_PORT}"
         )
+        self.say("mhogo", f"agronomists' workbench on {self.settings.public_url}/review: add people with `mhogo users "
+                 "add NAME --role agronomist|operator`")  # fmt: skip
 
     def watch(self, until: Callable[[], bool] = lambda: False) -> int:
         """Block until Ctrl-C or `until()` is true, restarting the services that die; return the exit code for the

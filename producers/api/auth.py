@@ -21,6 +21,7 @@ from sqlmodel import Session
 from core.devices import device_for_token
 from core.users import TOKEN_PREFIX, session_user, user_for_token
 from producers.api.deps import Credentials, SessionDep
+from schemas.api import Problem
 from schemas.tables import Role, User
 
 SESSION_COOKIE = "mhogo_session"
@@ -29,6 +30,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 NOT_A_PERSON = ("A device token cannot do this: it speaks for a farmer's phone. Agronomists and operators log in as "
                 "themselves (the login page, or `mhogo users token NAME` for scripts).")  # fmt: skip
 CSRF_REFUSED = f"This request needs the page's CSRF token in {CSRF_HEADER}: reload the page and try again."
+# What a person's routes may answer besides their success, for the OpenAPI document.
+PERSON_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem} for code in (401, 403, 404, 409, 410, 422, 429, 503)
+}
 
 
 @dataclass(frozen=True)

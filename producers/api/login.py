@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from core.config import Settings
 from core.users import end_session, log_in, start_session
-from producers.api.auth import SESSION_COOKIE, PersonDep
+from producers.api.auth import PERSON_ERRORS, SESSION_COOKIE, PersonDep
 from producers.api.deps import ServicesDep, SessionDep, client_address
 from schemas.errors import LoginRefused
 
@@ -116,7 +116,7 @@ def logout(person: PersonDep, request: Request, session: SessionDep) -> Response
     return response
 
 
-@router.get("/v1/me", tags=["people"])
+@router.get("/v1/me", tags=["people"], responses=PERSON_ERRORS)
 def me(person: PersonDep) -> dict[str, str | None]:
     """Who is logged in, their role, and (for a browser session) the CSRF token to send as X-CSRF-Token."""
     return {"name": person.user.name, "role": str(person.user.role), "csrf_token": person.csrf_token}

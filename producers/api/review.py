@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from core import review
 from core.agreement import agreement
-from producers.api.auth import AgronomistDep, OperatorUserDep
+from producers.api.auth import PERSON_ERRORS, AgronomistDep, OperatorUserDep
 from producers.api.deps import ServicesDep, SessionDep
 from schemas.errors import BrokerUnavailable
 from schemas.tables import FeedbackSource, ReviewItem, ReviewStatus, User, utcnow
@@ -43,7 +43,7 @@ class ReviewAnswer(BaseModel):
 def view(session: Session, item: ReviewItem, user: User) -> dict[str, Any]:
     counts = review.counts(session, user)
     return {"item_id": item.id, "job_id": item.job_id, "photo_url": f"/v1/review/{item.id}/photo",
-            "reasons": [{"code": r["code"], "detail": r["detail"]} for r in item.reasons],
+            "reasons": [{"code": r["code"], "detail": r.get("before", r["detail"])} for r in item.reasons],
             "adjudication": item.status == ReviewStatus.ADJUDICATION,
             "counts": vars(counts)}  # fmt: skip
 
@@ -55,7 +55,7 @@ def _item(session: Session, item_id: int) -> ReviewItem:
     return item
 
 
-@router.get("/v1/review/next", responses={204: {"description": "Nothing is left for this agronomist."}})
+@router.get("/v1/review/next", responses=PERSON_ERRORS | {204: {"description": "Nothing is left for this agronomist."}})
 def next_item(
     services: ServicesDep, session: SessionDep, user: AgronomistDep,
     exclude: Annotated[int | None, Query(ge=1, description="An item the page holds already (prefetch)")] = None,
@@ -67,19 +67,19 @@ def next_item(
     return view(session, item, user)
 
 
-@router.get("/v1/review/agreement")
+@router.get("/v1/review/agreement", responses=PERSON_ERRORS)
 def review_agreement(session: SessionDep, _: OperatorUserDep) -> dict[str, Any]:
     """Cohen's kappa between agronomists: overall, per agronomist and per class."""
     return agreement(session)
 
 
-@router.get("/v1/review/{item_id}")
+@router.get("/v1/review/{item_id}", responses=PERSON_ERRORS)
 def item_view(session: SessionDep, user: AgronomistDep, item_id: int) -> dict[str, Any]:
     """One item as `next` shows it (the page asks for the item an undo reopened)."""
     return view(session, _item(session, item_id), user)
 
 
-@router.get("/v1/review/{item_id}/photo", response_class=Response)
+@router.get("/v1/review/{item_id}/photo", response_class=Response, responses=PERSON_ERRORS)
 def item_photo(services: ServicesDep, session: SessionDep, _: AgronomistDep, item_id: int) -> Response:
     item = _item(session, item_id)
     if not services.blobs.exists(item.blob_key):
@@ -89,7 +89,7 @@ def item_photo(services: ServicesDep, session: SessionDep, _: AgronomistDep, ite
                     headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
 
 
-@router.post("/v1/review/undo")
+@router.post("/v1/review/undo", responses=PERSON_ERRORS)
 def undo(services: ServicesDep, session: SessionDep, user: AgronomistDep) -> dict[str, Any]:
     """Retract this agronomist's latest label; its item is theirs to answer again."""
     label = review.undo(session, services.settings, user)
@@ -98,7 +98,7 @@ def undo(services: ServicesDep, session: SessionDep, user: AgronomistDep) -> dic
     return {"item_id": label.item_id, "label_id": label.id}
 
 
-@router.post("/v1/review/{item_id}")
+@router.post("/v1/review/{item_id}", responses=PERSON_ERRORS)
 def answer(
     services: ServicesDep, session: SessionDep, user: AgronomistDep, item_id: int, body: ReviewAnswer
 ) -> dict[str, Any]:
@@ -111,6 +111,7 @@ def answer(
         send_feedback(services.publisher, item.job_id, label.label, label.feedback_id, user)
     return {"item_id": item.id, "label_id": label.id if label else None, "status": str(item.status),
             "final_label": item.final_label, "model": review.model_answer(session, item),
+            "reasons": [{"code": r["code"], "detail": r["detail"]} for r in item.reasons],
             "counts": vars(review.counts(session, user))}  # fmt: skip
 
 

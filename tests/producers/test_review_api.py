@@ -39,6 +39,8 @@ def test_next_hides_the_model_and_the_answer_shows_it(
     assert set(item) == {"item_id", "job_id", "photo_url", "reasons", "adjudication", "counts"}
     assert item["job_id"] == unsure  # the closer call first
     assert item["reasons"][0]["code"] == "unsure"
+    said = " ".join(reason["detail"] for reason in item["reasons"]).upper()
+    assert not any(name in said for name in ("CMD", "CBSD", "CGM", "CBB", "HEALTHY"))  # nobody's answer, before hers
     assert item["counts"] == {"left_for_you": 2, "open": 2, "adjudication": 0}
     photo = client.get(item["photo_url"], headers=auth)
     assert (photo.status_code, photo.content) == (200, sample_bytes("cmd", 1))
@@ -46,6 +48,7 @@ def test_next_hides_the_model_and_the_answer_shows_it(
     assert answer["status"] == "done"
     assert answer["model"]["label"] == "cmd"
     assert answer["model"]["probabilities"]["cbsd"] == 0.45
+    assert "CMD 0.50 against CBSD 0.45" in answer["reasons"][0]["detail"]  # now it may say everything
     assert answer["counts"]["left_for_you"] == 1
     [event] = publisher.feedback  # the label is also the agronomist's feedback on the model's answer
     assert (event.job_id, event.label, event.source, event.agronomist) == (unsure, "cbsd", FeedbackSource.AGRONOMIST,
