@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { actionFor, keyFor, KEYS } from '../src/review/keys.js';
 import { Queue } from '../src/review/queue.js';
 import { ReviewApi } from '../src/review/api.js';
+import { REASONS, reasonText } from '../src/review/strings.js';
 
 class FakeServer {
   constructor(n) {
@@ -89,4 +90,16 @@ test('the API client sends the CSRF token on changes only', async () => {
   await assert.rejects(api.answer(7, { label: 'cmd' }), /labelled this photo already/);
   assert.deepEqual(seen, [['GET', '/v1/me', undefined], ['GET', '/v1/review/next?exclude=7', undefined],
     ['POST', '/v1/review/7', 'tok']]);
+});
+
+test('why a photo is in the queue is said without anybody\'s answer, whatever the server\'s sentence names', () => {
+  // core/review.py WEIGHTS: every reason code the server gives.
+  const codes = ['farmer_disagreed', 'probably_mislabelled', 'unsure', 'gate_borderline', 'drift', 'audit'];
+  const labels = /\b(cbb|cbsd|cgm|cmd|healthy|mosaic|blight|streak|mottle)\b|\d\.\d/i;
+  for (const code of codes) {
+    const text = reasonText({ code, detail: 'A farmer said CGM; the model said CMD (0.91).' });
+    assert.ok(REASONS[code], code);
+    assert.doesNotMatch(text, labels);
+  }
+  assert.equal(reasonText({ code: 'photo_deleted', detail: 'The model said CMD.' }), 'photo deleted');
 });

@@ -9,7 +9,8 @@ import { zoomable } from './zoom.js';
 
 const root = document.getElementById('workbench');
 const api = new ReviewApi();
-const queue = new Queue(api, (url) => { new Image().src = url; });
+let preloaded = null; // held, so the photo after this one finishes loading (and stays in the cache) meanwhile
+const queue = new Queue(api, (url) => { preloaded = Object.assign(new Image(), { src: url }); });
 
 function show() {
   const image = render(root, queue, { act });
