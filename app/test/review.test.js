@@ -13,12 +13,14 @@ class FakeServer {
     this.items = Array.from({ length: n }, (_, i) => ({ item_id: i + 1, photo_url: `/v1/review/${i + 1}/photo`, reasons: [] }));
     this.labels = []; // { item_id, label }
     this.calls = [];
+    this.refuse = new Map(); // item id -> HTTP status the server answers on it
   }
   open() { return this.items.filter((item) => !this.labels.some((l) => l.item_id === item.item_id)); }
   async next(exclude) { this.calls.push(['next', exclude]); return this.open().find((i) => i.item_id !== exclude) || null; }
   async item(id) { return this.items.find((i) => i.item_id === id); }
   async answer(id, body) {
     this.calls.push(['answer', id, body]);
+    if (this.refuse.has(id)) throw Object.assign(new Error('This photo is decided already.'), { status: this.refuse.get(id) });
     if (body.label) this.labels.push({ item_id: id, label: body.label });
     return { item_id: id, model: { label: 'cmd', probabilities: { cmd: 0.9 } }, counts: { left_for_you: this.open().length } };
   }
@@ -102,4 +104,23 @@ test('why a photo is in the queue is said without anybody\'s answer, whatever th
     assert.doesNotMatch(text, labels);
   }
   assert.equal(reasonText({ code: 'photo_deleted', detail: 'The model said CMD.' }), 'photo deleted');
+});
+
+test('an item others decided meanwhile is passed over (and said so); any other failure keeps it on screen', async () => {
+  const server = new FakeServer(3);
+  const queue = new Queue(server);
+  await queue.start();
+  server.refuse.set(1, 409);
+  assert.equal(await queue.answer({ label: 'cmd' }), null);
+  assert.equal(queue.current.item_id, 2);
+  assert.deepEqual(queue.passed, { item: server.items[0], reason: 'This photo is decided already.' });
+  assert.equal(queue.last, null); // no model answer to show for an answer not taken
+  server.refuse.set(2, 500);
+  await assert.rejects(queue.answer({ label: 'cmd' }), /decided already/);
+  assert.equal(queue.current.item_id, 2);
+  assert.equal(queue.busy, false);
+  server.refuse.delete(2);
+  await queue.answer({ label: 'cbb' });
+  assert.equal(queue.passed, null);
+  assert.equal(queue.last.item.item_id, 2);
 });

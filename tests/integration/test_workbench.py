@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,12 @@ def press(driver: WebDriver, key: str, item: int) -> int:
     return shown(driver, other_than=item)
 
 
+def tap(driver: WebDriver, key: str, item: int) -> int:
+    """Tap the answer's button (as on a tablet) on `item` and wait for the page to move on: the item shown next."""
+    driver.find_element(By.CSS_SELECTOR, f'button.answer[data-key="{key}"]').click()
+    return shown(driver, other_than=item)
+
+
 def last_answer(driver: WebDriver) -> dict[str, Any]:
     return dict(driver.execute_script(LAST_ANSWER_JS))
 
@@ -193,14 +199,14 @@ def counts_text(driver: WebDriver) -> str:
     return str(driver.find_element(By.ID, "counts").text)
 
 
-def label_and_check(driver: WebDriver, queue: Queue, item: int, label: str) -> int:
-    """Answer `item` by its key, checking the model's answer on it is hidden before and shown after, and that the
-    next item's photo was loaded before it was shown."""
+def label_and_check(driver: WebDriver, queue: Queue, item: int, label: str, by: Callable[..., int] = press) -> int:
+    """Answer `item` by its key (or by tapping its button), checking the model's answer on it is hidden before and
+    shown after, and that the next item's photo was loaded before it was shown."""
     assert last_answer(driver)["item"] != item  # no anchoring: nothing of the model's on this photo yet ...
     why = driver.find_element(By.CSS_SELECTOR, ".reasons").text.lower()
     assert queue.model[item]["label"].replace("_", " ") not in why  # ... not even in why it is in the queue
     fetched = set(driver.execute_script(PHOTOS_FETCHED_JS))
-    after = press(driver, KEY[label], item)
+    after = by(driver, KEY[label], item)
     said = last_answer(driver)
     expected = queue.model[item]
     assert (said["item"], said["model"]) == (item, expected["label"])
@@ -259,7 +265,7 @@ def test_three_agronomists_work_the_queue_and_their_agreement_is_computed(queue:
         item = log_in(driver, origin, B)
         while item:
             b_said[item] = queue.farmer_said if item == queue.disputed else queue.model[item]["label"]
-            item = label_and_check(driver, queue, item, b_said[item])
+            item = label_and_check(driver, queue, item, b_said[item], by=tap)  # B works on the touch screen
     assert live_labels(stack).keys() >= {(item, B) for item in queue.model}
 
     with Session(stack.engine) as session:
@@ -270,6 +276,10 @@ def test_three_agronomists_work_the_queue_and_their_agreement_is_computed(queue:
         assert log_in(driver, origin, C) == queue.disputed  # the disagreement, handed to a third first
         assert driver.find_elements(By.CSS_SELECTOR, ".adjudication")
         assert press(driver, KEY[queue.farmer_said], queue.disputed) == 0  # C decides; nothing else is C's
+        driver.find_element(By.CSS_SELECTOR, "button.log-out").click()
+        wait_for(lambda: urlparse(driver.current_url).path == "/login", 20, "the login page after logging out")
+        driver.get(f"{origin}/review")  # the session has ended: back to the login page
+        assert urlparse(driver.current_url).path == "/login"
     with Session(stack.engine) as session:
         final = {item.id: (item.status, item.final_label) for item in session.exec(select(ReviewItem)).all()}
     assert final == {item: (ReviewStatus.DONE, queue.farmer_said if item == queue.disputed else answer["label"])

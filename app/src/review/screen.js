@@ -49,24 +49,30 @@ export function render(root, queue, actions) {
   const item = queue.current;
   root.replaceChildren();
   const header = el('header', {}, el('h1', {}, TEXT.title));
+  const person = el('p', { class: 'person' }, actions.name || '', ' ',
+    el('button', { type: 'button', class: 'log-out', onclick: () => actions.logOut() }, TEXT.logOut));
+  const passed = queue.passed ? el('p', { class: 'passed', role: 'status', 'data-testid': 'passed' },
+    TEXT.passed(queue.passed.reason)) : '';
+  const button = (action, text, cls = '') => el('button', { type: 'button', class: `answer ${cls}`,
+    'data-key': keyFor(action), onclick: () => actions.act(action) }, el('kbd', {}, keyFor(action)), ' ', text);
   if (!item) {
-    root.append(header, el('main', { class: 'empty' }, el('p', { id: 'empty' }, TEXT.empty)), lastAnswer(queue.last));
+    header.append(person);
+    root.append(header, passed, el('main', { class: 'empty' }, el('p', { id: 'empty' }, TEXT.empty),
+      button({ undo: true }, TEXT.undo, 'quiet')), lastAnswer(queue.last));
     return null;
   }
   const counts = item.counts || {};
   header.append(el('p', { class: 'counts', id: 'counts' }, TEXT.left(counts.left_for_you ?? '?'), ' · ',
-    TEXT.open(counts.open ?? '?', counts.adjudication ?? '?')));
+    TEXT.open(counts.open ?? '?', counts.adjudication ?? '?')), person);
   const image = el('img', { id: 'photo', src: item.photo_url, alt: `photo ${item.item_id}`, 'data-item': item.item_id });
   const reasons = el('section', { class: 'reasons' }, el('h2', {}, TEXT.why),
     item.adjudication ? el('p', { class: 'adjudication' }, TEXT.adjudication) : '',
     el('ul', {}, item.reasons.map((reason) => el('li', { 'data-code': reason.code }, reasonText(reason)))));
-  const button = (action, text, cls = '') => el('button', { type: 'button', class: `answer ${cls}`,
-    'data-key': keyFor(action), onclick: () => actions.act(action) }, el('kbd', {}, keyFor(action)), ' ', text);
   const answers = el('nav', { class: 'answers' },
     CLASSES.map((label) => button({ label }, NAMES[label])),
     button({ label: 'not_cassava' }, NAMES.not_cassava, 'other'), button({ label: 'unusable' }, NAMES.unusable, 'other'),
     button({ skip: true }, TEXT.skip, 'quiet'), button({ undo: true }, TEXT.undo, 'quiet'));
-  root.append(header, el('main', {},
+  root.append(header, passed, el('main', {},
     el('div', { class: 'photo-frame', title: TEXT.zoom }, image),
     el('aside', {}, reasons, answers, lastAnswer(queue.last))));
   return image;

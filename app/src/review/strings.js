@@ -20,9 +20,11 @@ export const TEXT = {
   skipped: 'Skipped.',
   loggedOut: 'Your login has ended.',
   logIn: 'Log in again',
+  logOut: 'Log out',
   zoom: 'Scroll or pinch to zoom, drag to move; double-click to reset.',
   details: 'Why it was in the queue',
   error: 'Something went wrong: ',
+  passed: (why) => `The last photo was passed over: ${why}`,
 };
 
 // Why a photo is in the queue, in words that give away nobody's answer: the server's own sentences name what the
