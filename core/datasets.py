@@ -308,6 +308,8 @@ def export(session: Session, blobs: BlobStore, version: str, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise BadInput(f"{out} is not empty: export into a new folder")
+    for label in CLASSES:  # every class's folder, even an empty one: training looks for all of them
+        (out / "cassava" / label).mkdir(parents=True)
     for entry in rows:
         data = blobs.get(photo_key(entry["sha256"], Path(entry["path"]).suffix))
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import CursorResult, delete, func, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, or_, update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -65,6 +65,7 @@ from schemas.tables import (
     ModelVersion,
     RetrainRun,
     RetrainStatus,
+    UserSession,
 )
 from schemas.tasks import ClientEventKind
 
@@ -75,7 +76,7 @@ PHOTOS_NAMESPACE = "photos/"
 CLIENT_EVENTS_COUNTER = "mhogo_client_events_total"
 RUN_FILE = re.compile(r"^(?:run-(\d+)|challenger-run(\d+)\.pt)$")
 # What a pass deletes, in its order, each at most a batch: the counts that say whether more is waiting.
-KINDS = ("photos", "jobs", "client_events", "metric_points", "challengers", "run_files", "part_files")
+KINDS = ("photos", "jobs", "client_events", "metric_points", "challengers", "run_files", "part_files", "user_sessions")
 KNOWN_KINDS = frozenset(kind.value for kind in ClientEventKind)
 
 
@@ -239,6 +240,18 @@ def delete_oldest(session: Session, table: type[ClientEvent | MetricPoint], cuto
     return deleted
 
 
+def ended_sessions(now: datetime) -> ColumnElement[bool]:
+    return or_(col(UserSession.ended_at).is_not(None), col(UserSession.expires_at) < now)
+
+
+def delete_ended_sessions(session: Session, now: datetime, batch: int) -> int:
+    """Browser logins that ended (logout, a disabled person) or expired open nothing: up to `batch` of them go."""
+    chosen = select(col(UserSession.id_hash)).where(ended_sessions(now)).limit(batch)
+    deleted = _rows(session, delete(UserSession).where(col(UserSession.id_hash).in_(chosen)))
+    session.commit()
+    return deleted
+
+
 def model_files(row: ModelVersion) -> list[str]:
     """The blob keys of a version's checkpoint and of its serving builds (each .onnx with its .json)."""
     builds = [build_key(row.sha256, runtime) for runtime in BUILD_NAMESPACES]
@@ -346,6 +359,7 @@ def run_pass(session_factory: Callable[[], Session], blobs: BlobStore, config: S
         counts.update(delete_challengers(session, blobs, cut.challengers, batch, now))
         counts.update(delete_run_files(session, config.model_dir, cut.run_files, batch))
         counts.update(delete_part_files(session, blobs, now, batch))
+        counts["user_sessions"] = delete_ended_sessions(session, now, batch)
     if client is not None and namespace is not None:
         counts["counters"] = telemetry.drop_unknown(client, namespace, CLIENT_EVENTS_COUNTER, "kind", KNOWN_KINDS)
     counts = +counts  # what is zero is left out
@@ -388,6 +402,7 @@ def pending(session: Session, config: Settings, now: datetime, client: redis.Red
         "metric_points": _count(session, select(MetricPoint.id).where(col(MetricPoint.at) < cut.metric_points)),
         "challengers": _count(session, challenger_candidates(cut.challengers)),
         "run_files": len(run_files(session, config.model_dir, cut.run_files, None)),
+        "user_sessions": _count(session, select(UserSession.id_hash).where(ended_sessions(now))),
     })  # fmt: skip
     if blobs is not None:
         counts["part_files"] = len(uploads.orphan_parts(session, blobs, now))

@@ -28,7 +28,7 @@ from sqlmodel import Session
 from core import registry
 from core.blobs import BlobStore
 from core.config import Settings
-from core.datasets import record_built
+from core.datasets import export, record_built
 from core.feedback import LabelledPhoto, labelled_photos, share_capped
 from core.labels import decisions
 from core.triggers import finish_run, start_run, switch_on
@@ -162,6 +162,29 @@ def build_dataset(
     return BuiltDataset(train_dir, eval_dir if kept_out else None, len(base_samples), added, kept_out, dict(left_out))
 
 
+def from_version(
+    session: Session, blobs: BlobStore, config: Settings, version: str, out: Path
+) -> tuple[BuiltDataset, str]:
+    """A dataset version written out to train on: its train split trains, its holdout split judges beside the
+    frozen holdout. Its training photos that are near-duplicates of a frozen holdout photo are counted in the run's
+    record (a version's splits do not know the operator's holdout folder): they are a warning, not taken out, since
+    the version must stay what it is."""
+    if out.exists():
+        shutil.rmtree(out)  # a run redelivered after a crash writes it again
+    written = export(session, blobs, version, out)
+    train_samples = scan(out, CLASSES)
+    held = out / "holdout"
+    leaks = 0
+    if config.HOLDOUT_DIR is not None and train_samples:
+        frozen = scan(config.HOLDOUT_DIR, CLASSES) + negatives_beside(config.HOLDOUT_DIR)
+        leaks = int(near_any(hash_words(perceptual_hashes(train_samples)), hash_words(perceptual_hashes(frozen))).sum())
+    judged = len(scan(_class_dirs(held), CLASSES))
+    left = {"near-duplicates of a frozen holdout photo, still in the version's training split": leaks} if leaks else {}
+    built = BuiltDataset(out, held if judged else None, len(train_samples), 0, judged, left)
+    log.info("retraining on %s: %d photos written, %d train, %d judge", version, written, len(train_samples), judged)
+    return built, version
+
+
 def agronomists_labels(session: Session, config: Settings) -> dict[str, str]:
     """Photos whose label, by the one rule (core.labels), is an agronomist's: a base photo they relabelled through
     the review queue trains with their label."""
@@ -195,11 +218,15 @@ def run_retraining(
         finish_run(session, run, RetrainStatus.FAILED, "no base data: set MHOGO_TRAIN_DATA_DIR")
         return run
     champion = registry.ensure_champion(session, blobs, seed_model)
-    built = build_dataset(session, blobs, config, config.TRAIN_DATA_DIR, config.model_dir / f"run-{run_id}",
-                          config.HOLDOUT_DIR)  # fmt: skip
-    version = record_built(session, blobs, built.train_dir, built.eval_dir, f"retraining run {run_id}",
-                           built.left_out, config.FARMERS_TO_AGREE)  # fmt: skip
-    run.dataset, run.dataset_version = built.record(), version.id
+    chosen = run.figures.get("dataset_version")
+    if chosen:  # an operator's `mhogo retrain --dataset VERSION`: that version's photos, as exported
+        built, version_id = from_version(session, blobs, config, str(chosen), config.model_dir / f"run-{run_id}")
+    else:
+        built = build_dataset(session, blobs, config, config.TRAIN_DATA_DIR, config.model_dir / f"run-{run_id}",
+                              config.HOLDOUT_DIR)  # fmt: skip
+        version_id = record_built(session, blobs, built.train_dir, built.eval_dir, f"retraining run {run_id}",
+                                  built.left_out, config.FARMERS_TO_AGREE).id  # fmt: skip
+    run.dataset, run.dataset_version = built.record(), version_id
     session.add(run)
     session.commit()
     recipe = TrainConfig.from_dict(champion.params) if champion.params else TrainConfig()
@@ -207,7 +234,7 @@ def run_retraining(
     made_by = f"retraining run {run_id} ({run.rule})"
     out = config.model_dir / f"challenger-run{run_id}.pt"
     trigger = {"retrain_run": run_id, "trigger": {"rule": run.rule, "figures": run.figures},
-               "dataset_version": version.id}  # fmt: skip
+               "dataset_version": version_id}  # fmt: skip
     result = train(built.train_dir, out, recipe, config.quality_thresholds, made_by=made_by, extra_meta=trigger)
     challenger = registry.register(session, blobs, out, made_by=made_by, parent=champion.version)
     registry.set_alias(session, ModelAliasName.CHALLENGER, challenger.version, made_by, "trained")

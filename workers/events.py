@@ -15,7 +15,7 @@ from redis.exceptions import LockError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from core import monitoring, retention, strays, telemetry, triggers
+from core import monitoring, retention, review, strays, telemetry, triggers
 from core.config import settings
 from core.feedback import feedback_event, record_feedback
 from core.publisher import Publisher
@@ -78,7 +78,8 @@ def client_events(self: MhogoTask, payload: dict[str, Any]) -> int:
 
 @app.task(name=TaskName.AGGREGATE, bind=True, base=MhogoTask, **RETRY_POLICY)
 def aggregate(self: MhogoTask) -> dict[str, Any]:
-    """One tick of metrics (core.monitoring), then the trigger rules. One tick at a time across all workers."""
+    """One tick of metrics (core.monitoring) and of the review queue (core.review.refresh: what finished or was
+    disputed since the last tick), then the trigger rules. One tick at a time across all workers."""
     lock = self.deliveries.redis.lock(self.namespace.aggregate_lock, timeout=max(60, int(settings.METRICS_INTERVAL_S)),
                                       blocking=False)  # fmt: skip
     if not lock.acquire():
@@ -86,10 +87,11 @@ def aggregate(self: MhogoTask) -> dict[str, Any]:
     try:
         with self.session() as session:
             points = monitoring.tick(session, self.deliveries.redis, self.namespace, settings, utcnow())
+            queued = review.refresh(session, settings)
     finally:
         with contextlib.suppress(LockError):
             lock.release()
-    return {"points": len(points), "retraining_run": check_triggers(self)}
+    return {"points": len(points), "review_items": queued, "retraining_run": check_triggers(self)}
 
 
 @app.task(name=TaskName.SWEEP, bind=True, base=MhogoTask, **RETRY_POLICY)

@@ -73,11 +73,13 @@ def switch_group(group: str) -> click.Group:
 @click.group(invoke_without_command=True)
 @click.option("--reason", default="asked for by an operator", help="Recorded with the run and the model it makes.")
 @click.option("--by", "fired_by", default=lambda: os.environ.get("USER", "operator"), help="Who asks.")
+@click.option("--dataset", "dataset_version", default=None,
+              help="Train on this dataset version (`mhogo dataset snapshot`) instead of building one.")  # fmt: skip
 @click.pass_context
-def retrain(context: click.Context, reason: str, fired_by: str) -> None:
+def retrain(context: click.Context, reason: str, fired_by: str, dataset_version: str | None) -> None:
     """Fire a retraining run now (no cooldown; not while another is open); prints its id. The retraining worker
-    builds the dataset from MHOGO_TRAIN_DATA_DIR plus trusted feedback, trains, judges and maybe promotes.
-    `mhogo retrain cancel RUN` stops an open run instead."""
+    builds the dataset from MHOGO_TRAIN_DATA_DIR plus trusted feedback (or takes --dataset's version), trains, judges
+    and maybe promotes. `mhogo retrain cancel RUN` stops an open run instead."""
     if context.invoked_subcommand is not None:
         return
     from datetime import timedelta
@@ -91,9 +93,18 @@ def retrain(context: click.Context, reason: str, fired_by: str) -> None:
     from schemas.tables import utcnow
 
     namespace = require_deployment()
+    figures = {"reason": reason} | ({"dataset_version": dataset_version} if dataset_version else {})
     with open_session(settings.database_url) as session:
+        if dataset_version:
+            from core.datasets import get_version
+            from schemas.errors import BadInput
+
+            try:
+                get_version(session, dataset_version)
+            except BadInput as exc:
+                raise click.UsageError(str(exc)) from exc
         run = fire(session, redis.Redis.from_url(settings.REDIS_URL), namespace, Publisher(app).publish_retrain,
-                   Firing("operator", {"reason": reason}), fired_by, timedelta(0), utcnow())  # fmt: skip
+                   Firing("operator", figures), fired_by, timedelta(0), utcnow())  # fmt: skip
     if run is None:
         raise click.ClickException("a retraining run is open already: `mhogo status` shows it")
     click.echo(run.id)

@@ -212,7 +212,7 @@ def test_retention_deletes_what_is_past_its_time_and_keeps_what_the_rules_keep(
     assert done == {"photos": 7, "photo_files": 6, "jobs": 1, "feedback": 1, "client_events": 1, "metric_points": 1,
                     "challengers": 1, "model_files": 1 + 2 * len(BUILD_NAMESPACES), "run_files": 4,
                     "part_files": 1}  # fmt: skip
-    assert +would == {kind: done[kind] for kind in retention.KINDS}  # the dry run counted exactly what went
+    assert +would == +Counter({kind: done[kind] for kind in retention.KINDS})  # the dry run counted exactly what went
     for name, job_id in past.items():
         row = job(session, job_id)
         assert row is not None, name
@@ -290,3 +290,19 @@ def test_trusted_jobs_agrees_with_the_label_rule_training_uses(session: Session)
     trusted = set(session.exec(trusted_jobs(farmers_to_agree=2)).all())
     assert {job_id for job_id, yes in expected.items() if yes} == trusted
     assert 0 < len(trusted) < len(expected)
+
+
+def test_browser_logins_that_ended_or_expired_are_deleted_and_live_ones_kept(session: Session, tmp_path: Path) -> None:
+    from core.users import end_session, session_user, start_session
+    from tests.utils.factories import make_person
+
+    config = settings_in(tmp_path / "home", SESSION_TTL_S=3600)
+    user, _ = make_person(session, "amina")
+    live, ended = start_session(session, config, user), start_session(session, config, user)
+    end_session(session, ended.cookie)
+    outcome = retention.run_pass(lambda: Session(session.get_bind()), BlobStore(config.blob_dir), config, utcnow())
+    assert outcome.counts["user_sessions"] == 1
+    assert session_user(session, live.cookie) is not None
+    later = utcnow() + timedelta(hours=2)  # the live one has expired by then
+    outcome = retention.run_pass(lambda: Session(session.get_bind()), BlobStore(config.blob_dir), config, later)
+    assert outcome.counts["user_sessions"] == 1

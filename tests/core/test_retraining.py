@@ -191,3 +191,38 @@ def test_with_a_holdout_the_gate_decides(session: Session) -> None:
     decided = _decide(session, Settings(), run, "champion-v1", challenger, figures, None)  # type: ignore[arg-type]
     assert decided.status == RetrainStatus.KEPT
     assert decided.decision == "accuracy 0.510 vs champion 0.500: gain +0.010 below the +0.020 required"
+
+
+def test_a_run_on_a_chosen_dataset_version_trains_on_it_and_records_it(
+    sqlite_engine: Any, blobs: BlobStore, tmp_path: Path
+) -> None:
+    """`mhogo retrain --dataset VERSION`: the run exports the version, trains on its train split (a dry run here),
+    and the run and the challenger both name the version; its holdout split judges beside the frozen holdout."""
+    from core.datasets import snapshot
+    from core.labels import import_curated
+    from core.retraining import run_retraining
+    from schemas.tables import LabelSource, PhotoLabel
+    from tests.utils.models import tiny_model
+
+    session = Session(sqlite_engine)  # one database is enough: training is the slow part, and it is the same
+
+    config = Settings(HOME=tmp_path / "home", RETRAIN_DRY_RUN=True, TRAIN_DATA_DIR=SAMPLES, DATASET_HOLDOUT_SHARE=1.0)
+    import_curated(session, blobs, SAMPLES)
+    held = sample_photo("cmd", 9).read_bytes()  # an agronomist's label on a photo of the field: the holdout grows
+    key = blobs.put("photos", held, ".jpg")
+    session.add(PhotoLabel(photo_sha256=key.split("/")[-1][:64], blob_key=key, label="cbsd",
+                           source=LabelSource.AGRONOMIST))  # fmt: skip
+    session.commit()
+    version = snapshot(session, blobs, config, "test")
+    run = RetrainRun(rule="operator", figures={"dataset_version": version.id}, fired_by="test")
+    session.add(run)
+    session.commit()
+    assert run.id is not None
+    done = run_retraining(session, blobs, config, run.id, threads=1, seed_model=tiny_model(tmp_path))
+    assert done.dataset_version == version.id
+    assert done.status == RetrainStatus.KEPT  # no frozen holdout: never promoted
+    challenger = session.get(ModelVersion, done.challenger_version)
+    assert challenger is not None
+    assert challenger.dataset_version == version.id
+    assert done.dataset["feedback_held_out"] == 1
+    assert set(done.evaluation["sets"]) == {"feedback"}

@@ -14,7 +14,7 @@ from core.config import Settings
 from core.feedback import record_feedback
 from core.labels import decide, history
 from schemas.errors import ReviewRefused
-from schemas.tables import Device, ModelAlias, ModelVersion, ReviewItem, ReviewStatus, User
+from schemas.tables import Device, ModelAlias, ModelAliasName, ModelVersion, ReviewItem, ReviewStatus, User
 from tests.utils.factories import finished_job, label_event, make_device, make_person, sample_bytes
 
 
@@ -36,7 +36,7 @@ def champion_with_gate(session: Session, threshold: float) -> None:
     session.add(ModelVersion(version="v1", sha256="s", blob_key="models/aa/x.pt", made_by="test",
                              metrics={"leaf_gate_threshold": threshold}))  # fmt: skip
     session.commit()
-    session.add(ModelAlias(alias="champion", version="v1"))
+    session.add(ModelAlias(alias=ModelAliasName.CHAMPION, version="v1"))
     session.commit()
 
 

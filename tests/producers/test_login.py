@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx2 import Response as Answer  # what the test client answers with
 from sqlmodel import Session
 
 from producers.api.app import create_app
@@ -37,7 +38,7 @@ def form_token(client: TestClient, path: str = "/login") -> str:
     return found.group(1)
 
 
-def log_in(client: TestClient, name: str, password: str, next_path: str = "") -> object:
+def log_in(client: TestClient, name: str, password: str, next_path: str = "") -> Answer:
     token = form_token(client)
     return client.post("/login", data={"name": name, "password": password, "csrf_token": token, "next": next_path})
 
