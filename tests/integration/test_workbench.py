@@ -43,6 +43,7 @@ pytestmark = pytest.mark.integration
 
 APP_DIST = Path(__file__).resolve().parents[2] / "app" / "dist"
 TABLET = (1024, 768)  # a 10" tablet held landscape, in CSS pixels
+UPRIGHT = (768, 1024)  # the same tablet held upright
 PHOTOS = [sample_photo(kind, 0) for kind in ("cbb", "cbsd", "cgm", "cmd", "healthy")]
 # Every photo in the queue (each confident answer audited, the others unsure), each needing two labels.
 REVIEW_ENV = {"MHOGO_REVIEW_DOUBLE_SHARE": "1", "MHOGO_REVIEW_AUDIT_SHARE": "1"}
@@ -187,6 +188,17 @@ def last_answer(driver: WebDriver) -> dict[str, Any]:
     return dict(driver.execute_script(LAST_ANSWER_JS))
 
 
+def buttons_out_of_sight(driver: WebDriver) -> list[str]:
+    """The answer buttons not wholly inside the viewport, or too small for a finger (under 44 CSS px high)."""
+    return list(
+        driver.execute_script("""
+return Array.from(document.querySelectorAll('button.answer')).filter(b => {
+  const r = b.getBoundingClientRect();
+  return r.top < 0 || r.left < 0 || r.bottom > innerHeight || r.right > innerWidth || r.height < 44;
+}).map(b => b.textContent);""")
+    )
+
+
 def zooms(driver: WebDriver) -> None:
     """A turn of the mouse wheel over the photo zooms it in (pinch on a tablet is the same panzoom); then reset."""
     driver.execute_script(ZOOM_JS)
@@ -272,8 +284,9 @@ def test_three_agronomists_work_the_queue_and_their_agreement_is_computed(queue:
         disputed = session.get(ReviewItem, queue.disputed)
         assert disputed is not None
         assert disputed.status == ReviewStatus.ADJUDICATION
-    with chromium(*TABLET) as driver:
+    with chromium(*UPRIGHT) as driver:
         assert log_in(driver, origin, C) == queue.disputed  # the disagreement, handed to a third first
+        assert buttons_out_of_sight(driver) == []  # held upright, every answer is a tap away, no scrolling
         assert driver.find_elements(By.CSS_SELECTOR, ".adjudication")
         assert press(driver, KEY[queue.farmer_said], queue.disputed) == 0  # C decides; nothing else is C's
         driver.find_element(By.CSS_SELECTOR, "button.log-out").click()
