@@ -65,4 +65,35 @@ def scenario_retrain(data: Path, home: Path | None, quick: bool, screenshot: Pat
     sys.exit(0 if ok and run["status"] in ("promoted", "kept") else 1)
 
 
+@scenario.command("review")
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=SHARED_DATA,
+              show_default=True, help="Photos laid out like ../shared/data: cassava/<class>/, negatives/.")  # fmt: skip
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where its stack keeps its state; default MHOGO_HOME/scenarios/review-<time>.")  # fmt: skip
+@click.option("--quick", is_flag=True, help="Two batches a model: checks the path in a few minutes, not the models.")
+@click.option("--agronomists", type=click.IntRange(2, 20), default=3, show_default=True)
+@click.option("--label-seconds", type=click.FloatRange(1, 600), default=20.0, show_default=True,
+              help="An agronomist's time per label, simulated.")  # fmt: skip
+@click.option("--no-retrain", is_flag=True, help="Stop after the queue is worked: no snapshot, no retraining run.")
+def scenario_review(data: Path, home: Path | None, quick: bool, agronomists: int, label_seconds: float,
+                    no_retrain: bool) -> None:  # fmt: skip
+    """Farmers contest some diagnoses; agronomists work the review queue through its API; the labels that matter
+    (the model wrong, contested or unsure) per agronomist-hour are compared with labelling in upload order; a
+    snapshot is taken and a retraining run learns from it. Prints the figures; writes HOME/review-scenario.json and
+    the curves, drawn, to HOME/review-scenario.png."""
+    from mhogo.review_scenario import ReviewScenarioConfig, run_review_scenario
+
+    home = home or settings.HOME / "scenarios" / datetime.now(UTC).strftime("review-%Y%m%d-%H%M%S")
+    config = ReviewScenarioConfig(data.resolve(), home.resolve(), quick=quick, agronomists=agronomists,
+                                  label_s=label_seconds, retrain=not no_retrain)  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: (_ for _ in ()).throw(KeyboardInterrupt()))
+    report = run_review_scenario(config, settings, out=lambda line: click.echo(line))
+    figures = {k: v for k, v in report["figures"].items() if k != "curves"}
+    click.echo(json.dumps({"figures": figures, "dataset": report.get("dataset"),
+                           "report": str(home / "review-scenario.json"),
+                           "chart": str(home / "review-scenario.png")}, indent=2))  # fmt: skip
+    run = (report.get("dataset") or {}).get("run")
+    sys.exit(0 if run is None or run["dataset_version"] == report["dataset"]["snapshot"] else 1)
+
+
 COMMANDS = (scenario,)

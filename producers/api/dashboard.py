@@ -21,6 +21,7 @@ from sqlmodel import Session
 from core.config import Settings
 from core.namespace import Namespace
 from core.status import status_report
+from producers.api import labelling
 from producers.api.deps import ServicesDep, SessionDep
 from producers.api.ops import OperatorDep, redis_client
 from producers.api.palette import OTHER_COLOUR, STATUS_COLOURS
@@ -47,7 +48,8 @@ def render(
 
     report = status_report(session, client, config, hours, namespace)
     now = datetime.fromisoformat(report["generated_at"])
-    return page(report, charts(session, report, config, now - timedelta(hours=hours), now))
+    tables = labelling.models_table(session) + labelling.agreement_table(session)
+    return page(report, charts(session, report, config, now - timedelta(hours=hours), now), tables)
 
 
 # Page -------------------------------------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ def chart_box(name: str, uri: str, extra: str = "") -> str:
             f'<img src="{uri}" alt="{e(title)}"></section>')  # fmt: skip
 
 
-def page(report: dict[str, Any], uris: dict[str, str]) -> str:
+def page(report: dict[str, Any], uris: dict[str, str], tables: str = "") -> str:
     hours = report["hours"]
     ranges = " ".join(f'<a href="?{e(urlencode({"hours": h}))}">{h if h < 48 else h // 24}{"h" if h < 48 else "d"}</a>'
                       for h in RANGES)  # fmt: skip
@@ -169,4 +171,5 @@ def page(report: dict[str, Any], uris: dict[str, str]) -> str:
 <div class="grid">{lines}</div>
 {chart_box("model_history", uris["model_history"], " wide")}
 {runs_table(report["runs"])}
+{tables}
 </body></html>"""

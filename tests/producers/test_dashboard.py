@@ -193,3 +193,30 @@ def test_an_api_process_loads_neither_torch_nor_matplotlib_until_the_dashboard_i
     code = "import sys, producers.api.app; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_the_dashboard_shows_models_with_their_dataset_versions_and_the_agronomists_agreement(
+    ops_client: TestClient, services: Services
+) -> None:
+    from schemas.tables import DatasetVersion, LabelSource, ModelVersion, PhotoLabel, ReviewItem
+    from tests.utils.factories import make_person
+
+    with Session(services.engine) as session:
+        session.add(DatasetVersion(id="ds-0123456789abcdef", created_by="test", manifest_key="m", photos=92))
+        session.add(ModelVersion(version="lite1+lite2-x", sha256="s", blob_key="b", made_by="retraining run 3",
+                                 dataset_version="ds-0123456789abcdef",
+                                 metrics={"test_metrics": {"accuracy": 0.8125}}))  # fmt: skip
+        amina, baraka = make_person(session, "amina")[0], make_person(session, "baraka")[0]
+        for n, (a, b) in enumerate([("cmd", "cmd"), ("cbb", "cbb"), ("healthy", "cmd")], start=1):
+            session.add(ReviewItem(id=n, photo_sha256=f"p{n}", blob_key="x", labels_needed=2))
+            session.commit()
+            for user, said in ((amina, a), (baraka, b)):
+                session.add(PhotoLabel(photo_sha256=f"p{n}", item_id=n, label=said, source=LabelSource.AGRONOMIST,
+                                       user_id=user.id))  # fmt: skip
+        session.commit()
+    page = ops_client.get("/ops", headers=OPERATOR).text
+    assert "Models and the data that made them" in page
+    assert "ds-0123456789abcdef (92 photos)" in page
+    assert "0.812 on its own test split" in page
+    assert "from 3 photos two agronomists labelled independently (2 agreed)" in page
+    assert "<td>amina</td>" in page
