@@ -37,6 +37,7 @@ test('every answer has one key, and keys are ignored while typing or with a modi
   assert.deepEqual(actionFor({ key: 'z', target: {} }), { undo: true });
   assert.equal(actionFor({ key: '4', target: { tagName: 'INPUT' } }), null);
   assert.equal(actionFor({ key: '4', ctrlKey: true, target: {} }), null);
+  assert.equal(actionFor({ key: '4', repeat: true, target: {} }), null); // held down: only the first press counts
   assert.equal(actionFor({ key: 'x', target: {} }), null);
   assert.equal(new Set(Object.values(KEYS).map((a) => JSON.stringify(a))).size, Object.keys(KEYS).length);
   assert.equal(keyFor({ skip: true }), 's');
