@@ -29,4 +29,7 @@ export class ReviewApi {
   item(id) { return this.request('GET', `/v1/review/${id}`); }
   answer(id, body) { return this.request('POST', `/v1/review/${id}`, body); }
   undo() { return this.request('POST', '/v1/review/undo'); }
+  logOut() {
+    return this.fetch('/logout', { method: 'POST', headers: { 'X-CSRF-Token': this.csrf || '' }, credentials: 'same-origin' });
+  }
 }

@@ -13,9 +13,10 @@ export const KEYS = {
   z: { undo: true },
 };
 
-// What a key press asks for, or null: never while typing in a field, never with a modifier (the browser's own).
+// What a key press asks for, or null: never while typing in a field, never with a modifier (the browser's own), never
+// a key held down (its repeats would label the photos that follow, unseen).
 export function actionFor(event) {
-  if (event.ctrlKey || event.metaKey || event.altKey) return null;
+  if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) return null;
   const tag = event.target && event.target.tagName;
   if (tag === 'INPUT' || tag === 'TEXTAREA' || tag === 'SELECT') return null;
   return KEYS[String(event.key).toLowerCase()] || null;

@@ -9,10 +9,18 @@ import { zoomable } from './zoom.js';
 
 const root = document.getElementById('workbench');
 const api = new ReviewApi();
-const queue = new Queue(api, (url) => { new Image().src = url; });
+let preloaded = null; // held, so the photo after this one finishes loading (and stays in the cache) meanwhile
+const queue = new Queue(api, (url) => { preloaded = Object.assign(new Image(), { src: url }); });
+
+let name = '';
+
+async function logOut() {
+  await api.logOut().catch(() => {}); // logged out or not, the login page is where to go
+  window.location.assign('/login?next=/review');
+}
 
 function show() {
-  const image = render(root, queue, { act });
+  const image = render(root, queue, { act, logOut, name });
   if (image) zoomable(image);
   document.body.dataset.state = queue.current ? 'item' : 'empty';
 }
@@ -46,7 +54,7 @@ document.addEventListener('keydown', (event) => {
 
 (async () => {
   try {
-    await api.me();
+    ({ name } = await api.me());
     await queue.start();
     show();
   } catch (error) {

@@ -13,12 +13,31 @@ export const TEXT = {
   undo: 'Undo',
   empty: 'Nothing is left for you. Thank you!',
   lastAnswer: 'Your last answer',
+  answeredPhoto: 'the photo you answered',
   you: 'You said',
   model: 'The model said',
   noModel: 'The model has no answer for this photo.',
   skipped: 'Skipped.',
   loggedOut: 'Your login has ended.',
   logIn: 'Log in again',
+  logOut: 'Log out',
   zoom: 'Scroll or pinch to zoom, drag to move; double-click to reset.',
+  details: 'Why it was in the queue',
   error: 'Something went wrong: ',
+  passed: (why) => `The last photo was passed over: ${why}`,
 };
+
+// Why a photo is in the queue, in words that give away nobody's answer: the server's own sentences name what the
+// model, a farmer or the training label said, so they are shown only once the agronomist has answered (no anchoring).
+export const REASONS = {
+  farmer_disagreed: 'A farmer said the diagnosis was wrong.',
+  probably_mislabelled: 'Its training label looks doubtful.',
+  unsure: 'The model hesitated between two answers.',
+  gate_borderline: 'The check for a cassava leaf was borderline.',
+  drift: 'Unlike the photos the model learnt from (light, colour or sharpness).',
+  audit: 'A random check of the model.',
+};
+
+export function reasonText(reason) {
+  return REASONS[reason.code] || String(reason.code).replaceAll('_', ' ');
+}

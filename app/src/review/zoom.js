@@ -1,4 +1,5 @@
-// The photo zooms (wheel, pinch) and pans (drag) with @panzoom/panzoom; a double click puts it back.
+// The photo zooms (wheel, pinch) and pans (drag) with @panzoom/panzoom; a double click puts it back. No `contain`:
+// the image is fitted into its frame by CSS, and panzoom's containment would push a fitted image off-centre.
 import Panzoom from '@panzoom/panzoom';
 
 export function zoomable(image) {
