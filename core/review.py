@@ -12,7 +12,7 @@ EXTRA_REASON for each other one):
                                  higher): the photos at its decision boundary teach it most
     gate_borderline         50   the leaf gate's score was within REVIEW_GATE_BAND of its threshold: nearly turned
                                  away, or nearly let through
-    drift                   40   two or more image statistics outside the middle 80 % of the training photos'
+    drift                   40   three or more image statistics outside the middle 80 % of the training photos'
     audit                   10   a confident answer drawn at random (REVIEW_AUDIT_SHARE, by the photo's hash): an
                                  honest sample of how often the model is wrong when it is sure
 
@@ -66,6 +66,9 @@ WEIGHTS = {"farmer_disagreed": 100.0, "probably_mislabelled": 80.0, "unsure": 60
            "drift": 40.0, "audit": 10.0}  # fmt: skip
 UNSURE_SPAN = 15.0  # an unsure photo's priority grows by up to this as its margin shrinks to nothing
 EXTRA_REASON = 5.0
+# Of the 7 image statistics, this many outside the middle 80 % of the training photos' (each is outside for a fifth
+# of those photos themselves): three make about one training photo in seven look drifted, two would make two in five.
+DRIFT_MIN_STATS = 3
 BATCH = 2000  # jobs (and disagreements) read per refresh: the next pass takes the rest
 CLASSES = {label.value for label in LABELS}
 
@@ -146,7 +149,7 @@ def job_reasons(job: Job, model: Champion, config: Settings) -> list[Reason]:
     stats = job.input_stats or {}
     outside = [name for name in DRIFT_STATS if name in model.ranges and name in stats
                and not model.ranges[name][0] <= float(stats[name]) <= model.ranges[name][1]]  # fmt: skip
-    if len(outside) >= 2:
+    if len(outside) >= DRIFT_MIN_STATS:
         reasons.append(Reason("drift", "Unlike the training photos: " + ", ".join(
             f"{name.replace('_', ' ')} {float((job.input_stats or {})[name]):.2f}" for name in outside[:3])
             + " (outside their middle 80 %).", WEIGHTS["drift"]))  # fmt: skip

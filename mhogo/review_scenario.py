@@ -18,6 +18,7 @@ HOME/review-scenario.png.
 from __future__ import annotations
 
 import json
+import math
 import random
 import sys
 from collections.abc import Callable
@@ -291,7 +292,11 @@ def compare(
     base_curve = [sum(job_id in mattering for job_id in upload_order[: n + 1]) for n in range(len(answers))]
     hours = max(_hours(answers, config), 1e-9)
     queue_rate, base_rate = queue_curve[-1] / hours if answers else 0.0, (base_curve[-1] if answers else 0) / hours
+    upload_curve = [sum(job_id in mattering for job_id in upload_order[: n + 1]) for n in range(len(upload_order))]
+    found = queue_curve[-1] if answers else 0
     return {
+        "to_every_one_the_queue_finds": time_to(queue_curve, upload_curve, found, config),
+        "to_80_percent": time_to(queue_curve, upload_curve, math.ceil(0.8 * found), config),
         "photos": len(jobs), "photos_that_matter": len(mattering), "labels": len(answers),
         "agronomist_hours": round(hours, 3),
         "queue_labels_that_matter": queue_curve[-1] if answers else 0,
@@ -300,6 +305,19 @@ def compare(
         "ratio": round(queue_rate / base_rate, 2) if base_rate else None,
         "curves": {"label_s": config.label_s, "queue": queue_curve, "upload_order": base_curve},
     }  # fmt: skip
+
+
+def time_to(queue: list[int], upload: list[int], target: int, config: ReviewScenarioConfig) -> dict[str, Any]:
+    """Agronomist-hours until `target` photos that matter are labelled: through the queue, and in upload order."""
+    if target <= 0:
+        return {"photos": 0}
+    through_queue = next((n + 1 for n, found in enumerate(queue) if found >= target), None)
+    in_order = next((n + 1 for n, found in enumerate(upload) if found >= target), None)
+    hours = {name: None if labels is None else round(labels * config.label_s / 3600, 3)
+             for name, labels in (("queue", through_queue), ("upload_order", in_order))}  # fmt: skip
+    ratio = round(in_order / through_queue, 2) if in_order and through_queue else None
+    return {"photos": target, "labels": {"queue": through_queue, "upload_order": in_order},
+            "agronomist_hours": hours, "upload_order_takes_times_longer": ratio}  # fmt: skip
 
 
 def _agreement(engine: Any) -> dict[str, Any]:

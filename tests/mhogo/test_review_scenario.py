@@ -33,6 +33,10 @@ def test_the_queue_is_measured_against_upload_order_for_the_same_agronomist_time
     assert figures["curves"]["queue"] == [1, 2, 2, 3]  # a second label on the same photo brings nothing new
     assert figures["curves"]["upload_order"] == [0, 0, 0, 0]  # four labels in upload order: the confident ones
     assert (figures["queue_per_hour"], figures["upload_order_per_hour"], figures["ratio"]) == (75.0, 0.0, None)
+    every = figures["to_every_one_the_queue_finds"]  # all 3 that matter: the 4th label through the queue; the 7th
+    assert (every["photos"], every["labels"], every["upload_order_takes_times_longer"]) == (
+        3, {"queue": 4, "upload_order": 7}, 1.75)  # fmt: skip
+    assert every["agronomist_hours"] == {"queue": 0.04, "upload_order": 0.07}
     chart = draw({"figures": figures}, tmp_path / "curves.png")
     assert chart is not None
     with Image.open(chart) as image:
