@@ -160,12 +160,9 @@ def capped(photos: list[LabelledPhoto], max_share: float, left_out: Counter[str]
 
 
 def _hashes(blobs: BlobStore, keys: Sequence[str]) -> np.ndarray:
-    import imagehash
+    from ml.splits import hash_words, perceptual_hash
 
-    from ml.imaging import MAX_LOCAL_PIXELS, decode
-    from ml.splits import hash_words
-
-    return hash_words([imagehash.phash(decode(blobs.get(key), MAX_LOCAL_PIXELS)) for key in keys])
+    return hash_words([perceptual_hash(blobs.get(key)) for key in keys])
 
 
 def assign_splits(

@@ -35,19 +35,20 @@ from core.config import Settings
 from core.db import open_database
 from core.devices import add_device
 from core.namespace import resolve
+from core.review import margin
 from mhogo.scenario import (
     SCENARIO_SERVICES,
     Photo,
     ScenarioConfig,
     Timeline,
-    own_redis,
     publisher_for,
     scenario_env,
     split_data,
+    start_stack,
     train_champion,
     wait_for,
 )
-from mhogo.stack import Stack, wait_until_healthy
+from mhogo.stack import Stack
 from producers.phone import Phone, open_phone
 from schemas.labels import LABELS
 from schemas.statuses import JobStatus
@@ -92,11 +93,6 @@ def truth_of(photo: Photo) -> str:
     return photo.label or NOT_CASSAVA
 
 
-def margin(job: Job) -> float:
-    top = sorted((job.probabilities or {}).values(), reverse=True)
-    return top[0] - top[1] if len(top) > 1 else 1.0
-
-
 def model_answer(job: Job) -> str:
     """What the model said of the photo, as an agronomist's answer would say it."""
     if job.status == JobStatus.CLASSIFIED and job.label:
@@ -107,7 +103,8 @@ def model_answer(job: Job) -> str:
 def matters(job: Job, truth: str, contested: bool, unsure_margin: float) -> bool:
     """Whether a label on this photo teaches something: the model was wrong, a farmer contested it, or it was unsure."""
     wrong = model_answer(job) != truth and model_answer(job) != "unusable"
-    unsure = job.status == JobStatus.CLASSIFIED and margin(job) < unsure_margin
+    gap = margin(job.probabilities) if job.status == JobStatus.CLASSIFIED else None
+    unsure = gap is not None and gap < unsure_margin  # as the queue decides it (core.review.margin)
     return wrong or contested or unsure
 
 
@@ -138,12 +135,7 @@ def run_review_scenario(
     stack.env |= env | {"MHOGO_LOG_LEVEL": "WARNING"}
     report: dict[str, Any] = {"home": str(config.home), "quick": config.quick, "config": _public(config)}
     try:
-        redis_url = config.redis_url or own_redis(stack, config.home)
-        stack.settings = live = live.model_copy(update={"REDIS_URL": redis_url})
-        stack.env["MHOGO_REDIS_URL"] = redis_url
-        stack.start(explicit_redis_url=True)
-        if not wait_until_healthy(live.public_url):
-            raise RuntimeError("the API did not become healthy")
+        live = start_stack(stack, live, config.redis_url, config.home)
         report |= _drive(live, engine, parts["stream"], timeline, config)
     finally:
         stack.stop()

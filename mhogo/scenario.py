@@ -193,12 +193,7 @@ def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str]
     stack.env |= env | {"MHOGO_LOG_LEVEL": os.environ.get("MHOGO_LOG_LEVEL", "WARNING")}
     report: dict[str, Any] = {"home": str(config.home), "code_version": code_version(), "quick": config.quick}
     try:
-        redis_url = config.redis_url or own_redis(stack, config.home)
-        stack.settings = stack_settings = stack_settings.model_copy(update={"REDIS_URL": redis_url})
-        stack.env["MHOGO_REDIS_URL"] = redis_url
-        stack.start(explicit_redis_url=True)
-        if not wait_until_healthy(stack_settings.public_url):
-            raise RuntimeError("the API did not become healthy")
+        stack_settings = start_stack(stack, stack_settings, config.redis_url, config.home)
         report |= _drive(stack, stack_settings, engine, parts, timeline, config)
         if config.before_stop is not None:
             config.before_stop(stack_settings, stack.env["MHOGO_FLOWER_PASSWORD"])
@@ -207,6 +202,18 @@ def run_scenario(config: ScenarioConfig, settings: Settings, out: Callable[[str]
     report["timeline"] = timeline.events
     (config.home / "scenario.json").write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def start_stack(stack: Stack, settings: Settings, redis_url: str | None, home: Path) -> Settings:
+    """Start a scenario's stack on `redis_url` (default: a redis-server of its own, so nothing mixes with a running
+    stack) and wait for its API; the stack's settings, with the Redis it uses."""
+    redis_url = redis_url or own_redis(stack, home)
+    stack.settings = settings = settings.model_copy(update={"REDIS_URL": redis_url})
+    stack.env["MHOGO_REDIS_URL"] = redis_url
+    stack.start(explicit_redis_url=True)
+    if not wait_until_healthy(settings.public_url):
+        raise RuntimeError("the API did not become healthy")
+    return settings
 
 
 def _drive(

@@ -19,8 +19,12 @@ from ml.imaging import MAX_LOCAL_PIXELS, decode
 NEAR_DUPLICATE_BITS = 10  # of 64: phash distance at or below which two photos count as the same picture
 
 
+def perceptual_hash(data: bytes) -> imagehash.ImageHash:
+    return imagehash.phash(decode(data, MAX_LOCAL_PIXELS))
+
+
 def perceptual_hashes(samples: Sequence[Sample]) -> list[imagehash.ImageHash]:
-    return [imagehash.phash(decode(s.path.read_bytes(), MAX_LOCAL_PIXELS)) for s in samples]
+    return [perceptual_hash(s.path.read_bytes()) for s in samples]
 
 
 def hash_words(hashes: Sequence[imagehash.ImageHash]) -> np.ndarray:
